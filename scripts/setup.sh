@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets the project up from nothing: a virtualenv with pinned packages, and the pinned
+# Apache Kafka jars from Maven Central. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required ($2)" >&2; exit 1; }; }
+PYTHON=${PYTHON:-python3.11}
+need "$PYTHON" "Python 3.11"
+need java "Java 17"
+need mvn "Apache Maven, to fetch the Kafka jars"
+
+java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+if [ "${java_major:-0}" -lt 17 ]; then echo "setup: Java 17 or newer is required (found ${java_major:-none})" >&2; exit 1; fi
+
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "setup: installing pinned Python packages"
+  .venv/bin/python -m pip install -q --upgrade pip==23.2.1 >/dev/null
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  touch "$stamp"
+fi
+
+libs=.cache/kafka/libs
+if [ ! -f .cache/kafka/.resolved ] || [ deploy/local/kafka/pom.xml -nt .cache/kafka/.resolved ]; then
+  echo "setup: resolving Apache Kafka jars from Maven Central"
+  rm -rf "$libs"
+  mvn -q -B -f deploy/local/kafka/pom.xml dependency:copy-dependencies \
+      -DoutputDirectory="$PWD/$libs" -DincludeScope=runtime
+  touch .cache/kafka/.resolved
+fi
+echo "setup: ready"

@@ -1,0 +1,1 @@
+"""The project's contract (event and command models) and the wiring that every service shares."""

@@ -1,0 +1,11 @@
+"""Constrained value types used across the contract."""
+
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+# Unit, cell, meeting and member ids: short slugs that are safe as Kafka keys and in URLs.
+Identifier = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", max_length=64)
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]

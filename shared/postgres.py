@@ -1,0 +1,53 @@
+"""PostgreSQL wiring shared by the services: the pool and a small migration runner."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list[str]:
+    """Apply the numbered ``*.sql`` files of one service's schema, each exactly once.
+
+    An advisory lock serialises replicas that start together; each file runs in its
+    own transaction with its bookkeeping row, so a failed migration leaves no trace.
+    """
+    lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("select pg_advisory_lock($1)", lock_key)
+        try:
+            await conn.execute(f'create schema if not exists "{schema}"')
+            await conn.execute(
+                f'create table if not exists "{schema}".schema_migrations ('
+                " name text primary key, applied_at timestamptz not null default now())"
+            )
+            done = {
+                r["name"]
+                for r in await conn.fetch(f'select name from "{schema}".schema_migrations')
+            }
+            for path in sorted(migrations_dir.glob("*.sql")):
+                if path.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute(
+                        f'insert into "{schema}".schema_migrations(name) values ($1)', path.name
+                    )
+                applied.append(path.name)
+                log.info("postgres.migration_applied", schema=schema, migration=path.name)
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", lock_key)
+    return applied
