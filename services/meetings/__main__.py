@@ -1,0 +1,3 @@
+from services.meetings.bootstrap import main
+
+main()

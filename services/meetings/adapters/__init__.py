@@ -1,0 +1,1 @@
+"""Adapters to the outside: Postgres event store, Kafka relay, metrics."""

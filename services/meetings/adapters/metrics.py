@@ -1,0 +1,54 @@
+"""The meetings service's Prometheus metrics, on one registry per process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class MeetingsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.commands = Counter(
+            "chibo_commands_total",
+            "Commands handled, by command type, door and outcome.",
+            ["command", "door", "outcome"],
+            registry=registry,
+        )
+        self.events_appended = Counter(
+            "chibo_events_appended_total",
+            "Events appended to the event store.",
+            ["event_type"],
+            registry=registry,
+        )
+        self.append_seconds = Histogram(
+            "chibo_event_append_duration_seconds",
+            "Time to append one command's events, in seconds.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.relay_published = Counter(
+            "chibo_relay_published_events_total",
+            "Events the relay published to Kafka (a re-publish after a crash counts again).",
+            registry=registry,
+        )
+        self.relay_lag_events = Gauge(
+            "chibo_relay_lag_events",
+            "Committed events not yet published to Kafka.",
+            registry=registry,
+        )
+        self.relay_lag_seconds = Gauge(
+            "chibo_relay_lag_seconds",
+            "Age of the oldest committed event not yet published, in seconds.",
+            registry=registry,
+        )
+        self.relay_errors = Counter(
+            "chibo_relay_errors_total",
+            "Relay rounds that failed and will be retried.",
+            ["stage"],
+            registry=registry,
+        )
+        self.relay_leader = Gauge(
+            "chibo_relay_is_leader",
+            "1 when this replica holds the relay lock and publishes.",
+            registry=registry,
+        )

@@ -1,0 +1,235 @@
+"""The relay: committed events from the event store to the Kafka events topic.
+
+Gap safety (design invariant 3): identity positions are handed out before commit, so
+position N+1 can be visible while N is still in flight. The relay therefore reads in
+(transaction id, position) order and only below ``pg_snapshot_xmin(pg_current_snapshot())``,
+the oldest transaction still running: every event it can see there is committed, and no
+transaction can later commit an event that sorts before them. An append's transaction
+takes its id only after it loaded the stream, so within a stream this order is version
+order.
+
+Exactly one replica relays at a time: it holds a session advisory lock. The checkpoint
+moves only after Kafka acknowledged the whole batch, so a crash re-publishes at most one
+batch; consumers drop those duplicates by event id / stream version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.meetings.adapters.metrics import MeetingsMetrics
+from shared.contract import EventEnvelope
+from shared.kafka import aiokafka_client_kwargs
+from shared.logs import get_logger
+from shared.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+RELAY_LOCK_KEY = 0x6368_6962_6F72_6C79  # "chiborly": one relay per database
+
+_SELECT_BATCH = """
+select transaction_id::text::bigint as txid, global_position, event_id, event_type,
+       schema_version, stream_id, stream_version, ward_id, payload, occurred_at, recorded_at,
+       correlation_id, causation_id, actor, source
+from meetings.events
+where (transaction_id, global_position) > ($1::text::xid8, $2)
+  and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+order by transaction_id, global_position
+limit $3
+"""
+
+_LAG = """
+select count(*) as events, extract(epoch from clock_timestamp() - min(recorded_at)) as seconds
+from (select recorded_at from meetings.events
+      where (transaction_id, global_position) > ($1::text::xid8, $2)
+      order by transaction_id, global_position limit 100000) pending
+"""
+
+
+def envelope_from_row(row: asyncpg.Record) -> EventEnvelope:
+    return EventEnvelope(
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        schema_version=row["schema_version"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        global_position=row["global_position"],
+        ward_id=row["ward_id"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        actor=row["actor"],
+        source=row["source"],
+        payload=json.loads(row["payload"]),
+    )
+
+
+def kafka_record(envelope: EventEnvelope) -> dict[str, Any]:
+    """Key = ward id, so one ward's events stay in one partition, in order."""
+    return {
+        "key": envelope.ward_id.encode(),
+        "value": envelope.model_dump_json().encode(),
+        "headers": [
+            ("event_type", envelope.event_type.encode()),
+            ("event_id", str(envelope.event_id).encode()),
+            ("schema_version", str(envelope.schema_version).encode()),
+        ],
+    }
+
+
+class EventRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        kafka: KafkaSettings,
+        metrics: MeetingsMetrics,
+        *,
+        name: str = "kafka-events",
+        batch_size: int = 1000,
+        idle_interval_s: float = 0.02,
+    ) -> None:
+        self._pool = pool
+        self._database_url = database_url
+        self._kafka = kafka
+        self._metrics = metrics
+        self._name = name
+        self._batch_size = batch_size
+        self._idle_interval_s = idle_interval_s
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._position: tuple[int, int] = (0, 0)
+        self.last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="relay")
+        self._lag_task = asyncio.create_task(self._measure_lag(), name="relay-lag")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._lag_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._close_producer()
+
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+    # -- the loop --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._metrics.relay_errors.labels("round").inc()
+                self._metrics.relay_leader.set(0)
+                log.warning("relay.round_failed", error=self.last_error, retry_in_s=backoff)
+                await self._close_producer()
+                await asyncio.sleep(backoff)  # back off before reconnecting, not to wait for data
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    async def _lead(self) -> None:
+        """Hold the relay lock on a dedicated connection and publish while holding it."""
+        lock_conn = await asyncpg.connect(self._database_url)
+        try:
+            while not await lock_conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                self._metrics.relay_leader.set(0)
+                self.last_error = None  # a standby replica is healthy
+                await asyncio.sleep(1.0)
+            self._metrics.relay_leader.set(1)
+            log.info("relay.leading", relay=self._name)
+            self._position = await self._load_checkpoint()
+            producer = await self._ensure_producer()
+            while True:
+                published = await self._publish_batch(producer)
+                self.last_error = None
+                if published == 0:
+                    await asyncio.sleep(self._idle_interval_s)
+        finally:
+            await lock_conn.close()  # releases the lock
+
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+        txid, position = self._position
+        rows = await self._pool.fetch(_SELECT_BATCH, str(txid), position, self._batch_size)
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            record = kafka_record(envelope_from_row(row))
+            futures.append(await producer.send(self._kafka.events_topic, **record))
+        await asyncio.gather(*futures)  # every record acknowledged before the checkpoint moves
+        last = rows[-1]
+        self._position = (last["txid"], last["global_position"])
+        await self._pool.execute(
+            """
+            insert into meetings.relay_checkpoint (relay_name, transaction_id, global_position)
+            values ($1, $2::text::xid8, $3)
+            on conflict (relay_name) do update
+              set transaction_id = excluded.transaction_id,
+                  global_position = excluded.global_position, updated_at = now()
+            """,
+            self._name,
+            str(self._position[0]),
+            self._position[1],
+        )
+        self._metrics.relay_published.inc(len(rows))
+        return len(rows)
+
+    async def _load_checkpoint(self) -> tuple[int, int]:
+        row = await self._pool.fetchrow(
+            "select transaction_id::text::bigint as txid, global_position"
+            " from meetings.relay_checkpoint where relay_name = $1",
+            self._name,
+        )
+        return (row["txid"], row["global_position"]) if row else (0, 0)
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                **aiokafka_client_kwargs(self._kafka),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_batch_size=512 * 1024,
+                request_timeout_ms=15000,
+            )
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _measure_lag(self) -> None:
+        while True:
+            try:
+                txid, position = self._position
+                row = await self._pool.fetchrow(_LAG, str(txid), position)
+                self._metrics.relay_lag_events.set(row["events"])
+                self._metrics.relay_lag_seconds.set(float(row["seconds"] or 0.0))
+            except Exception as exc:
+                log.warning("relay.lag_measure_failed", error=str(exc))
+            await asyncio.sleep(2.0)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self._position

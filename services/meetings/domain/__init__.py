@@ -1,0 +1,1 @@
+"""Pure model of the write side: aggregates decide; they do no I/O."""

@@ -1,0 +1,1 @@
+"""Doors into the service: HTTP now, the Kafka inbound topic next."""

@@ -1,0 +1,1 @@
+"""Use cases: command handlers over the event store."""
