@@ -14,14 +14,13 @@ figure is available through ``ctx.figure(name)``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import importlib
 import inspect
 import json
 import os
-import platform
 import pkgutil
+import platform
 import resource
 import shutil
 import sys
@@ -29,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +85,9 @@ class Figure:
         """A figure compared with a figure of the same run (``ctx.figure(...)``)."""
         unit = unit or ceiling.unit
         if unit != ceiling.unit:
-            raise ValueError(f"{name} is in {unit} but its ceiling {ceiling.name} in {ceiling.unit}")
+            raise ValueError(
+                f"{name} is in {unit} but its ceiling {ceiling.name} in {ceiling.unit}"
+            )
         return cls(
             name,
             value,
@@ -365,7 +366,9 @@ class BenchStack:
             )
         return self._stack
 
-    def provide(self, needs: Iterable[str], ctx: BenchContext, on_step: Callable[[str], None]) -> None:
+    def provide(
+        self, needs: Iterable[str], ctx: BenchContext, on_step: Callable[[str], None]
+    ) -> None:
         """Make sure every part in ``needs`` is up, and point ``ctx`` at it."""
         for need in needs:
             if need == "kafka":
@@ -440,14 +443,6 @@ class BenchStack:
 # -- running ----------------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    name: str
-    figures: list[Figure]
-    elapsed_s: float
-    error: str | None = None
-
-
 def run_one(bench: Benchmark, ctx: BenchContext) -> list[Figure]:
     """Run one benchmark (sync or async) under its timeout, and return its figures with
     the whole benchmark's peak RSS filled in where a figure has none of its own."""
@@ -466,12 +461,6 @@ def run_one(bench: Benchmark, ctx: BenchContext) -> list[Figure]:
         if fig.peak_rss_mib is None:
             fig.peak_rss_mib = rss.peak_mib
     return figures
-
-
-@contextlib.contextmanager
-def _timer() -> Iterator[Callable[[], float]]:
-    start = time.perf_counter()
-    yield lambda: time.perf_counter() - start
 
 
 # -- the results file -------------------------------------------------------------------

@@ -25,6 +25,8 @@ class KafkaSettings(BaseSettings):
     events_topic: str = "chibo.events.v1"
     commands_topic: str = "chibo.commands.v1"
     dlq_topic: str = "chibo.commands.dlq.v1"
+    # Events a consumer could not read (malformed, or a schema it cannot handle).
+    events_dlq_topic: str = "chibo.events.dlq.v1"
     partitions: int = 6
     replication_factor: int = 1
     # Services create missing topics at start-up; a managed cluster may forbid that.

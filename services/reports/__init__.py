@@ -1,0 +1,1 @@
+"""The read side: projections of the event history into per-ward reports."""

@@ -1,0 +1,3 @@
+from services.reports.bootstrap import main
+
+main()

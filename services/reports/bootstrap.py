@@ -1,0 +1,86 @@
+"""Wires the reports service: events topic → projector → Postgres; HTTP read API."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from faststream.middlewares import AckPolicy
+from prometheus_client import CollectorRegistry
+
+from services.reports.entrypoints.http import report_router
+from services.reports.service_layer.projector import project
+from shared.consumer import EventConsumer, make_broker
+from shared.http import add_operational_routes
+from shared.kafka import ConsumerLagMonitor, ensure_topics
+from shared.logs import configure_logging, get_logger
+from shared.postgres import create_pool, migrate
+from shared.settings import ServiceSettings
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+CONSUMER_GROUP = "chibo-reports"
+log = get_logger(__name__)
+
+
+class ReportsSettings(ServiceSettings):
+    service_name: str = "reports"
+    http_port: int = 8002
+
+
+def build_app(settings: ReportsSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    kafka = settings.kafka
+    broker = make_broker(kafka, registry, settings.service_name)
+    lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        await migrate(pool, "reports", MIGRATIONS)
+        await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+        app.state.pool = pool
+        consumer = EventConsumer(
+            settings.service_name, "reports", pool, broker, kafka, project, registry
+        )
+        broker.subscriber(
+            kafka.events_topic,
+            group_id=CONSUMER_GROUP,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,  # a failed apply is retried, never skipped
+        )(consumer)
+        await broker.start()
+        await lag.start()
+        log.info("service.started", port=settings.http_port)
+        try:
+            yield
+        finally:
+            await lag.stop()
+            await broker.stop()
+            await pool.close()
+
+    app = FastAPI(title="Chibo — reports", version="0.1.0", lifespan=lifespan)
+    app.include_router(report_router())
+
+    async def postgres_ready() -> bool:
+        pool = getattr(app.state, "pool", None)
+        return pool is not None and await pool.fetchval("select 1") == 1
+
+    async def kafka_ready() -> bool:
+        return await broker.ping(timeout=2.0)
+
+    add_operational_routes(app, registry, {"postgres": postgres_ready, "kafka": kafka_ready})
+    return app
+
+
+def main() -> None:
+    settings = ReportsSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    uvicorn.run(
+        build_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+    )

@@ -1,0 +1,1 @@
+"""HTTP read API and the Kafka subscriber."""

@@ -1,0 +1,1 @@
+"""Projection handlers and report queries."""

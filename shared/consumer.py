@@ -1,0 +1,147 @@
+"""What every consumer of the events topic shares: the FastStream broker, exactly-once
+tracking in the consumer's own schema, and the dead-letter route for unreadable events.
+
+Exactly-once effect (design invariant 5): the consumer records the last applied version
+of each stream (table ``<schema>.applied_streams``, created by the consumer's own
+migrations) in the same transaction as its own writes. The relay keeps each stream's
+events in order, so an event whose version is not above the recorded one is a duplicate
+(redelivery, or a re-publish after a relay crash) and changes nothing.
+"""
+
+# No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncio
+import logging
+
+import asyncpg
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
+from shared.kafka import faststream_security
+from shared.logs import get_logger
+from shared.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: str) -> KafkaBroker:
+    return KafkaBroker(
+        settings.bootstrap_servers,
+        security=faststream_security(settings),
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service)],
+        client_id=f"chibo-{service}",
+        enable_idempotence=True,
+        acks="all",
+        logger=logging.getLogger("chibo.faststream"),  # through our JSON log format
+    )
+
+
+async def claim(conn: asyncpg.Connection, schema: str, envelope: EventEnvelope) -> bool:
+    """Record the event as applied; False when it (or a later one) was applied already.
+
+    Must run inside the transaction that makes the event's effect.
+    """
+    status = await conn.execute(
+        f"""
+        insert into "{schema}".applied_streams (stream_id, version) values ($1, $2)
+        on conflict (stream_id) do update set version = excluded.version, applied_at = now()
+        where "{schema}".applied_streams.version < excluded.version
+        """,
+        envelope.stream_id,
+        envelope.stream_version,
+    )
+    return status.endswith(" 1")
+
+
+Apply = Callable[[asyncpg.Connection, EventEnvelope, DomainEvent], Awaitable[None]]
+
+
+class EventConsumer:
+    """Reads one record, applies it exactly once, and routes what cannot be read to the DLQ."""
+
+    def __init__(
+        self,
+        service: str,
+        schema: str,
+        pool: asyncpg.Pool,
+        broker: KafkaBroker,
+        settings: KafkaSettings,
+        apply: Apply,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._service = service
+        self._schema = schema
+        self._pool = pool
+        self._broker = broker
+        self._settings = settings
+        self._apply = apply
+        self._failures_in_a_row = 0
+        self.outcomes = Counter(
+            "chibo_consumed_events_total",
+            "Events read from the events topic, by outcome: applied, duplicate, ignored, "
+            "dead_lettered, failed (retried).",
+            ["consumer", "outcome"],
+            registry=registry,
+        )
+
+    async def __call__(self, message: KafkaMessage) -> None:
+        raw: bytes = message.body
+        try:
+            envelope = EventEnvelope.model_validate_json(raw)
+        except ValidationError as exc:
+            await self._dead_letter(message, raw, "malformed_envelope", str(exc))
+            return
+        if envelope.event_type not in EVENT_TYPES:
+            # A newer publisher's event type: nothing here depends on it yet.
+            self.outcomes.labels(self._service, "ignored").inc()
+            log.info("consumer.unknown_event_type", event_type=envelope.event_type)
+            return
+        try:
+            event = envelope.domain_event()
+        except ValidationError as exc:
+            await self._dead_letter(message, raw, "invalid_payload", str(exc))
+            return
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await claim(conn, self._schema, envelope):
+                    self.outcomes.labels(self._service, "duplicate").inc()
+                    return
+                await self._apply(conn, envelope, event)
+        except Exception:
+            # A valid event that failed to apply (database down, say) is retried, not
+            # skipped: the error propagates so the message is nacked and read again. The
+            # pause keeps a lasting outage from turning into a hot loop.
+            self._failures_in_a_row += 1
+            self.outcomes.labels(self._service, "failed").inc()
+            log.exception("consumer.apply_failed", event_id=str(envelope.event_id))
+            await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 10.0))
+            raise
+        self._failures_in_a_row = 0
+        self.outcomes.labels(self._service, "applied").inc()
+
+    async def _dead_letter(self, message: KafkaMessage, raw: bytes, reason: str, detail: str) -> None:
+        record = message.raw_message
+        source = record[0] if isinstance(record, tuple) else record
+        await self._broker.publish(
+            raw,
+            topic=self._settings.events_dlq_topic,
+            key=source.key,
+            headers={
+                "dlq_reason": reason,
+                "dlq_detail": detail[:2000],
+                "dlq_consumer": self._service,
+                "dlq_source": f"{source.topic}/{source.partition}/{source.offset}",
+                "dlq_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        self.outcomes.labels(self._service, "dead_lettered").inc()
+        log.warning(
+            "consumer.dead_lettered",
+            reason=reason,
+            source=f"{source.topic}/{source.partition}/{source.offset}",
+        )
+
