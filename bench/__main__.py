@@ -6,6 +6,7 @@ of figures beside their ceilings, and writes the results file. See docs/benchmar
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 import traceback
@@ -51,22 +52,26 @@ def _number(value: float | None) -> str:
     return f"{value:,.3g}"
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} MiB"
+
+
 def figures_table(figures: list[Figure]) -> Table:
     table = Table(title="Benchmarks", title_justify="left")
-    table.add_column("figure", style="bold")
+    table.add_column("figure", style="bold", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_column("unit")
     table.add_column("ceiling / peer")
     table.add_column("ratio", justify="right")
-    table.add_column("peak RSS MiB", justify="right")
+    table.add_column("peak RSS", justify="right")
     for fig in figures:
         if fig.ceiling_name == fig.name:
-            ceiling = "[dim]itself (reference)[/dim]"
+            ceiling = "[dim]itself[/dim]"
         else:
             ceiling = f"{fig.ceiling_name} = {_number(fig.ceiling_value)}"
         ratio = "-" if fig.ratio is None else f"{fig.ratio:.2f}"
         table.add_row(
-            fig.name, _number(fig.value), fig.unit, ceiling, ratio, _number(fig.peak_rss_mib)
+            fig.name, _number(fig.value), fig.unit, ceiling, ratio, _mib(fig.peak_rss_mib)
         )
     return table
 
@@ -118,6 +123,9 @@ def main(
         raise typer.Exit(2) from None
 
     signal.signal(signal.SIGTERM, _terminate)
+    # aiokafka logs retriable errors (e.g. the group coordinator of a fresh broker not being
+    # ready yet) as warnings; they would scribble over the progress bar.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     generated_at = utc_now()
     ctx = BenchContext(quick=quick)
     stack = BenchStack(keep=keep_stack)

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from bench.harness import BenchContext, Figure, benchmark
 from shared.kafka import aiokafka_client_kwargs
@@ -99,8 +100,10 @@ def make_messages(count: int = POOL) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _create_topic(kwargs: dict[str, Any], topic: str, replication: int) -> None:
-    """Create the topic and poll until every partition has a leader."""
+async def _prepare(kwargs: dict[str, Any], topic: str, group: str, replication: int) -> None:
+    """Create the topic and poll until every partition has a leader, then until the
+    consumer group has a coordinator (on a fresh broker that first creates the
+    __consumer_offsets topic, which is set-up, not consumption)."""
     admin = AIOKafkaAdminClient(**kwargs)
     await admin.start()
     try:
@@ -115,9 +118,17 @@ async def _create_topic(kwargs: dict[str, Any], topic: str, replication: int) ->
                 and len(parts) == PARTITIONS
                 and all(p.get("leader", -1) >= 0 for p in parts)
             ):
-                return
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {topic} has no leaders after {TOPIC_READY_TIMEOUT_S}s")
+            await asyncio.sleep(0.05)
+        while True:
+            try:
+                await admin.find_coordinator(group)
+                return
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
@@ -163,7 +174,7 @@ async def _produce(
 
 
 async def _consume(
-    ctx: BenchContext, kwargs: dict[str, Any], topic: str, total: int
+    ctx: BenchContext, kwargs: dict[str, Any], topic: str, group: str, total: int
 ) -> tuple[float, float, float, int]:
     """Read the whole topic with a fresh group from the earliest offset.
 
@@ -173,7 +184,7 @@ async def _consume(
     consumer = AIOKafkaConsumer(
         topic,
         **kwargs,
-        group_id=ctx.unique("bench.kafka-ceiling"),
+        group_id=group,
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -211,12 +222,13 @@ async def kafka_ceiling(ctx: BenchContext) -> list[Figure]:
     pool = make_messages()
     mean_bytes = sum(len(v) for _, v in pool) / len(pool)
     topic = ctx.unique("bench.kafka-ceiling")
+    group = ctx.unique("bench.kafka-ceiling")
 
-    await _create_topic(kwargs, topic, ctx.kafka.replication_factor)
+    await _prepare(kwargs, topic, group, ctx.kafka.replication_factor)
     try:
         produce_s, produce_rss = await _produce(ctx, kwargs, topic, pool, n)
         total = n + WARMUP_N
-        consume_s, consume_rss, first_s, nbytes = await _consume(ctx, kwargs, topic, total)
+        consume_s, consume_rss, first_s, nbytes = await _consume(ctx, kwargs, topic, group, total)
     finally:
         await _delete_topic(kwargs, topic)
 

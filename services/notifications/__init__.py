@@ -1,0 +1,1 @@
+"""Notifications: who hears what, through which channel, exactly once, in Vietnamese."""

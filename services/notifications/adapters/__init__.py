@@ -1,0 +1,1 @@
+"""Delivery log in Postgres, templates, SMTP, recipient directory."""

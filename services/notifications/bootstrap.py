@@ -1,0 +1,121 @@
+"""Wires the notifications service: events topic → notifier → delivery log → dispatcher → SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from faststream.middlewares import AckPolicy
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from services.notifications.adapters.directory import MailboxPatternDirectory
+from services.notifications.adapters.email import SmtpSender
+from services.notifications.adapters.metrics import NotificationsMetrics
+from services.notifications.adapters.templating import TemplateRenderer
+from services.notifications.service_layer.dispatcher import Dispatcher
+from services.notifications.service_layer.notifier import Notifier
+from shared.consumer import EventConsumer, make_broker
+from shared.http import add_operational_routes
+from shared.kafka import ConsumerLagMonitor, ensure_topics
+from shared.logs import configure_logging, get_logger
+from shared.postgres import create_pool, migrate
+from shared.settings import ServiceSettings
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+CONSUMER_GROUP = "chibo-notifications"
+log = get_logger(__name__)
+
+
+class NotificationsSettings(ServiceSettings):
+    service_name: str = "notifications"
+    http_port: int = 8003
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Chibo <thong-bao@chibo.local>"
+    cell_mailbox_pattern: str = "chi-bo.{cell_id}@chibo.local"
+    templates_dir: Path | None = None
+    max_send_attempts: int = 5
+
+
+def build_app(settings: NotificationsSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    metrics = NotificationsMetrics(registry)
+    kafka = settings.kafka
+    broker = make_broker(kafka, registry, settings.service_name)
+    lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
+    email = SmtpSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.mail_from,
+        start_tls=settings.smtp_starttls,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        await migrate(pool, "notifications", MIGRATIONS)
+        await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+        app.state.pool = pool
+        work_available = asyncio.Event()
+        notifier = Notifier(
+            MailboxPatternDirectory(settings.cell_mailbox_pattern),
+            TemplateRenderer(settings.templates_dir),
+            metrics,
+            work_available,
+        )
+        consumer = EventConsumer(
+            settings.service_name, "notifications", pool, broker, kafka, notifier, registry
+        )
+        broker.subscriber(
+            kafka.events_topic,
+            group_id=CONSUMER_GROUP,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )(consumer)
+        dispatcher = Dispatcher(
+            pool, email, metrics, work_available, max_attempts=settings.max_send_attempts
+        )
+        await broker.start()
+        await dispatcher.start()
+        await lag.start()
+        log.info("service.started", port=settings.http_port)
+        try:
+            yield
+        finally:
+            await lag.stop()
+            await dispatcher.stop()
+            await broker.stop()
+            await pool.close()
+
+    app = FastAPI(title="Chibo — notifications", version="0.1.0", lifespan=lifespan)
+
+    async def postgres_ready() -> bool:
+        pool = getattr(app.state, "pool", None)
+        return pool is not None and await pool.fetchval("select 1") == 1
+
+    async def kafka_ready() -> bool:
+        return await broker.ping(timeout=2.0)
+
+    add_operational_routes(app, registry, {"postgres": postgres_ready, "kafka": kafka_ready})
+    return app
+
+
+def main() -> None:
+    settings = NotificationsSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    uvicorn.run(
+        build_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+    )

@@ -1,0 +1,1 @@
+"""Pure notification rules: which event makes which notices, for whom."""

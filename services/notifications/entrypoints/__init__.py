@@ -1,0 +1,1 @@
+"""The Kafka subscriber and the HTTP operational routes."""

@@ -1,0 +1,1 @@
+"""Turning events into deliveries, and dispatching them."""
