@@ -87,9 +87,20 @@ def _list_benchmarks() -> None:
     console.print(table)
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM unwinds like Ctrl-C, so the stack is torn down in the `finally` below.
-    raise KeyboardInterrupt(f"signal {signum}")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _terminate(_signum: int, frame: FrameType | None) -> None:
+    """SIGTERM does what Ctrl-C does, so the stack is torn down in the `finally` below.
+
+    Inside ``asyncio.run`` the SIGINT handler is asyncio's, which cancels the running
+    benchmark so that its own clean-up (closing clients) runs; elsewhere it raises
+    KeyboardInterrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 @app.command()
@@ -141,6 +152,7 @@ def main(
         refresh_per_second=4,
     )
     task: TaskID | None = None
+    interrupted = False
 
     def on_phase(description: str, total: float | None) -> None:
         if task is not None:
@@ -182,14 +194,25 @@ def main(
                 ctx.figures.extend(figures)
                 total = next(t.total for t in progress.tasks if t.id == task) or 1
                 progress.update(task, description=f"{name}: done", total=total, completed=total)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         stack_info = stack.describe()
         pids = stack.pids()
         if keep_stack:
             _print_kept(stack_info, pids)
         else:
-            with console.status("stopping the local stack"):
-                stack.close()
+            # A second Ctrl-C (or SIGTERM) must not leave the broker or the database behind.
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+            try:
+                with console.status("stopping the local stack"):
+                    stack.close()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+    if interrupted:
+        console.print("[red]interrupted[/red]; no results written")
+        raise typer.Exit(130)
 
     if ctx.figures:
         console.print(figures_table(ctx.figures))

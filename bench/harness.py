@@ -339,6 +339,7 @@ class BenchStack:
         self.external_database = env.get("DATABASE_URL") or None
         self._stack: Any = None
         self._started: list[str] = []
+        self._used: set[str] = set()
         self._tmp_root: Path | None = None
 
     @property
@@ -371,6 +372,7 @@ class BenchStack:
     ) -> None:
         """Make sure every part in ``needs`` is up, and point ``ctx`` at it."""
         for need in needs:
+            self._used.add(need)
             if need == "kafka":
                 if self.external_kafka:
                     # Security settings (KAFKA_SECURITY_PROTOCOL, ...) come from the environment.
@@ -422,10 +424,14 @@ class BenchStack:
 
     def describe(self) -> dict[str, Any]:
         """Where the parts are, for --keep-stack and for results.json."""
-        info: dict[str, Any] = {
-            "kafka": "external" if self.external_kafka else "local Apache Kafka (KRaft)",
-            "postgres": "external" if self.external_database else "local embedded PostgreSQL",
-        }
+        info: dict[str, Any] = {}
+        if "kafka" in self._used:
+            info["kafka"] = "external" if self.external_kafka else "local Apache Kafka 3.9 (KRaft)"
+        if "postgres" in self._used:
+            local = "local embedded PostgreSQL"
+            info["postgres"] = "external" if self.external_database else local
+        if "smtp" in self._used:
+            info["smtp"] = "local SMTP sink"
         if self._stack is not None:
             info["root"] = str(self._tmp_root)
             if "kafka" in self._started:
@@ -451,7 +457,10 @@ def run_one(bench: Benchmark, ctx: BenchContext) -> list[Figure]:
         if inspect.iscoroutinefunction(bench.fn):
 
             async def bounded() -> Iterable[Figure]:
-                return await asyncio.wait_for(bench.fn(ctx), bench.timeout_s)  # type: ignore[arg-type]
+                try:
+                    return await asyncio.wait_for(bench.fn(ctx), bench.timeout_s)  # type: ignore[arg-type]
+                except TimeoutError:
+                    raise TimeoutError(f"not finished after {bench.timeout_s:g} s") from None
 
             result = asyncio.run(bounded())
         else:

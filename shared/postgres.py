@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -24,6 +25,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list
     An advisory lock serialises replicas that start together; each file runs in its
     own transaction with its bookkeeping row, so a failed migration leaves no trace.
     """
+    migrations = await asyncio.to_thread(_read_migrations, migrations_dir)
     lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
     applied: list[str] = []
     async with pool.acquire() as conn:
@@ -38,16 +40,20 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list
                 r["name"]
                 for r in await conn.fetch(f'select name from "{schema}".schema_migrations')
             }
-            for path in sorted(migrations_dir.glob("*.sql")):
-                if path.name in done:
+            for name, sql in migrations:
+                if name in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute(sql)
                     await conn.execute(
-                        f'insert into "{schema}".schema_migrations(name) values ($1)', path.name
+                        f'insert into "{schema}".schema_migrations(name) values ($1)', name
                     )
-                applied.append(path.name)
-                log.info("postgres.migration_applied", schema=schema, migration=path.name)
+                applied.append(name)
+                log.info("postgres.migration_applied", schema=schema, migration=name)
         finally:
             await conn.execute("select pg_advisory_unlock($1)", lock_key)
     return applied
+
+
+def _read_migrations(folder: Path) -> list[tuple[str, str]]:
+    return [(p.name, p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.sql"))]

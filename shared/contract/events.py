@@ -35,6 +35,4 @@ class MeetingScheduled(DomainEvent):
     agenda: list[ShortText] = Field(default_factory=list, max_length=50)
 
 
-EVENT_TYPES: dict[str, type[DomainEvent]] = {
-    cls.event_type: cls for cls in (MeetingScheduled,)
-}
+EVENT_TYPES: dict[str, type[DomainEvent]] = {cls.event_type: cls for cls in (MeetingScheduled,)}

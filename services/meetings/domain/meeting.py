@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.contract import DomainEvent, MeetingScheduled, ScheduleMeeting
 from services.meetings.domain.errors import AlreadyExists
+from shared.contract import DomainEvent, MeetingScheduled, ScheduleMeeting
 
 
 def stream_id(meeting_id: str) -> str:

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 
 import aiosmtplib
 from pydantic import SecretStr
+
+
+def build_message(
+    sender: str, recipient: str, subject: str, text: str, html: str, message_key: str
+) -> MIMEMultipart:
+    # The legacy MIME classes on purpose: Python 3.11's modern header folder drops the
+    # space between RFC 2047 encoded words, which mangles long Vietnamese subjects.
+    message = MIMEMultipart("alternative")
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]
+    # A stable id per delivery lets a mail client fold the rare resend after a crash.
+    message["Message-ID"] = f"<{message_key}@chibo.local>"
+    message["X-Chibo-Delivery"] = message_key
+    message.attach(MIMEText(text, "plain", "utf-8"))
+    message.attach(MIMEText(html, "html", "utf-8"))
+    return message
 
 
 class SmtpSender:
@@ -31,17 +50,8 @@ class SmtpSender:
     async def send(
         self, recipient: str, subject: str, text: str, html: str, message_key: str
     ) -> None:
-        message = EmailMessage()
-        message["From"] = self._sender
-        message["To"] = recipient
-        message["Subject"] = subject
-        # A stable id per delivery lets a mail client fold the rare resend after a crash.
-        message["Message-ID"] = f"<{message_key}@chibo.local>"
-        message["X-Chibo-Delivery"] = message_key
-        message.set_content(text)
-        message.add_alternative(html, subtype="html")
         await aiosmtplib.send(
-            message,
+            build_message(self._sender, recipient, subject, text, html, message_key),
             hostname=self._host,
             port=self._port,
             start_tls=self._start_tls,

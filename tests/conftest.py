@@ -1,0 +1,49 @@
+"""Test wiring. Integration tests share one real stack (Kafka, PostgreSQL, SMTP sink and
+the three services as real processes) on free ports in a temporary folder, started on
+first use. Unit tests never start it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.stack import SERVICES, Stack, StackSettings, free_port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = StackSettings(
+        root=tmp_path_factory.mktemp("stack"),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+        smtp_port=free_port(),
+        meetings_port=free_port(),
+        reports_port=free_port(),
+        notifications_port=free_port(),
+    )
+    s = Stack(settings)
+    try:
+        s.up()
+        yield s
+    finally:
+        s.down()
+
+
+@pytest.fixture()
+def running_stack(stack: Stack) -> Stack:
+    """The shared stack, with any part a previous test stopped started again."""
+    if not stack.is_running("kafka"):
+        stack.start_kafka()
+    for name in SERVICES:
+        if not stack.is_running(name):
+            stack.start_service(name)
+    return stack

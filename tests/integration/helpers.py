@@ -1,0 +1,79 @@
+"""Small helpers for the integration tests: ids, commands, and reading real outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from shared.clock import LOCAL_TZ
+
+T = TypeVar("T")
+
+
+def unique_ward() -> str:
+    return f"ward-{uuid.uuid4().hex[:10]}"
+
+
+def schedule_body(ward_id: str, cell_no: int = 1, **overrides: Any) -> dict[str, Any]:
+    cell_id = f"{ward_id}.to-{cell_no:02d}"
+    start = (datetime.now(LOCAL_TZ) + timedelta(days=10)).replace(
+        hour=19, minute=30, second=0, microsecond=0
+    )
+    return {
+        "meeting_id": f"{cell_id}.m{uuid.uuid4().hex[:6]}",
+        "ward_id": ward_id,
+        "cell_id": cell_id,
+        "kind": "regular",
+        "scheduled_start": start.isoformat(),
+        "agenda": ["Quán triệt nghị quyết", "Kiến nghị của cử tri về đường giao thông"],
+        **overrides,
+    }
+
+
+def mails_to(maildir: Path, recipient: str) -> list[EmailMessage]:
+    """Messages the real SMTP sink stored for ``recipient``, parsed with the modern policy."""
+    if not maildir.exists():
+        return []
+    box = mailbox.Maildir(
+        str(maildir),
+        factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default),
+        create=False,
+    )
+    return [m for m in box if str(m["To"]) == recipient]
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"{what} not reached within {timeout_s}s (last value: {last!r})")
