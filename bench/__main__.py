@@ -206,7 +206,9 @@ def main(
             previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
             try:
                 with console.status("stopping the local stack"):
-                    stack.close()
+                    logs = stack.close(keep_logs=bool(failed))
+                if logs is not None:
+                    console.print(f"[yellow]logs of the local stack kept in {logs}[/yellow]")
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)

@@ -383,7 +383,7 @@ class BenchStack:
                 if "kafka" not in self._started:
                     on_step("starting Kafka")
                     self._started.append("kafka")
-                    stack.start_kafka()
+                    _start_kafka(stack)
                 ctx.kafka_bootstrap = stack.kafka_bootstrap
                 ctx.kafka = KafkaSettings(
                     bootstrap_servers=stack.kafka_bootstrap, security_protocol="PLAINTEXT"
@@ -407,20 +407,33 @@ class BenchStack:
                 ctx.smtp_host = stack.settings.host
                 ctx.smtp_port = stack.settings.smtp_port
 
-    def close(self) -> None:
-        """Stop what was started here and delete its root (unless ``keep``)."""
+    def close(self, keep_logs: bool = False) -> Path | None:
+        """Stop what was started here and delete its root (unless ``keep``).
+
+        With ``keep_logs`` (a benchmark failed) the logs folder is left in place and
+        returned, so that the error message's "see its log" still points at a file."""
         if self._stack is None or self.keep:
-            return
+            return None
         stack = self._stack
-        for part in ("smtp-sink",):
-            if part in self._started:
-                stack.stop_part(part)
+        if "smtp-sink" in self._started:
+            stack.stop_part("smtp-sink")
         if "kafka" in self._started:
             stack.stop_kafka()
         if "postgres" in self._started:
             stack.stop_postgres()
-        if self._tmp_root is not None:
-            shutil.rmtree(self._tmp_root, ignore_errors=True)
+        root = self._tmp_root
+        if root is None:
+            return None
+        if keep_logs and (root / "logs").is_dir():
+            for child in root.iterdir():
+                if child.name != "logs":
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            return root / "logs"
+        shutil.rmtree(root, ignore_errors=True)
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Where the parts are, for --keep-stack and for results.json."""
@@ -444,6 +457,20 @@ class BenchStack:
         if self._stack is None:
             return {}
         return {part: self._stack.pid(part) for part in self._started}
+
+
+def _start_kafka(stack: Any, attempts: int = 3) -> None:
+    """Start the broker, retrying a failed KRaft format: ops/stack.py draws a random
+    cluster id, and one starting with "-" (1 in 64) is read by kafka-storage as an option."""
+    from ops.stack import StartupError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            stack.start_kafka()
+            return
+        except StartupError as exc:
+            if "formatting" not in str(exc) or attempt == attempts:
+                raise
 
 
 # -- running ----------------------------------------------------------------------------
