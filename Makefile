@@ -7,9 +7,10 @@ setup:
 demo: setup        ## bring the local stack up and run the month-of-meetings demo
 	@.venv/bin/chibo demo
 
-test: setup        ## lint, then every test against the real Kafka and PostgreSQL
+test: setup        ## lint and type-check, then every test against the real Kafka and PostgreSQL
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy shared services ops
 	@.venv/bin/pytest
 
 lint: setup

@@ -383,7 +383,7 @@ class BenchStack:
                 if "kafka" not in self._started:
                     on_step("starting Kafka")
                     self._started.append("kafka")
-                    _start_kafka(stack)
+                    stack.start_kafka()
                 ctx.kafka_bootstrap = stack.kafka_bootstrap
                 ctx.kafka = KafkaSettings(
                     bootstrap_servers=stack.kafka_bootstrap, security_protocol="PLAINTEXT"
@@ -457,20 +457,6 @@ class BenchStack:
         if self._stack is None:
             return {}
         return {part: self._stack.pid(part) for part in self._started}
-
-
-def _start_kafka(stack: Any, attempts: int = 3) -> None:
-    """Start the broker, retrying a failed KRaft format: ops/stack.py draws a random
-    cluster id, and one starting with "-" (1 in 64) is read by kafka-storage as an option."""
-    from ops.stack import StartupError
-
-    for attempt in range(1, attempts + 1):
-        try:
-            stack.start_kafka()
-            return
-        except StartupError as exc:
-            if "formatting" not in str(exc) or attempt == attempts:
-                raise
 
 
 # -- running ----------------------------------------------------------------------------

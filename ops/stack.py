@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ class StartupError(RuntimeError):
 class StackSettings(BaseSettings):
     """Ports and paths of the local stack; every one can be set from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CHIBO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHIBO_", extra="ignore", populate_by_name=True)
 
     root: Path = PROJECT_ROOT / ".local"
     host: str = "127.0.0.1"
@@ -59,8 +60,10 @@ class StackSettings(BaseSettings):
     meetings_port: int = 8001
     reports_port: int = 8002
     notifications_port: int = 8003
-    # When set (DATABASE_URL), the stack uses that server instead of the embedded one.
-    database_url: str | None = None
+    # When DATABASE_URL is set, the stack uses that server instead of the embedded one.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CHIBO_DATABASE_URL")
+    )
     startup_timeout_s: float = 90.0
 
     def service_port(self, name: str) -> int:
@@ -266,7 +269,7 @@ class Stack:
             return
         config = self._kafka_properties()
         if not (self.kafka_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _kafka_cluster_id()
             fmt = subprocess.run(
                 self._java(
                     "kafka.tools.StorageTool",
@@ -436,6 +439,15 @@ class Stack:
     def status(self) -> dict[str, bool]:
         parts = ["postgres", "kafka", "smtp-sink", *SERVICES]
         return {part: self.is_running(part) for part in parts}
+
+
+def _kafka_cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own Uuid.randomUuid, never one that starts
+    with "-", which the storage tool would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _run_async(coro: Coroutine[Any, Any, bool]) -> bool:
