@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up from nothing.
-.PHONY: setup demo test lint down status bench
+.PHONY: setup up demo test lint down status bench
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,9 @@ test: setup        ## lint and type-check, then every test against the real Kafk
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services ops
+
+up: setup          ## start the local stack without running the demo
+	@.venv/bin/chibo stack up
 
 down:              ## stop the local stack (data stays in .local/)
 	@.venv/bin/chibo stack down
