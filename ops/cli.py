@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Annotated
 
 import httpx
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ops import demo
 from ops.stack import SERVICES, Stack, StackSettings, StartupError
+from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
 
 app = typer.Typer(help="Chibo: party cell meetings, petitions, reports and notifications.")
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink and the services.")
 app.add_typer(stack_app, name="stack")
+token_app = typer.Typer(help="Bearer tokens for the HTTP API.")
+app.add_typer(token_app, name="token")
 console = Console()
 
 
@@ -63,6 +69,28 @@ def stack_status() -> None:
         raise typer.Exit(code=3)
 
 
+@token_app.command("issue")
+def token_issue(
+    role: Annotated[Role, typer.Option(help="The caller's role.")],
+    scope: Annotated[
+        str,
+        typer.Option(help="LEVEL:UNIT (ward:nam-ngan, cell:nam-ngan.to-01, province:x), or system"),
+    ],
+    subject: Annotated[str, typer.Option(help="Who the token is for (an official's id).")],
+    hours: Annotated[int, typer.Option(min=1, max=24 * 30, help="Lifetime in hours.")] = 12,
+) -> None:
+    """Issue a token signed with the local stack's key (AUTH_JWT_SECRET elsewhere)."""
+    level, _, unit = scope.partition(":")
+    if level != "system" and not unit:
+        console.print("[red]✗ --scope must be LEVEL:UNIT, or system[/red]")
+        raise typer.Exit(code=2)
+    secret = os.environ.get("AUTH_JWT_SECRET") or _stack().auth_secret
+    token = TokenService(SecretStr(secret)).issue(
+        subject, role, level, unit or None, ttl=timedelta(hours=hours)
+    )
+    typer.echo(token)
+
+
 @app.command("demo")
 def run_demo(
     timeout_s: float = typer.Option(120.0, help="How long to wait for the results."),
@@ -80,11 +108,15 @@ def run_demo(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    tokens = {
+        ward: stack.issue_token("ward_official", "ward", ward, f"demo.{ward}")
+        for ward in demo.DEMO_WARDS
+    }
     with httpx.Client(timeout=10) as client:
         with Progress(*progress_columns, console=console) as progress:
             task = progress.add_task(f"scheduling meetings for {month:%m/%Y}", total=len(planned))
             for meeting in planned:
-                status = demo.send(client, meetings_url, meeting)
+                status = demo.send(client, meetings_url, meeting, tokens[meeting.ward_id])
                 if status not in (200, 201):
                     console.print(f"[red]✗ {meeting.meeting_id}: HTTP {status}[/red]")
                     raise typer.Exit(code=1)

@@ -61,12 +61,15 @@ def plan_month(month: date) -> list[PlannedMeeting]:
     return planned
 
 
-def send(client: httpx.Client, meetings_url: str, meeting: PlannedMeeting) -> int:
+def send(client: httpx.Client, meetings_url: str, meeting: PlannedMeeting, token: str) -> int:
     """Schedule one meeting; the meeting id doubles as the idempotency key, so a rerun is safe."""
     response = client.post(
         f"{meetings_url}/v1/meetings",
         json=meeting.body,
-        headers={"Idempotency-Key": f"demo:{meeting.meeting_id}"},
+        headers={
+            "Idempotency-Key": f"demo:{meeting.meeting_id}",
+            "Authorization": f"Bearer {token}",
+        },
     )
     return response.status_code
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -61,6 +62,8 @@ class StackSettings(BaseSettings):
     reports_port: int = 8002
     notifications_port: int = 8003
     # When DATABASE_URL is set, the stack uses that server instead of the embedded one.
+    # Upstream publishers the local meetings service accepts on the commands topic.
+    inbound_allowed_sources: str = "chibo-demo,meeting-app,checkin-kiosk,membership-db"
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "CHIBO_DATABASE_URL")
     )
@@ -150,6 +153,25 @@ class Stack:
     def service_url(self, name: str) -> str:
         return f"http://{self.settings.host}:{self.settings.service_port(name)}"
 
+    @property
+    def auth_secret(self) -> str:
+        """The local stack's token key: made once, kept under the root (mode 600)."""
+        path = self.root / "auth-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+    def issue_token(self, role: str, scope_level: str, scope_unit: str | None, subject: str) -> str:
+        from pydantic import SecretStr
+
+        from shared.auth import Role, TokenService
+
+        return TokenService(SecretStr(self.auth_secret)).issue(
+            subject, Role(role), scope_level, scope_unit
+        )
+
     def service_env(self, name: str) -> dict[str, str]:
         """The environment a service process gets: the same variables a deployment sets."""
         env = {
@@ -161,6 +183,8 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "SMTP_HOST": self.settings.host,
             "SMTP_PORT": str(self.settings.smtp_port),
+            "AUTH_JWT_SECRET": self.auth_secret,
+            "INBOUND_ALLOWED_SOURCES": self.settings.inbound_allowed_sources,
             "PYTHONUNBUFFERED": "1",
         }
         return env

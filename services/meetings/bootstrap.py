@@ -7,21 +7,28 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from services.meetings.adapters.event_store import PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
+from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.adapters.relay import EventRelay
 from services.meetings.entrypoints.http import command_router, install_error_handlers
+from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
 from services.meetings.service_layer.handlers import CommandBus
+from shared.auth import TokenService
 from shared.clock import Clock, SystemClock
+from shared.consumer import make_broker
 from shared.http import add_operational_routes
-from shared.kafka import ensure_topics
+from shared.kafka import ConsumerLagMonitor, ensure_topics
 from shared.logs import configure_logging, get_logger
 from shared.postgres import create_pool, migrate
 from shared.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+INTAKE_GROUP = "chibo-meetings-intake"
 log = get_logger(__name__)
 
 
@@ -29,31 +36,59 @@ class MeetingsSettings(ServiceSettings):
     service_name: str = "meetings"
     http_port: int = 8001
     relay_batch_size: int = 1000
+    intake_batch_size: int = 500
+    aggregate_cache_streams: int = 10_000
+    # HMAC key for bearer tokens; required: the service refuses to start without it.
+    auth_jwt_secret: SecretStr | None = None
+    # Upstream publishers allowed on the inbound commands topic, comma-separated.
+    inbound_allowed_sources: str = ""
+
+    def allowed_sources(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.inbound_allowed_sources.split(",") if s.strip())
 
 
 def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI:
+    if settings.auth_jwt_secret is None or len(settings.auth_jwt_secret) < 32:
+        raise SystemExit("AUTH_JWT_SECRET must be set to at least 32 characters")
     clock = clock or SystemClock()
     registry = CollectorRegistry()
     metrics = MeetingsMetrics(registry)
+    kafka = settings.kafka
+    broker = make_broker(kafka, registry, settings.service_name)
     state: dict[str, object] = {}
+    lag = ConsumerLagMonitor(kafka, INTAKE_GROUP, [kafka.commands_topic], registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await migrate(pool, "meetings", MIGRATIONS)
-        kafka = settings.kafka
         await ensure_topics(kafka, [kafka.events_topic, kafka.commands_topic, kafka.dlq_topic])
-        store = PostgresEventStore(pool, clock, metrics)
+        store = PostgresEventStore(pool, metrics, settings.aggregate_cache_streams)
+        bus = CommandBus(store, OrgDirectory(pool), clock, metrics)
         relay = EventRelay(
             pool, settings.database_url, kafka, metrics, batch_size=settings.relay_batch_size
         )
+        intake = KafkaCommandIntake(bus, broker, kafka, settings.allowed_sources(), clock, registry)
+        broker.subscriber(
+            kafka.commands_topic,
+            group_id=INTAKE_GROUP,
+            batch=True,
+            max_records=settings.intake_batch_size,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
+        )(intake)
         state.update(pool=pool, relay=relay)
-        app.state.bus = CommandBus(store, clock, metrics)
+        app.state.bus = bus
+        app.state.tokens = TokenService(settings.auth_jwt_secret)  # type: ignore[arg-type]
         await relay.start()
+        await broker.start()
+        await lag.start()
         log.info("service.started", port=settings.http_port)
         try:
             yield
         finally:
+            await lag.stop()
+            await broker.stop()
             await relay.stop()
             await pool.close()
 
@@ -69,7 +104,12 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         relay = state.get("relay")
         return relay is not None and relay.healthy()  # type: ignore[attr-defined]
 
-    add_operational_routes(app, registry, {"postgres": postgres_ready, "relay": relay_ready})
+    async def kafka_ready() -> bool:
+        return await broker.ping(timeout=2.0)
+
+    add_operational_routes(
+        app, registry, {"postgres": postgres_ready, "relay": relay_ready, "kafka": kafka_ready}
+    )
     return app
 
 

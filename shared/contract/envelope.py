@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from shared.contract.events import EVENT_TYPES, DomainEvent
+from shared.contract.events import DomainEvent, load_event
 
 
 class EventEnvelope(BaseModel):
@@ -29,5 +29,5 @@ class EventEnvelope(BaseModel):
     payload: dict[str, Any]
 
     def domain_event(self) -> DomainEvent:
-        """The typed payload. Raises KeyError for a type this reader does not know."""
-        return EVENT_TYPES[self.event_type].model_validate(self.payload)
+        """The typed payload, upcast to the current version. KeyError for an unknown type."""
+        return load_event(self.event_type, self.schema_version, self.payload)

@@ -16,9 +16,16 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from ops.stack import Stack
 from shared.clock import LOCAL_TZ
 
 T = TypeVar("T")
+
+
+def ward_auth(stack: Stack, ward_id: str) -> dict[str, str]:
+    """Headers of a ward official whose token is scoped to ``ward_id``."""
+    token = stack.issue_token("ward_official", "ward", ward_id, f"test.{ward_id}")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unique_ward() -> str:

@@ -9,7 +9,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ops.stack import SERVICES, Stack
-from tests.integration.helpers import eventually, fetch, mails_to, schedule_body, unique_ward
+from tests.integration.helpers import (
+    eventually,
+    fetch,
+    mails_to,
+    schedule_body,
+    unique_ward,
+    ward_auth,
+)
 
 EVENTS_TOPIC = "chibo.events.v1"
 EVENTS_DLQ_TOPIC = "chibo.events.dlq.v1"
@@ -33,7 +40,7 @@ async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack:
     try:
         async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
             # The write side needs only Postgres: the command is accepted with Kafka down.
-            response = await client.post("/v1/meetings", json=body)
+            response = await client.post("/v1/meetings", json=body, headers=ward_auth(stack, ward))
         assert response.status_code == 201, response.text
         stream_id = response.json()["stream_id"]
 
@@ -101,7 +108,8 @@ async def test_unreadable_event_goes_to_dlq_and_the_partition_keeps_flowing(
 
     body = schedule_body(ward)
     async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
-        assert (await client.post("/v1/meetings", json=body)).status_code == 201
+        response = await client.post("/v1/meetings", json=body, headers=ward_auth(stack, ward))
+        assert response.status_code == 201
 
     async def in_view() -> list | None:
         async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:

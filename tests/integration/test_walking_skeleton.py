@@ -10,14 +10,22 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from ops.stack import Stack
-from tests.integration.helpers import eventually, fetch, mails_to, schedule_body, unique_ward
+from tests.integration.helpers import (
+    eventually,
+    fetch,
+    mails_to,
+    schedule_body,
+    unique_ward,
+    ward_auth,
+)
 
 EVENTS_TOPIC = "chibo.events.v1"
 
 
 async def _schedule(stack: Stack, body: dict, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
-        return await client.post("/v1/meetings", json=body, headers=headers)
+        auth = ward_auth(stack, body["ward_id"])
+        return await client.post("/v1/meetings", json=body, headers={**auth, **headers})
 
 
 async def _ward_view(stack: Stack, ward_id: str) -> dict:
@@ -118,7 +126,7 @@ async def test_relayed_event_is_read_back_with_a_plain_aiokafka_consumer(
     assert envelope["event_type"] == "MeetingScheduled"
     assert envelope["ward_id"] == ward
     assert envelope["stream_version"] == 1
-    assert envelope["schema_version"] == 1
+    assert envelope["schema_version"] == 2  # MeetingScheduled v2 added the location
     assert envelope["payload"]["ward_id"] == ward
     headers = dict(record.headers)
     assert headers["event_type"] == b"MeetingScheduled"
@@ -148,7 +156,10 @@ async def test_idempotent_resend_and_duplicate_schedule(running_stack: Stack) ->
 
 
 async def test_malformed_commands_get_a_machine_readable_4xx(running_stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+    auth = ward_auth(running_stack, "any-ward")
+    async with httpx.AsyncClient(
+        base_url=running_stack.service_url("meetings"), headers=auth
+    ) as client:
         broken = await client.post(
             "/v1/meetings", content=b"{not json", headers={"content-type": "application/json"}
         )

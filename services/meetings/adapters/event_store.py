@@ -1,11 +1,18 @@
 """The event store in PostgreSQL: optimistic concurrency per stream, idempotency keys,
-and every event's metadata, written in one transaction."""
+and every event's metadata, written in one transaction.
+
+Appends run on a connection the caller owns (``transaction()``), each in a savepoint,
+so a batch of commands commits once while a rejected command leaves no trace.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,8 +20,8 @@ from typing import Any
 import asyncpg
 
 from services.meetings.adapters.metrics import MeetingsMetrics
-from shared.clock import Clock
-from shared.contract import EVENT_TYPES, DomainEvent
+from shared.contract import DomainEvent
+from shared.contract.events import load_event
 
 
 @dataclass(frozen=True)
@@ -66,38 +73,85 @@ class ConcurrencyConflict(Exception):
         self.actual = actual
 
 
-def to_domain_event(event_type: str, schema_version: int, payload: dict[str, Any]) -> DomainEvent:
-    """The mapper from a stored row to a typed event; upcasting old versions will hook here."""
-    return EVENT_TYPES[event_type].model_validate(payload)
+class StreamCache:
+    """Recently loaded streams, so that loading an aggregate reads only its newest events.
+
+    Only committed reads fill it, so a rolled-back append can never leave a phantom event.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._streams: OrderedDict[str, tuple[DomainEvent, ...]] = OrderedDict()
+
+    def get(self, stream_id: str) -> tuple[DomainEvent, ...]:
+        events = self._streams.get(stream_id, ())
+        if events:
+            self._streams.move_to_end(stream_id)
+        return events
+
+    def put(self, stream_id: str, events: tuple[DomainEvent, ...]) -> None:
+        if self._capacity <= 0:
+            return
+        self._streams[stream_id] = events
+        self._streams.move_to_end(stream_id)
+        while len(self._streams) > self._capacity:
+            self._streams.popitem(last=False)
 
 
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool, clock: Clock, metrics: MeetingsMetrics) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, metrics: MeetingsMetrics, cache_capacity: int = 10_000
+    ) -> None:
         self._pool = pool
-        self._clock = clock
         self._metrics = metrics
+        self._cache = StreamCache(cache_capacity)
 
-    async def load(self, stream_id: str) -> tuple[int, list[DomainEvent]]:
-        rows = await self._pool.fetch(
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def load(
+        self, stream_id: str, conn: asyncpg.Connection | None = None
+    ) -> tuple[int, list[DomainEvent]]:
+        """The stream's events in order; its version is their count."""
+        cached = self._cache.get(stream_id)
+        reader = conn or self._pool
+        rows = await reader.fetch(
             "select event_type, schema_version, payload from meetings.events"
-            " where stream_id = $1 order by stream_version",
+            " where stream_id = $1 and stream_version > $2 order by stream_version",
             stream_id,
+            len(cached),
         )
-        events = [
-            to_domain_event(r["event_type"], r["schema_version"], json.loads(r["payload"]))
-            for r in rows
-        ]
-        return len(events), events
+        events = cached + tuple(
+            load_event(r["event_type"], r["schema_version"], json.loads(r["payload"])) for r in rows
+        )
+        if conn is None:  # a committed read: safe to remember
+            self._cache.put(stream_id, events)
+        return len(events), list(events)
 
-    async def result_for_key(self, idempotency_key: str) -> AppendResult | None:
-        row = await self._pool.fetchval(
-            "select result from meetings.idempotency_keys where idempotency_key = $1",
-            idempotency_key,
+    def remember(self, stream_id: str, events: list[DomainEvent]) -> None:
+        """Cache a stream's full history once the transaction that wrote it has committed."""
+        self._cache.put(stream_id, tuple(events))
+
+    async def results_for_keys(
+        self, keys: list[str], conn: asyncpg.Connection | None = None
+    ) -> dict[str, AppendResult]:
+        if not keys:
+            return {}
+        rows = await (conn or self._pool).fetch(
+            "select idempotency_key, result from meetings.idempotency_keys"
+            " where idempotency_key = any($1::text[])",
+            keys,
         )
-        return AppendResult.from_json(json.loads(row), replayed=True) if row else None
+        return {
+            r["idempotency_key"]: AppendResult.from_json(json.loads(r["result"]), replayed=True)
+            for r in rows
+        }
 
     async def append(
         self,
+        conn: asyncpg.Connection,
         stream_id: str,
         ward_id: str,
         expected_version: int,
@@ -105,11 +159,12 @@ class PostgresEventStore:
         meta: EventMetadata,
         idempotency_key: str | None = None,
     ) -> AppendResult:
+        """Append in a savepoint of the caller's transaction; nothing is kept on conflict."""
         started = time.perf_counter()
         new_version = expected_version + len(events)
         event_ids = [uuid.uuid4() for _ in events]
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 await self._advance_stream(conn, stream_id, ward_id, expected_version, new_version)
                 positions = await conn.fetch(
                     """
@@ -152,11 +207,7 @@ class PostgresEventStore:
                         json.dumps(result.to_json()),
                     )
         except asyncpg.UniqueViolationError as exc:
-            # Two writers raced: on the stream's version, or on the same idempotency key.
-            if idempotency_key is not None and "idempotency" in (exc.constraint_name or ""):
-                earlier = await self.result_for_key(idempotency_key)
-                if earlier is not None:
-                    return earlier
+            # Another writer got there first: on the stream's version or on the same key.
             raise ConcurrencyConflict(stream_id, expected_version, None) from exc
         for event in events:
             self._metrics.events_appended.labels(event.event_type).inc()
@@ -177,10 +228,12 @@ class PostgresEventStore:
             )
         else:
             status = await conn.execute(
-                "update meetings.streams set version = $3 where stream_id = $1 and version = $2",
+                "update meetings.streams set version = $3"
+                " where stream_id = $1 and version = $2 and ward_id = $4",
                 stream_id,
                 expected,
                 new,
+                ward_id,
             )
         if status.endswith(" 0"):
             actual = await conn.fetchval(

@@ -43,5 +43,6 @@ class Meeting:
                 kind=command.kind,
                 scheduled_start=command.scheduled_start,
                 agenda=command.agenda,
+                location=command.location,
             )
         ]

@@ -1,24 +1,45 @@
-"""HTTP door: JSON commands under /v1, with machine-readable rejections."""
+"""HTTP door: JSON commands under /v1, authenticated by bearer token, with
+machine-readable rejections (code, Vietnamese and English reason) and never a bare 500."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.meetings.adapters.event_store import ConcurrencyConflict
-from services.meetings.domain.errors import DomainRejection
-from services.meetings.service_layer.handlers import CommandBus, CommandContext
+from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
+from shared.auth import AuthError, Principal, TokenService, unauthenticated
 from shared.contract import ScheduleMeeting
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
+
+REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": example}}}
+    for code, text, example in (
+        (401, "Missing or invalid token", {"code": "unauthenticated"}),
+        (403, "Token scope or role does not allow this", {"code": "forbidden_scope"}),
+        (409, "Rule or concurrency conflict", {"code": "already_exists"}),
+        (422, "Malformed or invalid command", {"code": "invalid_command"}),
+    )
+}
 
 
-def rejection(status: int, code: str, vi: str, en: str, **details: object) -> JSONResponse:
+def rejection_response(rejection: Rejection) -> JSONResponse:
     return JSONResponse(
-        {"code": code, "message_vi": vi, "message_en": en, "details": details},
-        status_code=status,
+        {
+            "code": rejection.code,
+            "message_vi": rejection.message_vi,
+            "message_en": rejection.message_en,
+            "details": rejection.details,
+        },
+        status_code=rejection.status,
     )
 
 
@@ -29,28 +50,33 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")}
             for e in exc.errors()
         ]
-        return rejection(
-            422,
-            "invalid_command",
-            "Dữ liệu của lệnh không hợp lệ.",
-            "The command is not valid.",
-            errors=errors,
+        return rejection_response(
+            Rejection(
+                "invalid_command",
+                422,
+                "Dữ liệu của lệnh không hợp lệ.",
+                "The command is not valid.",
+                {"errors": errors},
+            )
         )
 
-    @app.exception_handler(DomainRejection)
-    async def rejected(_: Request, exc: DomainRejection) -> JSONResponse:
-        return rejection(exc.status, exc.code, exc.message_vi, exc.message_en, **exc.details)
+    @app.exception_handler(AuthError)
+    async def auth_failed(_: Request, exc: AuthError) -> JSONResponse:
+        return rejection_response(Rejection.of(exc))
 
-    @app.exception_handler(ConcurrencyConflict)
-    async def conflict(_: Request, exc: ConcurrencyConflict) -> JSONResponse:
-        return rejection(
-            409,
-            "concurrency_conflict",
-            "Dữ liệu đã được người khác thay đổi; hãy tải lại và thử lại.",
-            "The stream changed since it was read; reload and retry.",
-            stream_id=exc.stream_id,
-            expected_version=exc.expected,
-            actual_version=exc.actual,
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(OSError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("http.dependency_unavailable", error=type(exc).__name__)
+        return JSONResponse(
+            {
+                "code": "service_unavailable",
+                "message_vi": "Hệ thống tạm thời chưa xử lý được; xin thử lại sau.",
+                "message_en": "A dependency is unavailable; retry later.",
+                "details": {},
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
 
@@ -58,24 +84,38 @@ def _bus(request: Request) -> CommandBus:
     return request.app.state.bus  # type: ignore[no-any-return]
 
 
+def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None:
+        raise unauthenticated("no bearer token")
+    tokens: TokenService = request.app.state.tokens
+    return tokens.verify(credentials.credentials)
+
+
 def command_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["commands"])
+    router = APIRouter(prefix="/v1", tags=["commands"], responses=REJECTION_RESPONSES)
 
     @router.post("/meetings", status_code=201)
     async def schedule_meeting(
         command: ScheduleMeeting,
         bus: Annotated[CommandBus, Depends(_bus)],
+        principal: Annotated[Principal, Depends(_principal)],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
         x_correlation_id: Annotated[uuid.UUID | None, Header()] = None,
-    ) -> dict[str, object]:
+    ) -> Any:
+        """Schedule a cell's meeting. Send an `Idempotency-Key` to make retries safe."""
         ctx = CommandContext(
-            actor="http:anonymous",
+            principal=principal,
             source="http",
             door="http",
-            idempotency_key=idempotency_key,
+            idempotency_key=f"http:{idempotency_key}" if idempotency_key else None,
             correlation_id=x_correlation_id or uuid.uuid4(),
         )
-        result = await bus.handle(command, ctx)
-        return result.to_json()
+        outcome = await bus.handle(command, ctx)
+        if isinstance(outcome, Rejection):
+            return rejection_response(outcome)
+        return outcome.to_json()
 
     return router

@@ -1,0 +1,36 @@
+"""The organisation tree as the write side sees it: which units a ward sits under.
+
+Authorisation needs it for tokens scoped above the ward (district, province, ...).
+The table is filled from the organisation's own events (domain issue); until then a
+deployment seeds it (``chibo org import``) or tests insert rows.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+class OrgDirectory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def ancestors(self, ward_ids: set[str]) -> dict[str, frozenset[str]]:
+        """Every unit above each ward, nearest first up to the root."""
+        if not ward_ids:
+            return {}
+        rows = await self._pool.fetch(
+            """
+            with recursive up(ward_id, unit_id) as (
+                select u.unit_id, u.parent_id from meetings.org_units u
+                where u.unit_id = any($1::text[]) and u.parent_id is not null
+                union
+                select up.ward_id, p.parent_id from up
+                join meetings.org_units p on p.unit_id = up.unit_id
+                where p.parent_id is not null
+            )
+            select ward_id, array_agg(unit_id) as ancestors from up group by ward_id
+            """,
+            list(ward_ids),
+        )
+        found = {r["ward_id"]: frozenset(r["ancestors"]) for r in rows}
+        return {ward: found.get(ward, frozenset()) for ward in ward_ids}

@@ -1,0 +1,169 @@
+"""Kafka door: upstream systems publish `InboundCommand` envelopes on the commands topic.
+
+Records are read in batches and handed to the same command bus as HTTP, one
+transaction per batch. Whatever cannot be accepted — unreadable bytes, an unknown type,
+an invalid payload, a source not on the allow-list, a broken rule — goes to the DLQ
+topic with the reason and the original bytes, and the records after it keep flowing.
+A batch that fails for an infrastructure reason (database down) is not acknowledged:
+every partition in it is rewound and read again after a pause.
+"""
+
+# No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import ConsumerRecord, TopicPartition
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
+from shared.auth import Principal, Role
+from shared.clock import Clock
+from shared.contract.commands import COMMAND_TYPES, Command
+from shared.contract.inbound import InboundCommand
+from shared.logs import get_logger
+from shared.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class DeadLetter(Exception):
+    def __init__(self, reason: str, detail: str, message_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.message_id = message_id
+
+
+class KafkaCommandIntake:
+    def __init__(
+        self,
+        bus: CommandBus,
+        broker: KafkaBroker,
+        settings: KafkaSettings,
+        allowed_sources: frozenset[str],
+        clock: Clock,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._bus = bus
+        self._broker = broker
+        self._settings = settings
+        self._allowed_sources = allowed_sources
+        self._clock = clock
+        self._failures_in_a_row = 0
+        self.dead_lettered = Counter(
+            "chibo_dlq_records_total",
+            "Records sent to a dead-letter topic, by topic and reason.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+
+    async def __call__(self, message: KafkaMessage) -> None:
+        raw = message.raw_message
+        records: list[ConsumerRecord] = list(raw) if isinstance(raw, tuple) else [raw]
+        accepted: list[tuple[int, Command, CommandContext]] = []
+        dead: list[tuple[ConsumerRecord, DeadLetter]] = []
+        for i, record in enumerate(records):
+            try:
+                command, ctx = self._read(record)
+            except DeadLetter as letter:
+                dead.append((record, letter))
+            else:
+                accepted.append((i, command, ctx))
+        try:
+            outcomes = await self._bus.handle_batch([(c, ctx) for _, c, ctx in accepted])
+        except Exception:
+            await self._retry_later(message, records)
+            return
+        self._failures_in_a_row = 0
+        for (i, _, ctx), outcome in zip(accepted, outcomes, strict=True):
+            if isinstance(outcome, Rejection):
+                reason = f"rejected_{outcome.code}"
+                dead.append(
+                    (records[i], DeadLetter(reason, outcome.message_en, ctx.idempotency_key))
+                )
+        for record, dead_letter in dead:
+            await self._dead_letter(record, dead_letter)
+        await message.ack()
+
+    def _read(self, record: ConsumerRecord) -> tuple[Command, CommandContext]:
+        try:
+            envelope = InboundCommand.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            raise DeadLetter("malformed_envelope", _errors(exc)) from exc
+        if envelope.source not in self._allowed_sources:
+            raise DeadLetter(
+                "unauthorised_source",
+                f"source {envelope.source!r} is not allow-listed",
+                envelope.message_id,
+            )
+        command_type = COMMAND_TYPES.get(envelope.type)
+        if command_type is None or envelope.version != command_type.schema_version:
+            raise DeadLetter(
+                "unknown_command",
+                f"no command {envelope.type!r} version {envelope.version}",
+                envelope.message_id,
+            )
+        try:
+            command = command_type.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise DeadLetter("invalid_payload", _errors(exc), envelope.message_id) from exc
+        if envelope.occurred_at > self._clock.now() + MAX_CLOCK_SKEW:
+            raise DeadLetter(
+                "implausible_time", "occurred_at is in the future", envelope.message_id
+            )
+        key_ward = (record.key or b"").decode(errors="replace")
+        if key_ward != command.scope()[0]:
+            # The key decides the partition, and so the order; a wrong key breaks per-ward order.
+            raise DeadLetter(
+                "wrong_key",
+                f"record key {key_ward!r} is not the command's ward id",
+                envelope.message_id,
+            )
+        principal = Principal(
+            subject=envelope.source, role=Role.SYSTEM_PUBLISHER, scope_level="system"
+        )
+        ctx = CommandContext(
+            principal=principal,
+            source=envelope.source,
+            door="kafka",
+            idempotency_key=f"kafka:{envelope.source}:{envelope.message_id}",
+            occurred_at=envelope.occurred_at,
+            **({"correlation_id": envelope.correlation_id} if envelope.correlation_id else {}),
+        )
+        return command, ctx
+
+    async def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
+        headers = {
+            "dlq_reason": letter.reason,
+            "dlq_detail": letter.detail[:2000],
+            "dlq_source": f"{record.topic}/{record.partition}/{record.offset}",
+            "dlq_at": datetime.now(UTC).isoformat(),
+        }
+        if letter.message_id:
+            headers["dlq_message_id"] = letter.message_id
+        await self._broker.publish(
+            record.value or b"", topic=self._settings.dlq_topic, key=record.key, headers=headers
+        )
+        self.dead_lettered.labels(self._settings.dlq_topic, letter.reason).inc()
+        log.warning("intake.dead_lettered", reason=letter.reason, source=headers["dlq_source"])
+
+    async def _retry_later(self, message: KafkaMessage, records: list[ConsumerRecord]) -> None:
+        self._failures_in_a_row += 1
+        log.exception("intake.batch_failed", records=len(records))
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        for tp, offset in first.items():
+            message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
+        await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 10.0))
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+    )[:2000]
