@@ -84,3 +84,40 @@ async def eventually(
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"{what} not reached within {timeout_s}s (last value: {last!r})")
+
+
+def inbound(body: dict[str, Any], source: str = "meeting-app", **overrides: Any) -> dict[str, Any]:
+    """An upstream publisher's envelope around a ScheduleMeeting payload."""
+    return {
+        "message_id": str(uuid.uuid4()),
+        "type": "ScheduleMeeting",
+        "version": 1,
+        "occurred_at": datetime.now(LOCAL_TZ).isoformat(),
+        "source": source,
+        "payload": body,
+        **overrides,
+    }
+
+
+async def read_topic(
+    bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 30.0
+) -> list[Any]:
+    """Every record of ``topic`` from the start, read with a plain consumer until ``until``."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+
+        async def done() -> bool:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+            return until(records)
+
+        await eventually(done, timeout_s=timeout_s, what=f"records on {topic}")
+    finally:
+        await consumer.stop()
+    return records

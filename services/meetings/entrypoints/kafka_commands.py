@@ -22,6 +22,7 @@ from shared.auth import Principal, Role
 from shared.clock import Clock
 from shared.contract.commands import COMMAND_TYPES, Command
 from shared.contract.inbound import InboundCommand
+from shared.contract.upcasting import upcast
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
 
@@ -64,32 +65,34 @@ class KafkaCommandIntake:
     async def __call__(self, message: KafkaMessage) -> None:
         raw = message.raw_message
         records: list[ConsumerRecord] = list(raw) if isinstance(raw, tuple) else [raw]
-        accepted: list[tuple[int, Command, CommandContext]] = []
-        dead: list[tuple[ConsumerRecord, DeadLetter]] = []
-        for i, record in enumerate(records):
-            try:
-                command, ctx = self._read(record)
-            except DeadLetter as letter:
-                dead.append((record, letter))
-            else:
-                accepted.append((i, command, ctx))
         try:
-            outcomes = await self._bus.handle_batch([(c, ctx) for _, c, ctx in accepted])
+            await self._process(records)
         except Exception:
+            # Database down, broker hiccup, or a bug: never acknowledge what was not handled.
             await self._retry_later(message, records)
             return
         self._failures_in_a_row = 0
-        for (i, _, ctx), outcome in zip(accepted, outcomes, strict=True):
-            if isinstance(outcome, Rejection):
-                reason = f"rejected_{outcome.code}"
-                dead.append(
-                    (records[i], DeadLetter(reason, outcome.message_en, ctx.idempotency_key))
-                )
-        for record, dead_letter in dead:
-            await self._dead_letter(record, dead_letter)
         await message.ack()
 
-    def _read(self, record: ConsumerRecord) -> tuple[Command, CommandContext]:
+    async def _process(self, records: list[ConsumerRecord]) -> None:
+        accepted: list[tuple[int, Command, CommandContext, str]] = []
+        dead: list[tuple[ConsumerRecord, DeadLetter]] = []
+        for i, record in enumerate(records):
+            try:
+                command, ctx, message_id = self._read(record)
+            except DeadLetter as letter:
+                dead.append((record, letter))
+            else:
+                accepted.append((i, command, ctx, message_id))
+        outcomes = await self._bus.handle_batch([(c, ctx) for _, c, ctx, _ in accepted])
+        for (i, _, _, message_id), outcome in zip(accepted, outcomes, strict=True):
+            if isinstance(outcome, Rejection):
+                reason = f"rejected_{outcome.code}"
+                dead.append((records[i], DeadLetter(reason, outcome.message_en, message_id)))
+        for record, dead_letter in dead:
+            await self._dead_letter(record, dead_letter)
+
+    def _read(self, record: ConsumerRecord) -> tuple[Command, CommandContext, str]:
         try:
             envelope = InboundCommand.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -101,14 +104,21 @@ class KafkaCommandIntake:
                 envelope.message_id,
             )
         command_type = COMMAND_TYPES.get(envelope.type)
-        if command_type is None or envelope.version != command_type.schema_version:
+        try:
+            if command_type is None:
+                raise LookupError(envelope.type)
+            # Older versions stay accepted: they are lifted to the current one.
+            payload = upcast(
+                envelope.type, envelope.version, envelope.payload, command_type.schema_version
+            )
+        except LookupError as exc:
             raise DeadLetter(
                 "unknown_command",
                 f"no command {envelope.type!r} version {envelope.version}",
                 envelope.message_id,
-            )
+            ) from exc
         try:
-            command = command_type.model_validate(envelope.payload)
+            command = command_type.model_validate(payload)
         except ValidationError as exc:
             raise DeadLetter("invalid_payload", _errors(exc), envelope.message_id) from exc
         if envelope.occurred_at > self._clock.now() + MAX_CLOCK_SKEW:
@@ -134,7 +144,7 @@ class KafkaCommandIntake:
             occurred_at=envelope.occurred_at,
             **({"correlation_id": envelope.correlation_id} if envelope.correlation_id else {}),
         )
-        return command, ctx
+        return command, ctx, envelope.message_id
 
     async def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
         headers = {

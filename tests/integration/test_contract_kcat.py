@@ -1,0 +1,80 @@
+"""docs/contract.md's example works with a generic Kafka client (kcat), not our code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from ops.stack import Stack
+from tests.integration.helpers import eventually, fetch, unique_ward
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
+
+
+def documented_example() -> dict:
+    text = DOC.read_text(encoding="utf-8")
+    block = re.search(r"<!-- example:inbound -->\s*```json\s*(.+?)\s*```", text, re.S)
+    assert block, "docs/contract.md lost its inbound example"
+    return json.loads(block.group(1))
+
+
+def kcat() -> str:
+    path = shutil.which("kcat")
+    assert path, "kcat is missing: scripts/setup.sh installs it (Debian package kcat)"
+    return path
+
+
+async def test_the_documented_kcat_example_schedules_a_meeting(
+    running_stack: Stack, tmp_path: Path
+) -> None:
+    example = documented_example()
+    ward = unique_ward()
+    # The documented message, moved to a ward of its own so the test is independent.
+    raw = json.dumps(example, ensure_ascii=False).replace(example["payload"]["ward_id"], ward)
+    message = json.loads(raw)
+    message["message_id"] = f"meeting-app:{uuid.uuid4()}"
+    lines = tmp_path / "schedule.jsonl"
+    lines.write_text(json.dumps(message, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    produce = await asyncio.to_thread(
+        subprocess.run,
+        [kcat(), "-P", "-b", running_stack.kafka_bootstrap, "-t", "chibo.commands.v1",
+         "-k", ward, "-H", "content-type=application/json", "-l", str(lines)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert produce.returncode == 0, produce.stderr
+
+    async def appended() -> list | None:
+        rows = await fetch(
+            running_stack.database_url,
+            "select payload, source from meetings.events where ward_id = $1",
+            ward,
+        )
+        return rows or None
+
+    rows = await eventually(appended, what="the kcat-published command's event")
+    payload = json.loads(rows[0]["payload"])
+    assert payload["meeting_id"] == message["payload"]["meeting_id"]
+    assert payload["location"] == message["payload"]["location"]
+    assert rows[0]["source"] == "meeting-app"
+
+    async def read_back_with_kcat() -> str | None:
+        consume = await asyncio.to_thread(
+            subprocess.run,
+            [kcat(), "-C", "-b", running_stack.kafka_bootstrap, "-t", "chibo.events.v1",
+             "-o", "beginning", "-e", "-q", "-f", "%k %s\n"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        mine = [line for line in consume.stdout.splitlines() if line.startswith(f"{ward} ")]
+        return mine[0] if mine else None
+
+    line = await eventually(read_back_with_kcat, what="the event read back with kcat")
+    assert (
+        json.loads(line.split(" ", 1)[1])["payload"]["meeting_id"]
+        == (message["payload"]["meeting_id"])
+    )
