@@ -1,12 +1,82 @@
-"""The HTTP side every service shares: /health, /ready and /metrics on a FastAPI app."""
+"""The HTTP side every service shares: /health, /ready and /metrics, and one shape for
+every rejection: ``{"code", "message_vi", "message_en", "details"}`` with a 4xx status
+(or 503 when a dependency is down), never a bare 500."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Response
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.auth import AuthError
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+# Texts for the statuses the framework itself produces (bad body, unknown route, ...).
+_HTTP_STATUS_TEXTS = {
+    400: ("bad_request", "Yêu cầu không đọc được.", "The request could not be read."),
+    404: ("not_found", "Không tìm thấy địa chỉ này.", "No such resource."),
+    405: ("method_not_allowed", "Phương thức không được hỗ trợ.", "Method not allowed."),
+    413: ("too_large", "Yêu cầu quá lớn.", "The request is too large."),
+    415: ("unsupported_media_type", "Định dạng không được hỗ trợ.", "Unsupported media type."),
+}
+
+
+def error_response(
+    status: int, code: str, message_vi: str, message_en: str, **details: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message_vi": message_vi, "message_en": message_en, "details": details},
+        status_code=status,
+        headers={"Retry-After": "5"} if status == 503 else None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return error_response(
+            422,
+            "invalid_command",
+            "Dữ liệu gửi lên không hợp lệ.",
+            "The request is not valid.",
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, vi, en = _HTTP_STATUS_TEXTS.get(
+            exc.status_code, ("http_error", "Yêu cầu không hợp lệ.", str(exc.detail))
+        )
+        return error_response(exc.status_code, code, vi, en)
+
+    @app.exception_handler(AuthError)
+    async def auth_failed(_: Request, exc: AuthError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message_vi, exc.message_en)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.TooManyConnectionsError)
+    @app.exception_handler(OSError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("http.dependency_unavailable", error=type(exc).__name__)
+        return error_response(
+            503,
+            "service_unavailable",
+            "Hệ thống tạm thời chưa xử lý được; xin thử lại sau.",
+            "A dependency is unavailable; retry later.",
+        )
+
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 

@@ -15,13 +15,13 @@ from services.meetings.adapters.event_store import PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.adapters.relay import EventRelay
-from services.meetings.entrypoints.http import command_router, install_error_handlers
+from services.meetings.entrypoints.http import command_router
 from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
 from services.meetings.service_layer.handlers import CommandBus
 from shared.auth import TokenService
 from shared.clock import Clock, SystemClock
 from shared.consumer import make_broker
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, install_error_handlers
 from shared.kafka import ConsumerLagMonitor, ensure_topics
 from shared.logs import configure_logging, get_logger
 from shared.postgres import create_pool, migrate

@@ -19,7 +19,7 @@ from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.service_layer.dispatcher import Dispatcher
 from services.notifications.service_layer.notifier import Notifier
 from shared.consumer import EventConsumer, make_broker
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, install_error_handlers
 from shared.kafka import ConsumerLagMonitor, ensure_topics
 from shared.logs import configure_logging, get_logger
 from shared.postgres import create_pool, migrate
@@ -97,6 +97,7 @@ def build_app(settings: NotificationsSettings) -> FastAPI:
             await pool.close()
 
     app = FastAPI(title="Chibo — notifications", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
 
     async def postgres_ready() -> bool:
         pool = getattr(app.state, "pool", None)

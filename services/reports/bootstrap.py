@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project
 from shared.consumer import EventConsumer, make_broker
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, install_error_handlers
 from shared.kafka import ConsumerLagMonitor, ensure_topics
 from shared.logs import configure_logging, get_logger
 from shared.postgres import create_pool, migrate
@@ -61,6 +61,7 @@ def build_app(settings: ReportsSettings) -> FastAPI:
             await pool.close()
 
     app = FastAPI(title="Chibo — reports", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(report_router())
 
     async def postgres_ready() -> bool:

@@ -1,23 +1,20 @@
-"""HTTP door: JSON commands under /v1, authenticated by bearer token, with
-machine-readable rejections (code, Vietnamese and English reason) and never a bare 500."""
+"""HTTP door: JSON commands under /v1, authenticated by bearer token. Rejections use the
+shared shape (shared/http.py)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
-from shared.auth import AuthError, Principal, TokenService, unauthenticated
+from shared.auth import Principal, TokenService, unauthenticated
 from shared.contract import ScheduleMeeting
-from shared.logs import get_logger
+from shared.http import error_response
 
-log = get_logger(__name__)
 bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
 
 REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -32,52 +29,13 @@ REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def rejection_response(rejection: Rejection) -> JSONResponse:
-    return JSONResponse(
-        {
-            "code": rejection.code,
-            "message_vi": rejection.message_vi,
-            "message_en": rejection.message_en,
-            "details": rejection.details,
-        },
-        status_code=rejection.status,
+    return error_response(
+        rejection.status,
+        rejection.code,
+        rejection.message_vi,
+        rejection.message_en,
+        **rejection.details,
     )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")}
-            for e in exc.errors()
-        ]
-        return rejection_response(
-            Rejection(
-                "invalid_command",
-                422,
-                "Dữ liệu của lệnh không hợp lệ.",
-                "The command is not valid.",
-                {"errors": errors},
-            )
-        )
-
-    @app.exception_handler(AuthError)
-    async def auth_failed(_: Request, exc: AuthError) -> JSONResponse:
-        return rejection_response(Rejection.of(exc))
-
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(OSError)
-    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("http.dependency_unavailable", error=type(exc).__name__)
-        return JSONResponse(
-            {
-                "code": "service_unavailable",
-                "message_vi": "Hệ thống tạm thời chưa xử lý được; xin thử lại sau.",
-                "message_en": "A dependency is unavailable; retry later.",
-                "details": {},
-            },
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
 
 
 def _bus(request: Request) -> CommandBus:
