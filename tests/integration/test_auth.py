@@ -70,3 +70,22 @@ async def test_tokens_act_only_inside_their_scope(
         assert response.json()["code"] == code
     stored = await fetch(conn_url, "select actor from meetings.events where ward_id = $1", ward)
     assert [r["actor"] for r in stored] == ([f"{role}:test-official"] if status == 201 else [])
+
+
+async def test_tokens_never_reach_the_logs(running_stack: Stack) -> None:
+    ward = unique_ward()
+    token = running_stack.issue_token("ward_official", "ward", ward, "log-check")
+    assert (await _post(running_stack, schedule_body(ward), token)).status_code == 201
+    assert (await _post(running_stack, schedule_body(ward), token + "x")).status_code == 401
+    for name in ("meetings", "reports", "notifications"):
+        log_text = running_stack.log_path(name).read_text(encoding="utf-8", errors="replace")
+        assert token.split(".")[2] not in log_text, f"{name} logged a token"
+
+
+async def test_openapi_documents_the_command_and_its_security(running_stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+        spec = (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/meetings"]["post"]
+    assert {"401", "403", "409", "422"} <= operation["responses"].keys()
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert "ScheduleMeeting" in spec["components"]["schemas"]
