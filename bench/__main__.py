@@ -168,6 +168,7 @@ def main(
 
     ctx.on_phase = on_phase
     ctx.on_advance = on_advance
+    ctx.pids = stack.pids
 
     try:
         with progress:
@@ -190,6 +191,8 @@ def main(
                     console.print(f"[red]{name} failed[/red]\n{traceback.format_exc()}")
                     continue
                 finally:
+                    # A benchmark's services never outlive it: the next starts clean.
+                    stack.stop_services()
                     seconds[name] = round(time.perf_counter() - started, 2)
                 ctx.figures.extend(figures)
                 total = next(t.total for t in progress.tasks if t.id == task) or 1

