@@ -63,6 +63,28 @@ class AppendResult:
         )
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event to write, at its place in its stream."""
+
+    stream_id: str
+    stream_version: int
+    ward_id: str
+    event: DomainEvent
+    meta: EventMetadata
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class StreamAdvance:
+    """A stream moving from the version its writer loaded to the version it leaves."""
+
+    stream_id: str
+    ward_id: str
+    expected_version: int
+    new_version: int
+
+
 class ConcurrencyConflict(Exception):
     """The stream moved on since the caller loaded it."""
 
@@ -115,20 +137,35 @@ class PostgresEventStore:
         self, stream_id: str, conn: asyncpg.Connection | None = None
     ) -> tuple[int, list[DomainEvent]]:
         """The stream's events in order; its version is their count."""
-        cached = self._cache.get(stream_id)
-        reader = conn or self._pool
-        rows = await reader.fetch(
-            "select event_type, schema_version, payload from meetings.events"
-            " where stream_id = $1 and stream_version > $2 order by stream_version",
-            stream_id,
-            len(cached),
+        events = (await self.load_many([stream_id], conn))[stream_id]
+        return len(events), events
+
+    async def load_many(
+        self, stream_ids: list[str], conn: asyncpg.Connection | None = None
+    ) -> dict[str, list[DomainEvent]]:
+        """Several streams in one query: cached events plus the rows above them."""
+        wanted = list(dict.fromkeys(stream_ids))
+        cached = {sid: self._cache.get(sid) for sid in wanted}
+        rows = await (conn or self._pool).fetch(
+            """
+            select e.stream_id, e.event_type, e.schema_version, e.payload
+            from unnest($1::text[], $2::int[]) as c(stream_id, after)
+            join meetings.events e
+              on e.stream_id = c.stream_id and e.stream_version > c.after
+            order by e.stream_id, e.stream_version
+            """,
+            wanted,
+            [len(cached[sid]) for sid in wanted],
         )
-        events = cached + tuple(
-            load_event(r["event_type"], r["schema_version"], json.loads(r["payload"])) for r in rows
-        )
+        loaded: dict[str, list[DomainEvent]] = {sid: list(cached[sid]) for sid in wanted}
+        for r in rows:
+            loaded[r["stream_id"]].append(
+                load_event(r["event_type"], r["schema_version"], json.loads(r["payload"]))
+            )
         if conn is None:  # a committed read: safe to remember
-            self._cache.put(stream_id, events)
-        return len(events), list(events)
+            for sid in wanted:
+                self._cache.put(sid, tuple(loaded[sid]))
+        return loaded
 
     def remember(self, stream_id: str, events: list[DomainEvent]) -> None:
         """Cache a stream's full history once the transaction that wrote it has committed."""
@@ -149,6 +186,56 @@ class PostgresEventStore:
             for r in rows
         }
 
+    async def write(
+        self,
+        conn: asyncpg.Connection,
+        advances: list[StreamAdvance],
+        events: list[NewEvent],
+    ) -> list[int]:
+        """Move the streams and insert the events, in a few statements whatever their
+        number; returns each event's global position. Raises ConcurrencyConflict, and
+        leaves the caller's transaction to be rolled back, if any stream moved meanwhile.
+        """
+        started = time.perf_counter()
+        try:
+            await self._advance_streams(conn, advances)
+            rows = await conn.fetch(
+                """
+                insert into meetings.events (
+                    event_id, stream_id, stream_version, event_type, schema_version, ward_id,
+                    payload, occurred_at, correlation_id, causation_id, actor, source)
+                select e.event_id, e.stream_id, e.stream_version, e.event_type,
+                       e.schema_version, e.ward_id, e.payload::jsonb, e.occurred_at,
+                       e.correlation_id, e.causation_id, e.actor, e.source
+                from unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[],
+                            $6::text[], $7::text[], $8::timestamptz[], $9::uuid[],
+                            $10::uuid[], $11::text[], $12::text[])
+                     with ordinality as e(event_id, stream_id, stream_version, event_type,
+                                          schema_version, ward_id, payload, occurred_at,
+                                          correlation_id, causation_id, actor, source, ord)
+                order by e.ord
+                returning global_position
+                """,
+                [e.event_id for e in events],
+                [e.stream_id for e in events],
+                [e.stream_version for e in events],
+                [e.event.event_type for e in events],
+                [e.event.schema_version for e in events],
+                [e.ward_id for e in events],
+                [e.event.model_dump_json() for e in events],
+                [e.meta.occurred_at for e in events],
+                [e.meta.correlation_id for e in events],
+                [e.meta.causation_id for e in events],
+                [e.meta.actor for e in events],
+                [e.meta.source for e in events],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyConflict(events[0].stream_id if events else "", -1, None) from exc
+        for e in events:
+            self._metrics.events_appended.labels(e.event.event_type).inc()
+        self._metrics.append_seconds.observe(time.perf_counter() - started)
+        return [r["global_position"] for r in rows]
+
     async def append(
         self,
         conn: asyncpg.Connection,
@@ -159,84 +246,69 @@ class PostgresEventStore:
         meta: EventMetadata,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """Append in a savepoint of the caller's transaction; nothing is kept on conflict."""
-        started = time.perf_counter()
-        new_version = expected_version + len(events)
-        event_ids = [uuid.uuid4() for _ in events]
-        try:
-            async with conn.transaction():
-                await self._advance_stream(conn, stream_id, ward_id, expected_version, new_version)
-                positions = await conn.fetch(
-                    """
-                    insert into meetings.events (
-                        event_id, stream_id, stream_version, event_type, schema_version, ward_id,
-                        payload, occurred_at, correlation_id, causation_id, actor, source)
-                    select e.event_id, $2, e.version, e.event_type, e.schema_version, $3,
-                           e.payload::jsonb, $4, $5, $6, $7, $8
-                    from unnest($1::uuid[], $9::int[], $10::text[], $11::int[], $12::text[])
-                         with ordinality as e(event_id, version, event_type, schema_version,
-                                              payload, ord)
-                    order by e.ord
-                    returning global_position
-                    """,
-                    event_ids,
-                    stream_id,
-                    ward_id,
-                    meta.occurred_at,
-                    meta.correlation_id,
-                    meta.causation_id,
-                    meta.actor,
-                    meta.source,
-                    list(range(expected_version + 1, new_version + 1)),
-                    [e.event_type for e in events],
-                    [e.schema_version for e in events],
-                    [e.model_dump_json() for e in events],
-                )
-                result = AppendResult(
-                    stream_id=stream_id,
-                    stream_version=new_version,
-                    global_positions=[r["global_position"] for r in positions],
-                    event_ids=event_ids,
-                )
-                if idempotency_key is not None:
-                    await conn.execute(
-                        "insert into meetings.idempotency_keys (idempotency_key, stream_id, result)"
-                        " values ($1, $2, $3)",
-                        idempotency_key,
-                        stream_id,
-                        json.dumps(result.to_json()),
-                    )
-        except asyncpg.UniqueViolationError as exc:
-            # Another writer got there first: on the stream's version or on the same key.
-            raise ConcurrencyConflict(stream_id, expected_version, None) from exc
-        for event in events:
-            self._metrics.events_appended.labels(event.event_type).inc()
-        self._metrics.append_seconds.observe(time.perf_counter() - started)
+        """One stream's events, in a savepoint of the caller's transaction."""
+        new = [
+            NewEvent(stream_id, expected_version + n, ward_id, event, meta)
+            for n, event in enumerate(events, start=1)
+        ]
+        version = expected_version + len(events)
+        async with conn.transaction():
+            positions = await self.write(
+                conn, [StreamAdvance(stream_id, ward_id, expected_version, version)], new
+            )
+            result = AppendResult(stream_id, version, positions, [e.event_id for e in new])
+            if idempotency_key is not None:
+                await self.record_keys(conn, [(idempotency_key, result)])
         return result
 
-    @staticmethod
-    async def _advance_stream(
-        conn: asyncpg.Connection, stream_id: str, ward_id: str, expected: int, new: int
+    async def record_keys(
+        self, conn: asyncpg.Connection, keys: list[tuple[str, AppendResult]]
     ) -> None:
-        if expected == 0:
-            status = await conn.execute(
-                "insert into meetings.streams (stream_id, ward_id, version) values ($1, $2, $3)"
-                " on conflict do nothing",
-                stream_id,
-                ward_id,
-                new,
+        """Remember each command's result under its idempotency key."""
+        if not keys:
+            return
+        try:
+            await conn.execute(
+                "insert into meetings.idempotency_keys (idempotency_key, stream_id, result)"
+                " select * from unnest($1::text[], $2::text[], $3::jsonb[])",
+                [k for k, _ in keys],
+                [r.stream_id for _, r in keys],
+                [json.dumps(r.to_json()) for _, r in keys],
             )
-        else:
-            status = await conn.execute(
-                "update meetings.streams set version = $3"
-                " where stream_id = $1 and version = $2 and ward_id = $4",
-                stream_id,
-                expected,
-                new,
-                ward_id,
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyConflict(keys[0][1].stream_id, -1, None) from exc
+
+    @staticmethod
+    async def _advance_streams(conn: asyncpg.Connection, advances: list[StreamAdvance]) -> None:
+        created = [a for a in advances if a.expected_version == 0]
+        moved = [a for a in advances if a.expected_version > 0]
+        done: set[str] = set()
+        if created:
+            rows = await conn.fetch(
+                "insert into meetings.streams (stream_id, ward_id, version)"
+                " select * from unnest($1::text[], $2::text[], $3::int[])"
+                " on conflict do nothing returning stream_id",
+                [a.stream_id for a in created],
+                [a.ward_id for a in created],
+                [a.new_version for a in created],
             )
-        if status.endswith(" 0"):
-            actual = await conn.fetchval(
-                "select version from meetings.streams where stream_id = $1", stream_id
+            done.update(r["stream_id"] for r in rows)
+        if moved:
+            rows = await conn.fetch(
+                "update meetings.streams s set version = u.new_version"
+                " from unnest($1::text[], $2::int[], $3::int[], $4::text[])"
+                "      as u(stream_id, expected, new_version, ward_id)"
+                " where s.stream_id = u.stream_id and s.version = u.expected"
+                "   and s.ward_id = u.ward_id returning s.stream_id",
+                [a.stream_id for a in moved],
+                [a.expected_version for a in moved],
+                [a.new_version for a in moved],
+                [a.ward_id for a in moved],
             )
-            raise ConcurrencyConflict(stream_id, expected, actual)
+            done.update(r["stream_id"] for r in rows)
+        for a in advances:
+            if a.stream_id not in done:
+                actual = await conn.fetchval(
+                    "select version from meetings.streams where stream_id = $1", a.stream_id
+                )
+                raise ConcurrencyConflict(a.stream_id, a.expected_version, actual)

@@ -55,6 +55,7 @@ class KafkaCommandIntake:
         self._allowed_sources = allowed_sources
         self._clock = clock
         self._failures_in_a_row = 0
+        self._publishers: dict[str, Principal] = {}
         self.dead_lettered = Counter(
             "chibo_dlq_records_total",
             "Records sent to a dead-letter topic, by topic and reason.",
@@ -133,11 +134,8 @@ class KafkaCommandIntake:
                 f"record key {key_ward!r} is not the command's ward id",
                 envelope.message_id,
             )
-        principal = Principal(
-            subject=envelope.source, role=Role.SYSTEM_PUBLISHER, scope_level="system"
-        )
         ctx = CommandContext(
-            principal=principal,
+            principal=self._publisher(envelope.source),
             source=envelope.source,
             door="kafka",
             idempotency_key=f"kafka:{envelope.source}:{envelope.message_id}",
@@ -145,6 +143,14 @@ class KafkaCommandIntake:
             **({"correlation_id": envelope.correlation_id} if envelope.correlation_id else {}),
         )
         return command, ctx, envelope.message_id
+
+    def _publisher(self, source: str) -> Principal:
+        """One principal per allow-listed source, made once: this is the per-record hot path."""
+        principal = self._publishers.get(source)
+        if principal is None:
+            principal = Principal(subject=source, role=Role.SYSTEM_PUBLISHER, scope_level="system")
+            self._publishers[source] = principal
+        return principal
 
     async def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
         headers = {

@@ -1,15 +1,17 @@
 """One path for every command, whichever door it came in by (HTTP or Kafka).
 
-A batch runs in one Postgres transaction; each command in its own savepoint. The batch
-commits once, which is what makes the Kafka door fast, and a command that is rejected
-(rule broken, conflict, not authorised) leaves nothing behind while the others stand.
+A batch is decided in memory and written with a handful of statements, in one
+transaction, whatever its size: that is what makes the Kafka door fast. Rule violations
+and missing rights are refused per command and leave nothing behind. If another writer
+moved one of the batch's streams meanwhile (a replica, the HTTP door), the batch is
+redone one command at a time, each in a savepoint, so that only the loser is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +22,9 @@ from services.meetings.adapters.event_store import (
     AppendResult,
     ConcurrencyConflict,
     EventMetadata,
+    NewEvent,
     PostgresEventStore,
+    StreamAdvance,
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
@@ -77,8 +81,22 @@ class Rejection:
 
 
 Outcome = AppendResult | Rejection
-Decision = tuple[str, str, int, list[DomainEvent], list[DomainEvent]]
-Handler = Callable[[Any, asyncpg.Connection], Awaitable[Decision]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which stream a command acts on, and the aggregate's decision given its history."""
+
+    target: Callable[[Any], tuple[str, str]]  # command -> (stream id, ward id)
+    decide: Callable[[Any, list[DomainEvent]], list[DomainEvent]]
+
+
+ROUTES: dict[type[Command], Route] = {
+    ScheduleMeeting: Route(
+        target=lambda c: (meeting.stream_id(c.meeting_id), c.ward_id),
+        decide=lambda c, history: meeting.Meeting.replay(c.meeting_id, history).schedule(c),
+    ),
+}
 
 
 class CommandBus:
@@ -93,9 +111,6 @@ class CommandBus:
         self._org = org
         self._clock = clock
         self._metrics = metrics
-        self._handlers: dict[type[Command], Handler] = {
-            ScheduleMeeting: self._schedule_meeting,
-        }
 
     async def handle(self, command: Command, ctx: CommandContext) -> Outcome:
         return (await self.handle_batch([(command, ctx)]))[0]
@@ -103,38 +118,95 @@ class CommandBus:
     async def handle_batch(self, items: list[tuple[Command, CommandContext]]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(items)
         await self._authorise(items, outcomes)
-        keys = [ctx.idempotency_key for _, ctx in items if ctx.idempotency_key]
-        written: list[tuple[str, list[DomainEvent]]] = []
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        keys = [k for i in todo if (k := items[i][1].idempotency_key)]
         async with self._store.transaction() as conn:
             earlier = await self._store.results_for_keys(keys, conn)
-            for i, (command, ctx) in enumerate(items):
-                if outcomes[i] is not None:
-                    continue
-                key = ctx.idempotency_key
-                if key is not None and key in earlier:
-                    outcomes[i] = earlier[key]
-                    continue
-                try:
-                    stream, ward, version, history, new = await self._handlers[type(command)](
-                        command, conn
-                    )
-                    result = await self._store.append(
-                        conn, stream, ward, version, new, self._metadata(ctx), key
-                    )
-                except (DomainRejection, ConcurrencyConflict) as exc:
-                    outcomes[i] = Rejection.of(exc)
-                    continue
-                outcomes[i] = result
-                written.append((stream, history + new))
-                if key is not None:  # the same key later in this batch replays this result
-                    earlier[key] = dataclasses.replace(result, replayed=True)
-        for stream, events in written:
-            self._store.remember(stream, events)
+            try:
+                async with conn.transaction():  # all of the batch, or none of it
+                    written = await self._run(todo, items, outcomes, earlier, conn)
+            except ConcurrencyConflict:
+                written = []
+                for i in todo:
+                    outcomes[i] = None
+                for i in todo:
+                    try:
+                        async with conn.transaction():
+                            written += await self._run([i], items, outcomes, earlier, conn)
+                    except ConcurrencyConflict as exc:
+                        outcomes[i] = Rejection.of(exc)
+        for stream_id, history in written:
+            self._store.remember(stream_id, history)
         for (command, ctx), outcome in zip(items, outcomes, strict=True):
             self._metrics.commands.labels(
                 command.command_type, ctx.door, _outcome_label(outcome)
             ).inc()
         return [o for o in outcomes if o is not None]
+
+    async def _run(
+        self,
+        indices: list[int],
+        items: list[tuple[Command, CommandContext]],
+        outcomes: list[Outcome | None],
+        earlier: dict[str, AppendResult],
+        conn: asyncpg.Connection,
+    ) -> list[tuple[str, list[DomainEvent]]]:
+        """Decide the commands in order against their streams, then write them at once."""
+        targets = {i: ROUTES[type(items[i][0])].target(items[i][0]) for i in indices}
+        histories = await self._store.load_many([sid for sid, _ in targets.values()], conn)
+        loaded_versions = {sid: len(events) for sid, events in histories.items()}
+        new_events: list[NewEvent] = []
+        planned: list[tuple[int, str, int, int]] = []  # (index, stream, first version, count)
+        first_with_key: dict[str, int] = {}
+        for i in indices:
+            command, ctx = items[i]
+            key = ctx.idempotency_key
+            if key is not None and (key in earlier or key in first_with_key):
+                continue  # answered below, from the earlier result
+            stream_id, ward_id = targets[i]
+            history = histories[stream_id]
+            try:
+                decided = ROUTES[type(command)].decide(command, history)
+            except DomainRejection as exc:
+                outcomes[i] = Rejection.of(exc)
+                continue
+            meta = self._metadata(ctx)
+            first = len(history) + 1
+            new_events += [
+                NewEvent(stream_id, first + n, ward_id, event, meta)
+                for n, event in enumerate(decided)
+            ]
+            history.extend(decided)
+            planned.append((i, stream_id, first, len(decided)))
+            if key is not None:
+                first_with_key[key] = i
+        wards = dict(targets.values())
+        touched = {stream_id for _, stream_id, _, count in planned if count}
+        advances = [
+            StreamAdvance(sid, wards[sid], loaded_versions[sid], len(histories[sid]))
+            for sid in touched
+        ]
+        positions = iter(await self._store.write(conn, advances, new_events) if new_events else [])
+        events = iter(new_events)
+        keyed: list[tuple[str, AppendResult]] = []
+        for i, stream_id, first, count in planned:
+            mine = [next(events) for _ in range(count)]
+            result = AppendResult(
+                stream_id=stream_id,
+                stream_version=first + count - 1,
+                global_positions=[next(positions) for _ in range(count)],
+                event_ids=[e.event_id for e in mine],
+            )
+            outcomes[i] = result
+            if (key := items[i][1].idempotency_key) is not None:
+                keyed.append((key, result))
+        await self._store.record_keys(conn, keyed)
+        replayed = {key: r for key, r in keyed} | earlier
+        for i in indices:
+            key = items[i][1].idempotency_key
+            if outcomes[i] is None and key is not None:
+                outcomes[i] = _as_replayed(replayed[key])
+        return [(sid, histories[sid]) for sid in touched]
 
     async def _authorise(
         self, items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]
@@ -161,11 +233,9 @@ class CommandBus:
             causation_id=ctx.causation_id,
         )
 
-    async def _schedule_meeting(self, cmd: ScheduleMeeting, conn: asyncpg.Connection) -> Decision:
-        stream = meeting.stream_id(cmd.meeting_id)
-        version, history = await self._store.load(stream, conn)
-        new = meeting.Meeting.replay(cmd.meeting_id, history).schedule(cmd)
-        return stream, cmd.ward_id, version, history, new
+
+def _as_replayed(result: AppendResult) -> AppendResult:
+    return dataclasses.replace(result, replayed=True)
 
 
 def _outcome_label(outcome: Outcome | None) -> str:

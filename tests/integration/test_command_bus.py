@@ -1,0 +1,117 @@
+"""The command bus's batch path on the real database: decisions in memory, a few
+statements per batch, and a one-by-one retry that refuses only the loser of a race."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ops.stack import Stack
+from services.meetings.adapters.event_store import (
+    AppendResult,
+    EventMetadata,
+    PostgresEventStore,
+)
+from services.meetings.adapters.metrics import MeetingsMetrics
+from services.meetings.adapters.org_directory import OrgDirectory
+from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
+from shared.auth import Principal, Role
+from shared.clock import SystemClock
+from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
+from tests.integration.helpers import unique_ward
+
+SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
+
+
+@pytest.fixture()
+async def bus_and_pool(running_stack: Stack) -> AsyncIterator[tuple[CommandBus, asyncpg.Pool]]:
+    pool = await asyncpg.create_pool(running_stack.database_url, min_size=2, max_size=4)
+    assert pool is not None
+    metrics = MeetingsMetrics(CollectorRegistry())
+    store = PostgresEventStore(pool, metrics)
+    yield CommandBus(store, OrgDirectory(pool), SystemClock(), metrics), pool
+    await pool.close()
+
+
+def schedule(ward: str, n: int) -> ScheduleMeeting:
+    return ScheduleMeeting(
+        meeting_id=f"{ward}.m{n}",
+        ward_id=ward,
+        cell_id=f"{ward}.to-01",
+        kind=MeetingKind.REGULAR,
+        scheduled_start=datetime(2026, 12, 3, 12, 30, tzinfo=UTC),
+    )
+
+
+def ctx(key: str | None = None) -> CommandContext:
+    return CommandContext(principal=SYSTEM, source="test", door="kafka", idempotency_key=key)
+
+
+async def test_a_batch_with_repeats_decides_each_in_order(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    key = f"test:{uuid.uuid4()}"
+    outcomes = await bus.handle_batch(
+        [
+            (schedule(ward, 1), ctx(key)),
+            (schedule(ward, 1), ctx()),  # the same meeting again: a rule violation
+            (schedule(ward, 1), ctx(key)),  # the same key again: the first result
+            (schedule(ward, 2), ctx()),
+        ]
+    )
+    first, again, replay, other = outcomes
+    assert isinstance(first, AppendResult) and not first.replayed
+    assert isinstance(again, Rejection) and again.code == "already_exists"
+    assert isinstance(replay, AppendResult) and replay.replayed
+    assert replay.event_ids == first.event_ids
+    assert isinstance(other, AppendResult) and other.stream_version == 1
+    rows = await pool.fetch(
+        "select stream_id, stream_version from meetings.events where ward_id = $1"
+        " order by global_position",
+        ward,
+    )
+    assert [(r["stream_id"], r["stream_version"]) for r in rows] == [
+        (f"meeting-{ward}.m1", 1),
+        (f"meeting-{ward}.m2", 1),
+    ]
+
+
+async def test_a_race_inside_a_batch_refuses_only_the_loser(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    store = PostgresEventStore(pool, MeetingsMetrics(CollectorRegistry()))
+    # Another writer holds meeting 1's stream, uncommitted, while the batch runs.
+    rival = await pool.acquire()
+    rival_tx = rival.transaction()
+    await rival_tx.start()
+    rival_event = MeetingScheduled(**schedule(ward, 1).model_dump())
+    meta = EventMetadata(actor="rival", source="test", occurred_at=datetime.now(UTC))
+    await store.append(rival, f"meeting-{ward}.m1", ward, 0, [rival_event], meta)
+
+    batch = asyncio.create_task(bus.handle_batch([(schedule(ward, n), ctx()) for n in (1, 2, 3)]))
+    await rival_tx.commit()  # the batch's bulk write now finds meeting 1 taken
+    await pool.release(rival)
+    loser, second, third = await batch
+
+    assert isinstance(loser, Rejection)
+    assert loser.code in ("already_exists", "concurrency_conflict")
+    assert isinstance(second, AppendResult) and isinstance(third, AppendResult)
+    actors = await pool.fetch(
+        "select stream_id, actor from meetings.events where ward_id = $1 order by stream_id",
+        ward,
+    )
+    assert [(r["stream_id"], r["actor"]) for r in actors] == [
+        (f"meeting-{ward}.m1", "rival"),
+        (f"meeting-{ward}.m2", "system_publisher:test"),
+        (f"meeting-{ward}.m3", "system_publisher:test"),
+    ]
