@@ -22,7 +22,7 @@ class MeetingsMetrics:
         )
         self.append_seconds = Histogram(
             "chibo_event_append_duration_seconds",
-            "Time to append one command's events, in seconds.",
+            "Time to write one batch of events (one or more commands' worth), in seconds.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
