@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.contract.events import MeetingKind
+from shared.contract.events import (
+    AttendanceEntry,
+    MeetingKind,
+    MemberStatus,
+    ResolutionTask,
+)
 from shared.contract.types import Identifier, ShortText
 
 
@@ -33,6 +39,135 @@ class ScheduleMeeting(Command):
     scheduled_start: AwareDatetime
     agenda: list[ShortText] = Field(default_factory=list, max_length=50)
     location: ShortText | None = None
+    orientation_id: Identifier | None = None
 
 
-COMMAND_TYPES: dict[str, type[Command]] = {cls.command_type: cls for cls in (ScheduleMeeting,)}
+class RegisterCell(Command):
+    command_type: ClassVar[str] = "RegisterCell"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    name: ShortText
+    meeting_day: int = Field(3, ge=1, le=28)
+    roll_calls: int = Field(1, ge=1, le=2)
+
+
+class AdmitMember(Command):
+    command_type: ClassVar[str] = "AdmitMember"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    full_name: ShortText
+    status: MemberStatus = MemberStatus.FULL
+
+
+class ExemptMember(Command):
+    command_type: ClassVar[str] = "ExemptMember"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    exempt_from: date
+    exempt_until: date | None = None
+    reason: ShortText
+
+
+class TransferMember(Command):
+    """Take a member off this cell's roll; the receiving cell admits them with AdmitMember."""
+
+    command_type: ClassVar[str] = "TransferMember"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    to_cell_id: Identifier
+
+
+class RescheduleMeeting(Command):
+    command_type: ClassVar[str] = "RescheduleMeeting"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    scheduled_start: AwareDatetime
+    reason: ShortText
+
+
+class CancelMeeting(Command):
+    command_type: ClassVar[str] = "CancelMeeting"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    reason: ShortText
+
+
+class OpenMeeting(Command):
+    """Open the meeting with the first roll call. Exempt members may be left out: they are
+    listed as exempt automatically."""
+
+    command_type: ClassVar[str] = "OpenMeeting"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    opened_at: AwareDatetime
+    roll_call: list[AttendanceEntry] = Field(max_length=500)
+    supervisor_present: bool = False
+
+
+class AdoptResolution(Command):
+    command_type: ClassVar[str] = "AdoptResolution"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    resolution_id: Identifier
+    title: ShortText
+    votes_for: int = Field(ge=0)
+    votes_against: int = Field(0, ge=0)
+    votes_abstain: int = Field(0, ge=0)
+    tasks: list[ResolutionTask] = Field(default_factory=list, max_length=50)
+
+
+class CompleteTask(Command):
+    command_type: ClassVar[str] = "CompleteTask"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    resolution_id: Identifier
+    task_id: Identifier
+    completed_on: date
+
+
+class CloseMeeting(Command):
+    command_type: ClassVar[str] = "CloseMeeting"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    closed_at: AwareDatetime
+    second_roll_call: list[AttendanceEntry] | None = Field(None, max_length=500)
+    speakers: list[Identifier] = Field(default_factory=list, max_length=500)
+    minutes_recorded: bool = True
+    previous_resolution_carried_out: bool | None = None
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.command_type: cls
+    for cls in (
+        RegisterCell,
+        AdmitMember,
+        ExemptMember,
+        TransferMember,
+        ScheduleMeeting,
+        RescheduleMeeting,
+        CancelMeeting,
+        OpenMeeting,
+        AdoptResolution,
+        CompleteTask,
+        CloseMeeting,
+    )
+}

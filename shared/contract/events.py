@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -25,6 +26,15 @@ class MeetingKind(StrEnum):
     COMMITTEE = "committee"  # họp chi ủy
 
 
+class ResolutionTask(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_id: Identifier
+    description: ShortText
+    assignee: ShortText
+    due_on: date
+
+
 class MeetingScheduled(DomainEvent):
     event_type: ClassVar[str] = "MeetingScheduled"
     schema_version: ClassVar[int] = 2  # v2 added ``location``
@@ -36,9 +46,163 @@ class MeetingScheduled(DomainEvent):
     scheduled_start: AwareDatetime
     agenda: list[ShortText] = Field(default_factory=list, max_length=50)
     location: ShortText | None = None
+    orientation_id: Identifier | None = None  # the ward's orientation for the month
 
 
-EVENT_TYPES: dict[str, type[DomainEvent]] = {cls.event_type: cls for cls in (MeetingScheduled,)}
+class MemberStatus(StrEnum):
+    FULL = "full"  # đảng viên chính thức
+    PROBATIONARY = "probationary"  # đảng viên dự bị
+
+
+class Attendance(StrEnum):
+    PRESENT = "present"  # có mặt
+    ABSENT_EXCUSED = "absent_excused"  # vắng có lý do
+    ABSENT_UNEXCUSED = "absent_unexcused"  # vắng không lý do
+    EXEMPT = "exempt"  # miễn sinh hoạt: listed, not counted
+
+
+class AttendanceEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    member_id: Identifier
+    status: Attendance
+    reason: ShortText | None = None
+
+
+# -- cells and their members ------------------------------------------------------------
+
+
+class CellRegistered(DomainEvent):
+    event_type: ClassVar[str] = "CellRegistered"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    name: ShortText
+    meeting_day: int = Field(ge=1, le=28)  # day of the month of the regular meeting
+    roll_calls: int = Field(ge=1, le=2)  # innovating cells call the roll at the end too
+
+
+class MemberAdmitted(DomainEvent):
+    event_type: ClassVar[str] = "MemberAdmitted"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    full_name: ShortText
+    status: MemberStatus
+
+
+class MemberExempted(DomainEvent):
+    event_type: ClassVar[str] = "MemberExempted"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    exempt_from: date
+    exempt_until: date | None = None  # open-ended (old age) when absent
+    reason: ShortText
+
+
+class MemberTransferredOut(DomainEvent):
+    event_type: ClassVar[str] = "MemberTransferredOut"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    member_id: Identifier
+    to_cell_id: Identifier
+
+
+# -- meetings ---------------------------------------------------------------------------
+
+
+class MeetingRescheduled(DomainEvent):
+    event_type: ClassVar[str] = "MeetingRescheduled"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    scheduled_start: AwareDatetime
+    reason: ShortText
+
+
+class MeetingCancelled(DomainEvent):
+    event_type: ClassVar[str] = "MeetingCancelled"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    reason: ShortText
+
+
+class MeetingOpened(DomainEvent):
+    """The meeting began, with the first roll call."""
+
+    event_type: ClassVar[str] = "MeetingOpened"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    opened_at: AwareDatetime
+    roll_call: list[AttendanceEntry]
+    supervisor_present: bool  # the ward committee member in charge attended
+
+
+class ResolutionAdopted(DomainEvent):
+    event_type: ClassVar[str] = "ResolutionAdopted"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    resolution_id: Identifier
+    title: ShortText
+    votes_for: int = Field(ge=0)
+    votes_against: int = Field(ge=0)
+    votes_abstain: int = Field(ge=0)
+    tasks: list[ResolutionTask] = Field(default_factory=list, max_length=50)
+
+
+class TaskCompleted(DomainEvent):
+    event_type: ClassVar[str] = "TaskCompleted"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    resolution_id: Identifier
+    task_id: Identifier
+    completed_on: date
+
+
+class MeetingClosed(DomainEvent):
+    """The meeting ended; cells that call the roll twice record the second roll call."""
+
+    event_type: ClassVar[str] = "MeetingClosed"
+
+    meeting_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    closed_at: AwareDatetime
+    second_roll_call: list[AttendanceEntry] | None = None
+    speakers: list[Identifier] = Field(default_factory=list)
+    minutes_recorded: bool
+    previous_resolution_carried_out: bool | None = None  # None: no previous resolution
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.event_type: cls
+    for cls in (
+        CellRegistered,
+        MemberAdmitted,
+        MemberExempted,
+        MemberTransferredOut,
+        MeetingScheduled,
+        MeetingRescheduled,
+        MeetingCancelled,
+        MeetingOpened,
+        ResolutionAdopted,
+        TaskCompleted,
+        MeetingClosed,
+    )
+}
 
 
 def load_event(event_type: str, schema_version: int, payload: dict[str, Any]) -> DomainEvent:

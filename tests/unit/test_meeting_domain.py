@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
-from services.meetings.domain.errors import AlreadyExists
+from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.meeting import Meeting
 from shared.clock import LOCAL_TZ
 from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
@@ -42,7 +42,7 @@ def test_given_no_history_when_scheduled_then_meeting_scheduled() -> None:
 
 def test_given_scheduled_when_scheduled_again_then_rejected_in_vietnamese() -> None:
     history = Meeting.replay("m", []).schedule(command())
-    with pytest.raises(AlreadyExists) as rejected:
+    with pytest.raises(DomainRejection) as rejected:
         Meeting.replay("m", history).schedule(command())
     assert rejected.value.code == "already_exists"
     assert "đã được lên lịch" in rejected.value.message_vi

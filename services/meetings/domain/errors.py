@@ -6,16 +6,21 @@ from __future__ import annotations
 class DomainRejection(Exception):
     """A command that breaks a rule. ``code`` is machine-readable; the texts are for people."""
 
-    code: str = "rejected"
-    status: int = 422
-
-    def __init__(self, message_vi: str, message_en: str, **details: object) -> None:
+    def __init__(
+        self,
+        code: str,
+        message_vi: str,
+        message_en: str,
+        details: dict[str, object] | None = None,
+        status: int = 409,
+    ) -> None:
         super().__init__(message_en)
+        self.code = code
+        self.status = status
         self.message_vi = message_vi
         self.message_en = message_en
-        self.details = details
+        self.details = details or {}
 
 
-class AlreadyExists(DomainRejection):
-    code = "already_exists"
-    status = 409
+def reject(code: str, message_vi: str, message_en: str, **details: object) -> DomainRejection:
+    return DomainRejection(code, message_vi, message_en, details)

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal, TokenService, unauthenticated
 from shared.contract import ScheduleMeeting
+from shared.contract.commands import COMMAND_TYPES, Command
 from shared.http import error_response
 
 bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
@@ -55,15 +56,24 @@ def _principal(
 def command_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["commands"], responses=REJECTION_RESPONSES)
 
-    @router.post("/meetings", status_code=201)
-    async def schedule_meeting(
-        command: ScheduleMeeting,
+    # The walking skeleton's address for scheduling stays, beside the generic one.
+    _add_command_route(router, ScheduleMeeting, "/meetings")
+    for command_type in COMMAND_TYPES.values():
+        _add_command_route(router, command_type, f"/commands/{command_type.command_type}")
+    return router
+
+
+def _add_command_route(router: APIRouter, command_type: type[Command], path: str) -> None:
+    """``POST /v1/commands/<Type>``: every command of the contract, by its type name.
+    Send an ``Idempotency-Key`` header to make retries safe."""
+
+    async def send(
+        command: Command,
         bus: Annotated[CommandBus, Depends(_bus)],
         principal: Annotated[Principal, Depends(_principal)],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
         x_correlation_id: Annotated[uuid.UUID | None, Header()] = None,
     ) -> Any:
-        """Schedule a cell's meeting. Send an `Idempotency-Key` to make retries safe."""
         ctx = CommandContext(
             principal=principal,
             source="http",
@@ -76,4 +86,13 @@ def command_router() -> APIRouter:
             return rejection_response(outcome)
         return outcome.to_json()
 
-    return router
+    # Annotations are strings in this module; give FastAPI the body's real class.
+    send.__annotations__["command"] = command_type
+    router.add_api_route(
+        path,
+        send,
+        methods=["POST"],
+        status_code=201,
+        name=f"{command_type.command_type}{path.replace('/', '_')}",
+        summary=(command_type.__doc__ or command_type.command_type).strip().splitlines()[0],
+    )

@@ -28,12 +28,25 @@ from services.meetings.adapters.event_store import (
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
-from services.meetings.domain import meeting
+from services.meetings.domain import cell, meeting
+from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
 from shared.auth import WRITER_ROLES, AuthError, Principal, forbidden_role, forbidden_scope
 from shared.clock import Clock
 from shared.contract import DomainEvent, ScheduleMeeting
-from shared.contract.commands import Command
+from shared.contract.commands import (
+    AdmitMember,
+    AdoptResolution,
+    CancelMeeting,
+    CloseMeeting,
+    Command,
+    CompleteTask,
+    ExemptMember,
+    OpenMeeting,
+    RegisterCell,
+    RescheduleMeeting,
+    TransferMember,
+)
 
 
 @dataclass(frozen=True)
@@ -84,17 +97,61 @@ Outcome = AppendResult | Rejection
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What a decision may know besides its own stream: other streams it reads (the cell's
+    roll, say) and the time now."""
+
+    now: datetime
+    streams: dict[str, list[DomainEvent]]
+
+    def cell(self, cell_id: str) -> Cell:
+        return Cell.replay(cell_id, self.streams.get(cell.stream_id(cell_id), []))
+
+
+@dataclass(frozen=True)
 class Route:
-    """Which stream a command acts on, and the aggregate's decision given its history."""
+    """Which stream a command writes, which it reads, and the aggregate's decision."""
 
     target: Callable[[Any], tuple[str, str]]  # command -> (stream id, ward id)
-    decide: Callable[[Any, list[DomainEvent]], list[DomainEvent]]
+    decide: Callable[[Any, list[DomainEvent], Inputs], list[DomainEvent]]
+    reads: Callable[[Any], list[str]] = lambda _: []
+
+
+def _meeting(c: Any) -> tuple[str, str]:
+    return meeting.stream_id(c.meeting_id), c.ward_id
+
+
+def _cell(c: Any) -> tuple[str, str]:
+    return cell.stream_id(c.cell_id), c.ward_id
+
+
+def _reads_cell(c: Any) -> list[str]:
+    return [cell.stream_id(c.cell_id)]
+
+
+def _m(c: Any, h: list[DomainEvent]) -> meeting.Meeting:
+    return meeting.Meeting.replay(c.meeting_id, h)
+
+
+def _c(c: Any, h: list[DomainEvent]) -> cell.Cell:
+    return cell.Cell.replay(c.cell_id, h)
 
 
 ROUTES: dict[type[Command], Route] = {
-    ScheduleMeeting: Route(
-        target=lambda c: (meeting.stream_id(c.meeting_id), c.ward_id),
-        decide=lambda c, history: meeting.Meeting.replay(c.meeting_id, history).schedule(c),
+    RegisterCell: Route(_cell, lambda c, h, i: _c(c, h).register(c)),
+    AdmitMember: Route(_cell, lambda c, h, i: _c(c, h).admit(c)),
+    ExemptMember: Route(_cell, lambda c, h, i: _c(c, h).exempt(c)),
+    TransferMember: Route(_cell, lambda c, h, i: _c(c, h).transfer_out(c)),
+    ScheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).schedule(c)),
+    RescheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).reschedule(c)),
+    CancelMeeting: Route(_meeting, lambda c, h, i: _m(c, h).cancel(c)),
+    OpenMeeting: Route(
+        _meeting, lambda c, h, i: _m(c, h).open(c, i.cell(c.cell_id), i.now), _reads_cell
+    ),
+    AdoptResolution: Route(_meeting, lambda c, h, i: _m(c, h).adopt_resolution(c)),
+    CompleteTask: Route(_meeting, lambda c, h, i: _m(c, h).complete_task(c, i.now)),
+    CloseMeeting: Route(
+        _meeting, lambda c, h, i: _m(c, h).close(c, i.cell(c.cell_id), i.now), _reads_cell
     ),
 }
 
@@ -153,7 +210,9 @@ class CommandBus:
     ) -> list[tuple[str, list[DomainEvent]]]:
         """Decide the commands in order against their streams, then write them at once."""
         targets = {i: ROUTES[type(items[i][0])].target(items[i][0]) for i in indices}
-        histories = await self._store.load_many([sid for sid, _ in targets.values()], conn)
+        reads = [sid for i in indices for sid in ROUTES[type(items[i][0])].reads(items[i][0])]
+        histories = await self._store.load_many([sid for sid, _ in targets.values()] + reads, conn)
+        inputs = Inputs(now=self._clock.now(), streams=histories)
         loaded_versions = {sid: len(events) for sid, events in histories.items()}
         new_events: list[NewEvent] = []
         planned: list[tuple[int, str, int, int]] = []  # (index, stream, first version, count)
@@ -166,7 +225,7 @@ class CommandBus:
             stream_id, ward_id = targets[i]
             history = histories[stream_id]
             try:
-                decided = ROUTES[type(command)].decide(command, history)
+                decided = ROUTES[type(command)].decide(command, history, inputs)
             except DomainRejection as exc:
                 outcomes[i] = Rejection.of(exc)
                 continue
