@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import enum
+import json
+import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
 from pydantic import SecretStr
-from rich.console import Console
+from rich.console import Console, Group
+from rich.json import JSON
+from rich.markup import escape
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ops import demo
+from ops import dlq as dlq_data
+from ops import lag as lag_data
+from ops import streams as stream_data
 from ops.stack import SERVICES, Stack, StackSettings, StartupError
+from ops.target import NotFound, Target, Unreachable
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
 
@@ -167,6 +180,401 @@ def run_demo(
         )
     console.print(f"  kafka         {stack.kafka_bootstrap}   log: {stack.log_path('kafka')}")
     console.print(f"  postgres      {stack.database_url}")
+
+
+# -- operations: streams, DLQs, lag ---------------------------------------------------------
+# Data access lives in ops/streams.py, ops/dlq.py and ops/lag.py; here is only the rendering.
+# Exit codes: 0 done, 1 failed, 2 bad usage, 3 not found or unreachable.
+# Against the local stack by default; KAFKA_BOOTSTRAP_SERVERS (and the other KAFKA_*
+# settings) and DATABASE_URL point the commands at a deployment.
+
+stream_app = typer.Typer(help="Streams in the event store (meetings.events), read-only.")
+app.add_typer(stream_app, name="stream")
+dlq_app = typer.Typer(help="The dead-letter topics: list what was refused, and re-drive it.")
+app.add_typer(dlq_app, name="dlq")
+
+T = TypeVar("T")
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+class DlqTopic(enum.StrEnum):
+    commands = "commands"
+    events = "events"
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _err().print(f"[red]✗ {escape(message)}[/red]")
+    raise typer.Exit(code=code)
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run an async data call; Unreachable and NotFound become exit 3, with the message.
+
+    Inside a running event loop (an async caller) the call gets a loop of its own on a
+    worker thread."""
+    # aiokafka logs every failed connection attempt; the CLI reports the outcome itself.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(make())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, make()).result()
+    except Unreachable as exc:
+        hint = {
+            "Kafka": "set KAFKA_BOOTSTRAP_SERVERS, or start the local stack: chibo stack up",
+            "PostgreSQL": "set DATABASE_URL, or start the local stack: chibo stack up",
+        }.get(exc.part, "")
+        _fail(f"{exc}\n  {hint}" if hint else str(exc), 3)
+    except NotFound as exc:
+        _fail(str(exc), 3)
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _local(at: datetime | None, short: bool = False) -> str:
+    if at is None:
+        return "—"
+    local = at.astimezone(LOCAL_TZ)
+    return f"{local:%Y-%m-%d %H:%M:%S}" if short else local.isoformat(sep=" ", timespec="seconds")
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _reading_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@stream_app.command("show")
+def stream_show(
+    stream_id: Annotated[str, typer.Argument(help="The stream, e.g. a meeting id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """A stream's events in order: version, global position, type and schema version, when
+    it happened and was recorded (Asia/Ho_Chi_Minh), who and through which system, the
+    correlation id, and the payload. Exit 3 if the stream does not exist."""
+    target = Target.from_env()
+    events = _run(lambda: stream_data.stream_events(target.database_url, stream_id))
+    if as_json:
+        _echo_json({"stream_id": stream_id, "events": [e.as_json() for e in events]})
+        return
+    out = _out()
+    out.print(
+        f"[bold]{escape(stream_id)}[/bold]  ward {escape(events[0].ward_id)}, "
+        f"version {events[-1].stream_version}, {len(events)} event(s); "
+        "times in Asia/Ho_Chi_Minh"
+    )
+    for event in events:
+        facts = Table.grid(padding=(0, 2))
+        facts.add_column(style="dim")
+        facts.add_column()
+        facts.add_row("global position", str(event.global_position))
+        facts.add_row("event id", event.event_id)
+        facts.add_row("occurred at", _local(event.occurred_at))
+        facts.add_row("recorded at", _local(event.recorded_at))
+        facts.add_row("actor", escape(event.actor))
+        facts.add_row("source", escape(event.source))
+        facts.add_row("correlation id", event.correlation_id or "—")
+        if event.causation_id:
+            facts.add_row("causation id", event.causation_id)
+        payload = JSON(json.dumps(event.payload, ensure_ascii=False), indent=2)
+        title = f"v{event.stream_version}  {event.event_type} (schema v{event.schema_version})"
+        out.print(Panel(Group(facts, payload), title=escape(title), title_align="left"))
+
+
+@stream_app.command("list")
+def stream_list(
+    ward: Annotated[str, typer.Option("--ward", help="The ward id, e.g. nam-ngan.")],
+    limit: Annotated[int, typer.Option(min=1, help="At most this many streams.")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """The ward's streams with their current versions. Exit 3 if the ward has none."""
+    target = Target.from_env()
+    streams = _run(lambda: stream_data.ward_streams(target.database_url, ward, limit))
+    if as_json:
+        _echo_json({"ward_id": ward, "streams": [s.as_json() for s in streams]})
+        return
+    table = Table(title=f"Streams of ward {escape(ward)}")
+    table.add_column("stream")
+    table.add_column("version", justify="right")
+    table.add_column("first event")
+    table.add_column("last recorded (Asia/Ho_Chi_Minh)")
+    for s in streams:
+        table.add_row(
+            escape(s.stream_id),
+            str(s.version),
+            s.first_event_type or "—",
+            _local(s.last_recorded_at),
+        )
+    out = _out()
+    out.print(table)
+    out.print(f"{len(streams)} stream(s); show one with: chibo stream show STREAM_ID")
+
+
+def _read_dlq(target: Target, kind: DlqTopic, quiet: bool) -> dlq_data.DlqListing:
+    topic = dlq_data.dlq_topic(target.kafka, kind.value)
+    err = _err()
+    if quiet or not err.is_terminal:
+        return _run(lambda: dlq_data.read_dlq(target.kafka, topic))
+    with _reading_progress(err) as progress:
+        task = progress.add_task(f"reading {topic}", total=None)
+        return _run(
+            lambda: dlq_data.read_dlq(
+                target.kafka,
+                topic,
+                on_total=lambda n: progress.update(task, total=n),
+                on_record=lambda: progress.advance(task),
+            )
+        )
+
+
+def _dlq_table(records: list[dlq_data.DlqRecord], title: str, with_consumer: bool) -> Table:
+    table = Table(title=title)
+    table.add_column("when (Asia/Ho_Chi_Minh)")
+    table.add_column("reason", overflow="fold")
+    if with_consumer:
+        table.add_column("consumer", overflow="fold")
+    table.add_column("detail", max_width=40)
+    table.add_column("source", overflow="fold")
+    table.add_column("message id", overflow="fold")
+    table.add_column("key", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("DLQ record (for --source)", overflow="fold")
+    for r in records:
+        row = [_local(r.dead_lettered_at, short=True), escape(r.reason)]
+        if with_consumer:
+            row.append(escape(r.consumer or "—"))
+        row += [
+            escape(_clip(r.detail, 96)),
+            escape(r.source or "—"),
+            escape(r.message_id or "—"),
+            escape(r.key_text if r.key_text is not None else "—"),
+            f"{len(r.value)} B",
+            r.position,
+        ]
+        table.add_row(*row)
+    return table
+
+
+def _reasons_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{escape(reason)} {n}" for reason, n in counts.items()) or "none"
+
+
+TopicOption = Annotated[
+    DlqTopic,
+    typer.Option("--topic", help="Which DLQ: commands (chibo.commands.dlq.v1) or events."),
+]
+ReasonOption = Annotated[
+    list[str] | None,
+    typer.Option("--reason", help="Only records with this dlq_reason (repeatable)."),
+]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: TopicOption = DlqTopic.commands,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Show the latest N matching records; 0 shows all.")
+    ] = 50,
+    reason: ReasonOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What was dead-lettered and why: reads the DLQ topic from the beginning to its end
+    (as it was when the command started; no consumer group), then shows the latest
+    records and a count by reason."""
+    target = Target.from_env()
+    listing = _read_dlq(target, topic, quiet=as_json)
+    matching = dlq_data.select(listing.records, reasons=reason or ())
+    shown = matching[-limit:] if limit else matching
+    counts = dlq_data.DlqListing(listing.topic, matching).by_reason()
+    if as_json:
+        _echo_json(
+            {
+                "topic": listing.topic,
+                "total": len(listing.records),
+                "matching": len(matching),
+                "by_reason": counts,
+                "records": [r.as_json() for r in shown],
+            }
+        )
+        return
+    out = _out()
+    if not matching:
+        what = f" with reason {', '.join(reason)}" if reason else ""
+        out.print(f"[green]✓[/green] {listing.topic}: no records{what}")
+        return
+    title = f"{listing.topic}: latest {len(shown)} of {len(matching)}"
+    out.print(_dlq_table(shown, title, with_consumer=topic is DlqTopic.events))
+    out.print(f"[bold]{len(matching)}[/bold] record(s) by reason: {_reasons_line(counts)}")
+    out.print(
+        "Re-drive with: chibo dlq redrive --source DLQ_RECORD (or --reason REASON); "
+        "see chibo dlq redrive --help"
+    )
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    topic: TopicOption = DlqTopic.commands,
+    reason: ReasonOption = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="TOPIC/PARTITION/OFFSET of a DLQ record (as `dlq list` shows it) or of the "
+            "original record (its dlq_source). Repeatable.",
+        ),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Select every record of the DLQ.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, send nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Publish selected DLQ records again: the original bytes, with the original key, to
+    the topic they came from (chibo.commands.v1 for the commands DLQ, chibo.events.v1
+    for the events DLQ), with a header redriven_from = the DLQ record's
+    topic/partition/offset.
+
+    It is safe to repeat. A command is carried out at most once per (source, message_id),
+    so a command that was already carried out has no second effect; consumers drop an event
+    at or below the stream version they already applied. Fix the cause first (for
+    unauthorised_source: allow-list the source): a record that meets the same check again is
+    dead-lettered again, as a new DLQ record.
+
+    Select with --reason, --source or --all (at least one)."""
+    positions = []
+    for text in source or ():
+        try:
+            positions.append(dlq_data.parse_position(text))
+        except ValueError as exc:
+            _fail(f"--source {exc}", 2)
+    if not (reason or positions or everything):
+        _fail("say which records: --reason REASON, --source TOPIC/PARTITION/OFFSET, or --all", 2)
+    target = Target.from_env()
+    listing = _read_dlq(target, topic, quiet=False)
+    selected = dlq_data.select(listing.records, reasons=reason or (), positions=positions)
+    missing = [p for p in positions if not any(r.matches({p}) for r in listing.records)]
+    if missing:
+        _fail(f"not in {listing.topic}: {', '.join(missing)}", 3)
+    if not selected:
+        _fail(f"no record of {listing.topic} matches the selection", 3)
+    destination = dlq_data.origin_topic(target.kafka, topic.value)
+    out = _out()
+    out.print(
+        _dlq_table(
+            selected[:20],
+            f"{len(selected)} record(s) of {listing.topic} → {destination}",
+            with_consumer=topic is DlqTopic.events,
+        )
+    )
+    if len(selected) > 20:
+        out.print(f"… and {len(selected) - 20} more")
+    stuck = dlq_data.select(selected, reasons=dlq_data.PERMANENT_REASONS)
+    if stuck:
+        out.print(
+            f"[yellow]! {len(stuck)} of them were refused for reasons the same bytes meet "
+            f"again ({_reasons_line(dlq_data.DlqListing('', stuck).by_reason())}); they "
+            "will be dead-lettered again.[/yellow]"
+        )
+    if dry_run:
+        out.print(f"dry run: {len(selected)} record(s) would be re-sent to {destination}")
+        return
+    if not yes:
+        typer.confirm(f"Re-send {len(selected)} record(s) to {destination}?", abort=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err(),
+        disable=not _err().is_terminal,
+    ) as progress:
+        task = progress.add_task(f"re-sending to {destination}", total=len(selected))
+        sent = _run(
+            lambda: dlq_data.redrive(
+                target.kafka, topic.value, selected, on_sent=lambda: progress.advance(task)
+            )
+        )
+    out.print(
+        f"[green]✓[/green] re-sent {sent} record(s) to {destination} "
+        f"(header redriven_from); see the outcome with: chibo lag"
+    )
+
+
+@app.command("lag")
+def lag(as_json: JsonOption = False) -> None:
+    """How far behind each part is: each consumer group's lag per topic and partition
+    (end offset minus committed offset), the relay's events committed but not yet
+    published (and the age of the oldest), and how many records each DLQ holds.
+    Exit 3 if Kafka or PostgreSQL is unreachable."""
+    target = Target.from_env()
+    report = _run(lambda: lag_data.measure(target))
+    if as_json:
+        _echo_json(report.as_json())
+        return
+
+    def behind(n: int, unit: str = "") -> str:
+        text = f"{n}{unit}"
+        return f"[green]{text}[/green]" if n == 0 else f"[yellow]{text}[/yellow]"
+
+    table = Table(title=f"Lag at {_local(datetime.now(LOCAL_TZ))}")
+    table.add_column("part")
+    table.add_column("name")
+    table.add_column("topic")
+    table.add_column("behind", justify="right")
+    table.add_column("detail")
+    for group in report.groups:
+        for topic_name in sorted({t for t, _ in group.partitions}):
+            parts = sorted((p, n) for (t, p), n in group.partitions.items() if t == topic_name)
+            table.add_row(
+                "consumer group",
+                group.group,
+                topic_name,
+                behind(sum(n for _, n in parts)),
+                " ".join(f"p{p}={n}" for p, n in parts),
+            )
+    for relay in report.relays:
+        age = f"oldest {relay.oldest_pending_s:.1f} s old; " if relay.pending_events else ""
+        table.add_row(
+            "relay",
+            relay.relay,
+            f"meetings.events → {target.kafka.events_topic}",
+            behind(relay.pending_events, "+" if relay.capped else ""),
+            f"{age}checkpoint at position {relay.global_position} ({_local(relay.checkpoint_at)})",
+        )
+    for size in report.dlqs:
+        table.add_row(
+            "DLQ",
+            size.topic,
+            "",
+            behind(size.records),
+            "records; see: chibo dlq list"
+            + (" --topic events" if size.topic == target.kafka.events_dlq_topic else ""),
+        )
+    out = _out()
+    out.print(table)
+    out.print(f"Kafka {target.kafka.bootstrap_servers}, PostgreSQL {target.database_address}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,268 @@
+"""The dead-letter topics, for `chibo dlq`: read them to the end, and re-drive records.
+
+Reading uses a plain consumer with no group (nothing is committed, no consumer group is
+joined) and stops at the end offsets taken when it started, so it always terminates.
+
+Re-driving publishes a DLQ record's original bytes, with its original key, to the topic
+it came from, with a `redriven_from` header naming the DLQ record. It is safe to repeat:
+a command is carried out at most once per (source, message_id), and consumers drop an
+event at or below the stream version they already applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ops.target import (
+    KAFKA_TIMEOUT_S,
+    NotFound,
+    Unreachable,
+    kafka_clients,
+    kafka_kwargs,
+    topic_partitions,
+    with_kafka,
+)
+from shared.settings import KafkaSettings
+
+DlqKind = Literal["commands", "events"]
+
+# Reasons a re-drive cannot fix by itself: the same bytes meet the same check again.
+# (unauthorised_source is fixable: allow-list the source first, then re-drive.)
+PERMANENT_REASONS = frozenset(
+    {"malformed_envelope", "unknown_command", "invalid_payload", "wrong_key"}
+)
+READ_STALL_S = 30.0
+
+
+def dlq_topic(settings: KafkaSettings, kind: DlqKind) -> str:
+    return settings.dlq_topic if kind == "commands" else settings.events_dlq_topic
+
+
+def origin_topic(settings: KafkaSettings, kind: DlqKind) -> str:
+    """Where a re-driven record goes: the topic the DLQ's records were read from."""
+    return settings.commands_topic if kind == "commands" else settings.events_topic
+
+
+@dataclass(frozen=True)
+class DlqRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode(errors="replace")
+        return None
+
+    @property
+    def position(self) -> str:
+        """This DLQ record's own place: topic/partition/offset (what `--source` takes)."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def reason(self) -> str:
+        return self.header("dlq_reason") or "(none)"
+
+    @property
+    def detail(self) -> str:
+        return self.header("dlq_detail") or ""
+
+    @property
+    def source(self) -> str | None:
+        """Where the original record was: topic/partition/offset."""
+        return self.header("dlq_source")
+
+    @property
+    def message_id(self) -> str | None:
+        return self.header("dlq_message_id")
+
+    @property
+    def consumer(self) -> str | None:
+        return self.header("dlq_consumer")
+
+    @property
+    def dead_lettered_at(self) -> datetime:
+        raw = self.header("dlq_at")
+        if raw:
+            try:
+                at = datetime.fromisoformat(raw)
+                return at if at.tzinfo else at.replace(tzinfo=UTC)
+            except ValueError:
+                pass
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+    @property
+    def key_text(self) -> str | None:
+        return self.key.decode(errors="replace") if self.key is not None else None
+
+    def matches(self, positions: set[str]) -> bool:
+        return self.position in positions or (self.source or "") in positions
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dlq_position": self.position,
+            "dlq_at": self.dead_lettered_at.isoformat(),
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "message_id": self.message_id,
+            "consumer": self.consumer,
+            "key": self.key_text,
+            "size": len(self.value),
+            "value": self.value.decode(errors="replace"),
+            "headers": {k: v.decode(errors="replace") for k, v in self.headers},
+        }
+
+
+@dataclass(frozen=True)
+class DlqListing:
+    topic: str
+    records: list[DlqRecord]  # oldest first
+
+    def by_reason(self) -> dict[str, int]:
+        return dict(Counter(r.reason for r in self.records).most_common())
+
+
+async def read_dlq(
+    settings: KafkaSettings,
+    topic: str,
+    on_total: Callable[[int], None] | None = None,
+    on_record: Callable[[], None] | None = None,
+) -> DlqListing:
+    """Every record of ``topic`` up to the end offsets seen at the start."""
+    records: list[DlqRecord] = []
+    async with contextlib.AsyncExitStack() as clients:
+
+        async def open_topic() -> tuple[AIOKafkaConsumer, dict[TopicPartition, int], int]:
+            admin, consumer = await clients.enter_async_context(kafka_clients(settings))
+            partitions = (await topic_partitions(admin, [topic]))[topic]
+            if partitions is None:
+                raise NotFound(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            begins = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, begins[tp])
+            total = sum(ends[tp] - begins[tp] for tp in tps)
+            return consumer, {tp: ends[tp] for tp in tps if ends[tp] > begins[tp]}, total
+
+        consumer, ends, total = await with_kafka(settings, open_topic(), KAFKA_TIMEOUT_S * 2)
+        if on_total:
+            on_total(total)
+        remaining = set(ends)
+        stalled_since = time.monotonic()
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=1000)
+            for tp, recs in batch.items():
+                for r in recs:
+                    if r.offset >= ends[tp]:
+                        continue
+                    records.append(
+                        DlqRecord(
+                            topic=r.topic,
+                            partition=r.partition,
+                            offset=r.offset,
+                            timestamp_ms=r.timestamp,
+                            key=r.key,
+                            value=r.value or b"",
+                            headers=tuple(r.headers),
+                        )
+                    )
+                    if on_record:
+                        on_record()
+                stalled_since = time.monotonic()
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if remaining and time.monotonic() - stalled_since > READ_STALL_S:
+                raise Unreachable(
+                    "Kafka",
+                    settings.bootstrap_servers,
+                    f"reading {topic} stalled for {READ_STALL_S:.0f}s",
+                )
+    records.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+    return DlqListing(topic=topic, records=records)
+
+
+def select(
+    records: Iterable[DlqRecord],
+    reasons: Iterable[str] = (),
+    positions: Iterable[str] = (),
+) -> list[DlqRecord]:
+    """Records with one of ``reasons`` (if any given) at one of ``positions`` (if any given):
+    a position is the DLQ record's own topic/partition/offset or its `dlq_source`."""
+    wanted_reasons, wanted_positions = set(reasons), set(positions)
+    return [
+        r
+        for r in records
+        if (not wanted_reasons or r.reason in wanted_reasons)
+        and (not wanted_positions or r.matches(wanted_positions))
+    ]
+
+
+def parse_position(text: str) -> str:
+    """Check TOPIC/PARTITION/OFFSET; returns it normalised, or raises ValueError."""
+    topic, sep, rest = text.strip().partition("/")
+    partition, sep2, offset = rest.partition("/")
+    if not (topic and sep and sep2 and partition.isdigit() and offset.isdigit()):
+        raise ValueError(f"{text!r} is not TOPIC/PARTITION/OFFSET")
+    return f"{topic}/{int(partition)}/{int(offset)}"
+
+
+def redrive_headers(record: DlqRecord) -> list[tuple[str, bytes]]:
+    """The record's own headers without the DLQ's, plus where it was re-driven from."""
+    kept = [(k, v) for k, v in record.headers if not k.startswith("dlq_") and k != "redriven_from"]
+    return [*kept, ("redriven_from", record.position.encode())]
+
+
+async def redrive(
+    settings: KafkaSettings,
+    kind: DlqKind,
+    records: list[DlqRecord],
+    on_sent: Callable[[], None] | None = None,
+) -> int:
+    """Publish each record's original bytes and key to the original topic; returns how many
+    the broker acknowledged."""
+    target = origin_topic(settings, kind)
+
+    async def start() -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**kafka_kwargs(settings), enable_idempotence=True, acks="all")
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    producer = await with_kafka(settings, start(), KAFKA_TIMEOUT_S)
+    sent = 0
+    try:
+        futures = []
+        for record in records:
+            futures.append(
+                await producer.send(
+                    target, record.value, key=record.key, headers=redrive_headers(record)
+                )
+            )
+        for future in futures:
+            await future
+            sent += 1
+            if on_sent:
+                on_sent()
+    finally:
+        await producer.stop()
+    return sent
