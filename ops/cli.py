@@ -230,10 +230,14 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         with ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, make()).result()
     except Unreachable as exc:
-        hint = {
-            "Kafka": "set KAFKA_BOOTSTRAP_SERVERS, or start the local stack: chibo stack up",
-            "PostgreSQL": "set DATABASE_URL, or start the local stack: chibo stack up",
-        }.get(exc.part, "")
+        variable = {"Kafka": "KAFKA_BOOTSTRAP_SERVERS", "PostgreSQL": "DATABASE_URL"}[exc.part]
+        if os.environ.get(variable):
+            hint = f"check {variable} and that {exc.part} is up there"
+        else:
+            hint = (
+                f"this is the local stack's {exc.part}: start it with `chibo stack up`, "
+                f"or set {variable} to use a deployment's"
+            )
         _fail(f"{exc}\n  {hint}" if hint else str(exc), 3)
     except NotFound as exc:
         _fail(str(exc), 3)
@@ -350,9 +354,9 @@ def _read_dlq(target: Target, kind: DlqTopic, quiet: bool) -> dlq_data.DlqListin
 
 
 def _dlq_table(records: list[dlq_data.DlqRecord], title: str, with_consumer: bool) -> Table:
-    table = Table(title=title)
-    table.add_column("when (Asia/Ho_Chi_Minh)")
-    table.add_column("reason", overflow="fold")
+    table = Table(title=title, caption="times in Asia/Ho_Chi_Minh")
+    table.add_column("when", no_wrap=True)
+    table.add_column("reason", min_width=len("unauthorised_source"), overflow="fold")
     if with_consumer:
         table.add_column("consumer", overflow="fold")
     table.add_column("detail", max_width=40)
@@ -360,7 +364,7 @@ def _dlq_table(records: list[dlq_data.DlqRecord], title: str, with_consumer: boo
     table.add_column("message id", overflow="fold")
     table.add_column("key", overflow="fold")
     table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("DLQ record (for --source)", overflow="fold")
+    table.add_column("DLQ p/o", no_wrap=True)
     for r in records:
         row = [_local(r.dead_lettered_at, short=True), escape(r.reason)]
         if with_consumer:
@@ -371,7 +375,7 @@ def _dlq_table(records: list[dlq_data.DlqRecord], title: str, with_consumer: boo
             escape(r.message_id or "—"),
             escape(r.key_text if r.key_text is not None else "—"),
             f"{len(r.value)} B",
-            r.position,
+            f"{r.partition}/{r.offset}",
         ]
         table.add_row(*row)
     return table
@@ -428,8 +432,9 @@ def dlq_list(
     out.print(_dlq_table(shown, title, with_consumer=topic is DlqTopic.events))
     out.print(f"[bold]{len(matching)}[/bold] record(s) by reason: {_reasons_line(counts)}")
     out.print(
-        "Re-drive with: chibo dlq redrive --source DLQ_RECORD (or --reason REASON); "
-        "see chibo dlq redrive --help"
+        "Re-drive with: chibo dlq redrive"
+        + (" --topic events" if topic is DlqTopic.events else "")
+        + " --source P/O (the DLQ p/o column) or --reason REASON; see --help"
     )
 
 
@@ -441,8 +446,9 @@ def dlq_redrive(
         list[str] | None,
         typer.Option(
             "--source",
-            help="TOPIC/PARTITION/OFFSET of a DLQ record (as `dlq list` shows it) or of the "
-            "original record (its dlq_source). Repeatable.",
+            help="A DLQ record: PARTITION/OFFSET as `dlq list` shows it (DLQ p/o), or "
+            "TOPIC/PARTITION/OFFSET of the DLQ record or of the original (its dlq_source). "
+            "Repeatable.",
         ),
     ] = None,
     everything: Annotated[
@@ -463,15 +469,16 @@ def dlq_redrive(
     dead-lettered again, as a new DLQ record.
 
     Select with --reason, --source or --all (at least one)."""
+    target = Target.from_env()
     positions = []
     for text in source or ():
         try:
-            positions.append(dlq_data.parse_position(text))
+            dlq_name = dlq_data.dlq_topic(target.kafka, topic.value)
+            positions.append(dlq_data.parse_position(text, dlq=dlq_name))
         except ValueError as exc:
             _fail(f"--source {exc}", 2)
     if not (reason or positions or everything):
-        _fail("say which records: --reason REASON, --source TOPIC/PARTITION/OFFSET, or --all", 2)
-    target = Target.from_env()
+        _fail("say which records: --reason REASON, --source PARTITION/OFFSET, or --all", 2)
     listing = _read_dlq(target, topic, quiet=False)
     selected = dlq_data.select(listing.records, reasons=reason or (), positions=positions)
     missing = [p for p in positions if not any(r.matches({p}) for r in listing.records)]

@@ -214,13 +214,15 @@ def select(
     ]
 
 
-def parse_position(text: str) -> str:
-    """Check TOPIC/PARTITION/OFFSET; returns it normalised, or raises ValueError."""
-    topic, sep, rest = text.strip().partition("/")
-    partition, sep2, offset = rest.partition("/")
-    if not (topic and sep and sep2 and partition.isdigit() and offset.isdigit()):
-        raise ValueError(f"{text!r} is not TOPIC/PARTITION/OFFSET")
-    return f"{topic}/{int(partition)}/{int(offset)}"
+def parse_position(text: str, dlq: str | None = None) -> str:
+    """Check TOPIC/PARTITION/OFFSET (or PARTITION/OFFSET, meaning a record of ``dlq``);
+    returns it normalised, or raises ValueError."""
+    parts = text.strip().split("/")
+    if len(parts) == 2 and dlq:
+        parts = [dlq, *parts]
+    if len(parts) != 3 or not (parts[0] and parts[1].isdigit() and parts[2].isdigit()):
+        raise ValueError(f"{text!r} is not TOPIC/PARTITION/OFFSET or PARTITION/OFFSET")
+    return f"{parts[0]}/{int(parts[1])}/{int(parts[2])}"
 
 
 def redrive_headers(record: DlqRecord) -> list[tuple[str, bytes]]:

@@ -99,6 +99,8 @@ async def with_kafka(settings: KafkaSettings, work: Awaitable[T], timeout_s: flo
         raise Unreachable(
             "Kafka", settings.bootstrap_servers, f"no answer within {timeout_s:.0f}s"
         ) from exc
+    except KafkaConnectionError as exc:
+        raise Unreachable("Kafka", settings.bootstrap_servers, "no broker answered") from exc
     except _KAFKA_DOWN as exc:
         raise Unreachable(
             "Kafka", settings.bootstrap_servers, str(exc) or type(exc).__name__

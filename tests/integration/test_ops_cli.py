@@ -161,7 +161,7 @@ async def test_redrive_carries_out_a_dead_lettered_command_once(running_stack: S
     assert event["source"] == "meeting-app"
 
     # Again: the same message id, so no second effect (and no new DLQ record for it).
-    again = chibo(running_stack, "dlq", "redrive", "--source", position, "--yes")
+    again = chibo(running_stack, "dlq", "redrive", "--source", f"{partition}/{offset}", "--yes")
     assert again.exit_code == 0, again.output
     marker = inbound(schedule_body(ward))  # a later command on the same partition
     await _produce(running_stack, COMMANDS, json.dumps(marker).encode(), ward)

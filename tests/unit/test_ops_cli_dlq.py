@@ -28,7 +28,8 @@ def record(offset: int, reason: str, **headers: str) -> DlqRecord:
 
 def test_parse_position() -> None:
     assert parse_position(" chibo.commands.dlq.v1/02/7 ") == "chibo.commands.dlq.v1/2/7"
-    for bad in ("chibo.commands.dlq.v1", "t/x/1", "t/1", "/1/2", "t/1/-2"):
+    assert parse_position("3/41", dlq="chibo.events.dlq.v1") == "chibo.events.dlq.v1/3/41"
+    for bad in ("chibo.commands.dlq.v1", "t/x/1", "t/1", "/1/2", "t/1/-2", "3/41"):
         with pytest.raises(ValueError):
             parse_position(bad)
 
@@ -70,7 +71,10 @@ def test_redact_url_hides_only_the_password() -> None:
     ("args", "message"),
     [
         (["dlq", "redrive", "--yes"], "say which records"),
-        (["dlq", "redrive", "--source", "oops"], "is not TOPIC/PARTITION/OFFSET"),
+        (
+            ["dlq", "redrive", "--source", "oops"],
+            "is not TOPIC/PARTITION/OFFSET or PARTITION/OFFSET",
+        ),
     ],
 )
 def test_redrive_usage_errors_exit_2_before_touching_kafka(args: list[str], message: str) -> None:
