@@ -355,16 +355,16 @@ def _read_dlq(target: Target, kind: DlqTopic, quiet: bool) -> dlq_data.DlqListin
 
 def _dlq_table(records: list[dlq_data.DlqRecord], title: str, with_consumer: bool) -> Table:
     table = Table(title=title, caption="times in Asia/Ho_Chi_Minh")
-    table.add_column("when", no_wrap=True)
-    table.add_column("reason", min_width=len("unauthorised_source"), overflow="fold")
+    table.add_column("when", min_width=10)
+    table.add_column("reason", overflow="fold")
     if with_consumer:
         table.add_column("consumer", overflow="fold")
     table.add_column("detail", max_width=40)
     table.add_column("source", overflow="fold")
     table.add_column("message id", overflow="fold")
     table.add_column("key", overflow="fold")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("DLQ p/o", no_wrap=True)
+    table.add_column("size", justify="right")
+    table.add_column("DLQ p/o", overflow="fold")
     for r in records:
         row = [_local(r.dead_lettered_at, short=True), escape(r.reason)]
         if with_consumer:
