@@ -420,6 +420,8 @@ async def command_bus_in_process(
     the intake's size, with the contexts the Kafka door builds (parsed before the clock
     starts); return the seconds the batches took. No Kafka, no FastStream."""
     from services.meetings.adapters.org_directory import OrgDirectory
+    from services.meetings.bootstrap import MeetingsSettings
+    from services.meetings.domain.petition import PetitionPolicy
     from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
     from shared.auth import Principal, Role
     from shared.clock import SystemClock
@@ -450,7 +452,8 @@ async def command_bus_in_process(
         await migrate(pool, "meetings", MIGRATIONS)
         metrics_ = MeetingsMetrics(CollectorRegistry())
         store = PostgresEventStore(pool, metrics_)
-        bus = CommandBus(store, OrgDirectory(pool), SystemClock(), metrics_)
+        policy = PetitionPolicy.parse(MeetingsSettings().petition_ladder, 180)
+        bus = CommandBus(store, OrgDirectory(pool), SystemClock(), metrics_, policy)
         started = time.perf_counter()
         for items in batches:
             outcomes = await bus.handle_batch(items)

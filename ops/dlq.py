@@ -27,9 +27,9 @@ from ops.target import (
     Unreachable,
     kafka_clients,
     kafka_kwargs,
-    topic_partitions,
     with_kafka,
 )
+from shared.kafka import topic_partitions
 from shared.settings import KafkaSettings
 
 DlqKind = Literal["commands", "events"]

@@ -22,10 +22,10 @@ from ops.target import (
     connect,
     kafka_clients,
     probe_kafka,
-    topic_partitions,
     with_kafka,
 )
 from services.meetings.adapters.relay import _LAG
+from shared.kafka import lag_per_partition, topic_partitions
 from shared.settings import KafkaSettings
 
 # The services' consumer groups (each service's bootstrap.py) and the topics they read.
@@ -112,19 +112,6 @@ class LagReport:
             "relay": [r.as_json() for r in self.relays],
             "dlq": [d.as_json() for d in self.dlqs],
         }
-
-
-def lag_per_partition(
-    ends: dict[TopicPartition, int], committed: dict[TopicPartition, Any]
-) -> dict[tuple[str, int], int]:
-    """End offset minus the group's committed offset (0 when it never committed), the
-    formula of `shared.kafka.ConsumerLagMonitor.measure_once`."""
-    result = {}
-    for tp, end in ends.items():
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        result[(tp.topic, tp.partition)] = max(end - done, 0)
-    return result
 
 
 async def relay_lag(database_url: str) -> list[RelayLag]:

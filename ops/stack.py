@@ -68,6 +68,8 @@ class StackSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "CHIBO_DATABASE_URL")
     )
     startup_timeout_s: float = 90.0
+    # Test stacks only: a file of seconds that the meetings service adds to its clock.
+    clock_offset_file: Path | None = None
 
     def service_port(self, name: str) -> int:
         return int(getattr(self, f"{name}_port"))
@@ -187,6 +189,8 @@ class Stack:
             "INBOUND_ALLOWED_SOURCES": self.settings.inbound_allowed_sources,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.settings.clock_offset_file is not None:
+            env["CLOCK_OFFSET_FILE"] = str(self.settings.clock_offset_file)
         return env
 
     # -- processes -----------------------------------------------------------------------
@@ -423,21 +427,23 @@ class Stack:
             alive=lambda: _pid_alive(pid),
         )
 
-    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        if self.is_running(name):
+    def start_service(
+        self, name: str, extra_env: dict[str, str] | None = None, part: str | None = None
+    ) -> None:
+        """Start a service; ``part`` names a further replica (its own pid, log and port,
+        given as HTTP_PORT in ``extra_env``)."""
+        part = part or name
+        if self.is_running(part):
             return
         env = {**self.service_env(name), **(extra_env or {})}
-        pid = self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
-        self.wait_service_ready(name, pid)
-
-    def wait_service_ready(self, name: str, pid: int | None = None) -> None:
-        url = f"{self.service_url(name)}/ready"
+        pid = self._spawn(part, [sys.executable, "-m", f"services.{name}"], env)
+        url = f"http://{self.settings.host}:{env['HTTP_PORT']}/ready"
         wait_for(
             lambda: httpx.get(url, timeout=1.0).status_code == 200,
-            part=name,
+            part=part,
             timeout_s=self.settings.startup_timeout_s,
-            log=self.log_path(name),
-            alive=(lambda: _pid_alive(pid)) if pid else None,
+            log=self.log_path(part),
+            alive=lambda: _pid_alive(pid),
         )
 
     # -- the whole stack -----------------------------------------------------------------

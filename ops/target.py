@@ -121,20 +121,6 @@ async def probe_kafka(settings: KafkaSettings) -> None:
     await with_kafka(settings, ask(), KAFKA_TIMEOUT_S)
 
 
-async def topic_partitions(
-    admin: AIOKafkaAdminClient, topics: list[str]
-) -> dict[str, list[int] | None]:
-    """Each topic's partition numbers from the broker, None for a topic that does not exist.
-
-    (Asked through the admin API: a consumer that subscribed to nothing knows no topic's
-    partitions, its `partitions_for_topic` answers None.)"""
-    found: dict[str, list[int] | None] = dict.fromkeys(topics)
-    for description in await admin.describe_topics(list(dict.fromkeys(topics))):
-        if description["error_code"] == 0:
-            found[description["topic"]] = sorted(p["partition"] for p in description["partitions"])
-    return found
-
-
 @asynccontextmanager
 async def kafka_clients(
     settings: KafkaSettings,

@@ -54,7 +54,7 @@ class Principal(BaseModel):
             return cell_id is not None and cell_id == self.scope_unit
         if self.scope_level == "ward":
             return ward_id == self.scope_unit
-        return self.scope_unit in ward_ancestors
+        return self.scope_unit == ward_id or self.scope_unit in ward_ancestors
 
 
 class AuthError(Exception):

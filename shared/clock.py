@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,21 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class OffsetClock:
+    """The system clock moved by a number of seconds kept in a file, so that tests can move
+    a running service's time forward. Only for test deployments (``CLOCK_OFFSET_FILE``)."""
+
+    def __init__(self, offset_file: Path) -> None:
+        self._file = offset_file
+
+    def now(self) -> datetime:
+        try:
+            offset = float(self._file.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            offset = 0.0
+        return datetime.now(UTC) + timedelta(seconds=offset)
 
 
 class FrozenClock:

@@ -86,6 +86,32 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         await admin.close()
 
 
+async def topic_partitions(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> dict[str, list[int] | None]:
+    """Each topic's partition numbers from the broker, None for a topic that does not exist.
+
+    (Asked through the admin API: a consumer that subscribed to nothing knows no topic's
+    partitions, its `partitions_for_topic` answers None.)"""
+    found: dict[str, list[int] | None] = dict.fromkeys(topics)
+    for description in await admin.describe_topics(list(dict.fromkeys(topics))):
+        if description["error_code"] == 0:
+            found[description["topic"]] = sorted(p["partition"] for p in description["partitions"])
+    return found
+
+
+def lag_per_partition(
+    ends: dict[TopicPartition, int], committed: dict[TopicPartition, Any]
+) -> dict[tuple[str, int], int]:
+    """End offset minus the group's committed offset (0 when it never committed)."""
+    result = {}
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        result[(tp.topic, tp.partition)] = max(end - done, 0)
+    return result
+
+
 class ConsumerLagMonitor:
     """Publishes each partition's lag (end offset minus the group's committed offset).
 
@@ -129,20 +155,16 @@ class ConsumerLagMonitor:
         await admin.start()
         await consumer.start()
         try:
-            partitions = [
+            partitions = await topic_partitions(admin, self._topics)
+            tps = [
                 TopicPartition(topic, p)
-                for topic in self._topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
+                for topic, numbers in partitions.items()
+                for p in numbers or ()
             ]
             committed = await admin.list_consumer_group_offsets(self._group_id)
-            ends = await consumer.end_offsets(partitions)
-            result = {}
-            for tp in partitions:
-                meta = committed.get(tp)
-                done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                lag = max(ends[tp] - done, 0)
-                self.lag.labels(self._group_id, tp.topic, str(tp.partition)).set(lag)
-                result[(tp.topic, tp.partition)] = lag
+            result = lag_per_partition(await consumer.end_offsets(tps), committed)
+            for (topic, partition), lag in result.items():
+                self.lag.labels(self._group_id, topic, str(partition)).set(lag)
             return result
         finally:
             await consumer.stop()

@@ -20,8 +20,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
     settings = StackSettings(
-        root=tmp_path_factory.mktemp("stack"),
+        root=root,
+        clock_offset_file=root / "clock-offset",
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         postgres_port=free_port(),

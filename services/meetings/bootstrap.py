@@ -15,11 +15,13 @@ from services.meetings.adapters.event_store import PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.adapters.relay import EventRelay
+from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.entrypoints.http import command_router
 from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
+from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
 from shared.auth import TokenService
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock, OffsetClock, SystemClock
 from shared.consumer import make_broker
 from shared.http import add_operational_routes, install_error_handlers
 from shared.kafka import ConsumerLagMonitor, ensure_topics
@@ -42,6 +44,15 @@ class MeetingsSettings(ServiceSettings):
     auth_jwt_secret: SecretStr | None = None
     # Upstream publishers allowed on the inbound commands topic, comma-separated.
     inbound_allowed_sources: str = ""
+    # The escalation ladder from the cell up, LEVEL:DAYS to resolve at that level.
+    petition_ladder: str = "cell:7,ward:15,district:30,province:45"
+    recurring_window_days: int = 180
+    scheduler_enabled: bool = True
+    scheduler_interval_s: float = 0.25
+    scheduler_batch: int = 500
+    scheduler_lease_s: float = 30.0
+    # Test deployments only: a file holding seconds to add to the clock.
+    clock_offset_file: Path | None = None
 
     def allowed_sources(self) -> frozenset[str]:
         return frozenset(s.strip() for s in self.inbound_allowed_sources.split(",") if s.strip())
@@ -50,7 +61,11 @@ class MeetingsSettings(ServiceSettings):
 def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI:
     if settings.auth_jwt_secret is None or len(settings.auth_jwt_secret) < 32:
         raise SystemExit("AUTH_JWT_SECRET must be set to at least 32 characters")
-    clock = clock or SystemClock()
+    policy = PetitionPolicy.parse(settings.petition_ladder, settings.recurring_window_days)
+    if clock is None:
+        clock = (
+            OffsetClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
+        )
     registry = CollectorRegistry()
     metrics = MeetingsMetrics(registry)
     kafka = settings.kafka
@@ -64,7 +79,16 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         await migrate(pool, "meetings", MIGRATIONS)
         await ensure_topics(kafka, [kafka.events_topic, kafka.commands_topic, kafka.dlq_topic])
         store = PostgresEventStore(pool, metrics, settings.aggregate_cache_streams)
-        bus = CommandBus(store, OrgDirectory(pool), clock, metrics)
+        bus = CommandBus(store, OrgDirectory(pool), clock, metrics, policy)
+        scheduler = DeadlineScheduler(
+            pool,
+            bus,
+            clock,
+            metrics,
+            interval_s=settings.scheduler_interval_s,
+            batch=settings.scheduler_batch,
+            lease_s=settings.scheduler_lease_s,
+        )
         relay = EventRelay(
             pool, settings.database_url, kafka, metrics, batch_size=settings.relay_batch_size
         )
@@ -81,6 +105,8 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         app.state.bus = bus
         app.state.tokens = TokenService(settings.auth_jwt_secret)  # type: ignore[arg-type]
         await relay.start()
+        if settings.scheduler_enabled:
+            await scheduler.start()
         await broker.start()
         await lag.start()
         log.info("service.started", port=settings.http_port)
@@ -89,6 +115,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         finally:
             await lag.stop()
             await broker.stop()
+            await scheduler.stop()
             await relay.stop()
             await pool.close()
 

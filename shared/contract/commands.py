@@ -11,6 +11,7 @@ from shared.contract.events import (
     AttendanceEntry,
     MeetingKind,
     MemberStatus,
+    PetitionCategory,
     ResolutionTask,
 )
 from shared.contract.types import Identifier, ShortText
@@ -155,6 +156,80 @@ class CloseMeeting(Command):
     previous_resolution_carried_out: bool | None = None
 
 
+class RegisterUnit(Command):
+    """Register a unit above the cell (ward/commune, district, province) in the tree."""
+
+    command_type: ClassVar[str] = "RegisterUnit"
+
+    unit_id: Identifier
+    parent_id: Identifier | None = None
+    level: Identifier
+    name: ShortText
+
+    def scope(self) -> tuple[str, str | None]:
+        # Registering a unit is an act of the unit above it (or of the root itself).
+        return self.parent_id or self.unit_id, None
+
+
+class RaisePetition(Command):
+    command_type: ClassVar[str] = "RaisePetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    meeting_id: Identifier | None = None
+    category: PetitionCategory
+    place: ShortText
+    raised_by: ShortText
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class AcknowledgePetition(Command):
+    command_type: ClassVar[str] = "AcknowledgePetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+
+
+class ResolvePetition(Command):
+    command_type: ClassVar[str] = "ResolvePetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    response: str = Field(min_length=1, max_length=4000)
+
+
+class EscalatePetition(Command):
+    """Send a petition up one level by hand: it is beyond this level's authority."""
+
+    command_type: ClassVar[str] = "EscalatePetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    note: ShortText
+
+
+class EscalateOverduePetition(Command):
+    """Issued by the deadline scheduler. Does nothing if the petition no longer has this
+    deadline (resolved, escalated, reopened meanwhile): the first to commit wins."""
+
+    command_type: ClassVar[str] = "EscalateOverduePetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    deadline_at: AwareDatetime
+
+
+class ReopenPetition(Command):
+    """Residents are not satisfied with the response: the petition is open again."""
+
+    command_type: ClassVar[str] = "ReopenPetition"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    reason: ShortText
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.command_type: cls
     for cls in (
@@ -169,5 +244,12 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         AdoptResolution,
         CompleteTask,
         CloseMeeting,
+        RegisterUnit,
+        RaisePetition,
+        AcknowledgePetition,
+        ResolvePetition,
+        EscalatePetition,
+        EscalateOverduePetition,
+        ReopenPetition,
     )
 }

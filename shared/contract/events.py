@@ -187,6 +187,116 @@ class MeetingClosed(DomainEvent):
     previous_resolution_carried_out: bool | None = None  # None: no previous resolution
 
 
+# -- the organisation tree ---------------------------------------------------------------
+
+
+class UnitRegistered(DomainEvent):
+    """A unit of the deployment's ladder above the cell: ward or commune, district,
+    province. ``ward_id`` is the unit itself (the Kafka key)."""
+
+    event_type: ClassVar[str] = "UnitRegistered"
+
+    unit_id: Identifier
+    ward_id: Identifier
+    parent_id: Identifier | None = None
+    level: Identifier
+    name: ShortText
+
+
+# -- petitions (kiến nghị) ----------------------------------------------------------------
+
+
+class PetitionCategory(StrEnum):
+    LAND = "land"  # đất đai
+    ROADS = "roads_infrastructure"  # giao thông, hạ tầng
+    SECURITY = "security_order"  # an ninh, trật tự
+    ENVIRONMENT = "environment"  # môi trường
+    SOCIAL_POLICY = "social_policy"  # chính sách xã hội
+    OTHER = "other"
+
+
+class EscalationReason(StrEnum):
+    DEADLINE = "deadline"  # not resolved in time
+    BEYOND_AUTHORITY = "beyond_authority"  # vượt thẩm quyền
+
+
+class PetitionRaised(DomainEvent):
+    event_type: ClassVar[str] = "PetitionRaised"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    cell_id: Identifier
+    meeting_id: Identifier | None = None
+    category: PetitionCategory
+    place: ShortText
+    raised_by: ShortText
+    text: str = Field(min_length=1, max_length=4000)
+    raised_at: AwareDatetime
+    level: Identifier  # the ladder level that holds it: the first, the cell
+    holder_id: Identifier  # the unit at that level
+    deadline_at: AwareDatetime
+    recurring: bool = False
+    similar_petition_ids: list[Identifier] = Field(default_factory=list)
+
+
+class PetitionAcknowledged(DomainEvent):
+    event_type: ClassVar[str] = "PetitionAcknowledged"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    level: Identifier
+    acknowledged_at: AwareDatetime
+
+
+class PetitionResolved(DomainEvent):
+    event_type: ClassVar[str] = "PetitionResolved"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    level: Identifier
+    holder_id: Identifier
+    response: str = Field(min_length=1, max_length=4000)
+    resolved_at: AwareDatetime
+
+
+class PetitionEscalated(DomainEvent):
+    event_type: ClassVar[str] = "PetitionEscalated"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    from_level: Identifier
+    to_level: Identifier
+    to_holder_id: Identifier | None  # None when the tree has no unit at that level yet
+    reason: EscalationReason
+    note: ShortText | None = None
+    missed_deadline_at: AwareDatetime | None = None
+    deadline_at: AwareDatetime
+    escalated_at: AwareDatetime
+
+
+class PetitionMarkedOverdue(DomainEvent):
+    """The deadline passed at the top of the ladder: nowhere left to go."""
+
+    event_type: ClassVar[str] = "PetitionMarkedOverdue"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    level: Identifier
+    missed_deadline_at: AwareDatetime
+    marked_at: AwareDatetime
+
+
+class PetitionReopened(DomainEvent):
+    event_type: ClassVar[str] = "PetitionReopened"
+
+    petition_id: Identifier
+    ward_id: Identifier
+    level: Identifier
+    reason: ShortText
+    deadline_at: AwareDatetime
+    reopened_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.event_type: cls
     for cls in (
@@ -201,6 +311,13 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         ResolutionAdopted,
         TaskCompleted,
         MeetingClosed,
+        UnitRegistered,
+        PetitionRaised,
+        PetitionAcknowledged,
+        PetitionResolved,
+        PetitionEscalated,
+        PetitionMarkedOverdue,
+        PetitionReopened,
     )
 }
 

@@ -20,6 +20,7 @@ from services.meetings.adapters.event_store import (
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
+from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
@@ -35,7 +36,8 @@ async def bus_and_pool(running_stack: Stack) -> AsyncIterator[tuple[CommandBus, 
     assert pool is not None
     metrics = MeetingsMetrics(CollectorRegistry())
     store = PostgresEventStore(pool, metrics)
-    yield CommandBus(store, OrgDirectory(pool), SystemClock(), metrics), pool
+    policy = PetitionPolicy.parse("cell:7,ward:15,district:30,province:45", 180)
+    yield CommandBus(store, OrgDirectory(pool), SystemClock(), metrics, policy), pool
     await pool.close()
 
 

@@ -47,6 +47,27 @@ class MeetingsMetrics:
             ["stage"],
             registry=registry,
         )
+        self.deadlines_pending = Gauge(
+            "chibo_petition_deadlines_pending",
+            "Open petitions with a deadline the scheduler will act on.",
+            registry=registry,
+        )
+        self.oldest_overdue_seconds = Gauge(
+            "chibo_petition_oldest_overdue_seconds",
+            "How long the most overdue deadline has been waiting for its escalation.",
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "chibo_petition_escalations_total",
+            "Petitions sent up a level, or marked overdue at the top, by level and reason.",
+            ["level", "reason"],
+            registry=registry,
+        )
+        self.scheduler_runs = Counter(
+            "chibo_deadline_scheduler_runs_total",
+            "Scans of due deadlines (a stalled scheduler stops counting).",
+            registry=registry,
+        )
         self.relay_leader = Gauge(
             "chibo_relay_is_leader",
             "1 when this replica holds the relay lock and publishes.",

@@ -14,6 +14,29 @@ class OrgDirectory:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def chains(
+        self, ward_ids: set[str], conn: asyncpg.Connection | None = None
+    ) -> dict[str, list[str]]:
+        """The units above each ward, nearest first: where its petitions go next."""
+        if not ward_ids:
+            return {}
+        rows = await (conn or self._pool).fetch(
+            """
+            with recursive up(ward_id, unit_id, depth) as (
+                select u.unit_id, u.parent_id, 1 from meetings.org_units u
+                where u.unit_id = any($1::text[]) and u.parent_id is not null
+                union all
+                select up.ward_id, p.parent_id, up.depth + 1 from up
+                join meetings.org_units p on p.unit_id = up.unit_id
+                where p.parent_id is not null and up.depth < 16
+            )
+            select ward_id, array_agg(unit_id order by depth) as chain from up group by ward_id
+            """,
+            list(ward_ids),
+        )
+        found = {r["ward_id"]: list(r["chain"]) for r in rows}
+        return {ward: found.get(ward, []) for ward in ward_ids}
+
     async def ancestors(self, ward_ids: set[str]) -> dict[str, frozenset[str]]:
         """Every unit above each ward, nearest first up to the root."""
         if not ward_ids:

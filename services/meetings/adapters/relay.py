@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from shared.settings import KafkaSettings
 log = get_logger(__name__)
 
 RELAY_LOCK_KEY = 0x6368_6962_6F72_6C79  # "chiborly": one relay per database
+LOCK_CHECK_INTERVAL_S = 1.0
 
 _SELECT_BATCH = """
 select transaction_id::text::bigint as txid, global_position, event_id, event_type,
@@ -109,6 +111,7 @@ class EventRelay:
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._position: tuple[int, int] = (0, 0)
+        self._leading = False
         self.last_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,15 +158,23 @@ class EventRelay:
                 self.last_error = None  # a standby replica is healthy
                 await asyncio.sleep(1.0)
             self._metrics.relay_leader.set(1)
+            self._leading = True
             log.info("relay.leading", relay=self._name)
             self._position = await self._load_checkpoint()
             producer = await self._ensure_producer()
+            lock_checked = time.monotonic()
             while True:
                 published = await self._publish_batch(producer)
                 self.last_error = None
+                if time.monotonic() - lock_checked > LOCK_CHECK_INTERVAL_S:
+                    # If the lock's connection died, another replica may hold the lock now:
+                    # stop before two relays publish side by side.
+                    await lock_conn.fetchval("select 1")
+                    lock_checked = time.monotonic()
                 if published == 0:
                     await asyncio.sleep(self._idle_interval_s)
         finally:
+            self._leading = False
             await lock_conn.close()  # releases the lock
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
@@ -222,6 +233,9 @@ class EventRelay:
 
     async def _measure_lag(self) -> None:
         while True:
+            if not self._leading:  # a standby knows no position: the leader reports lag
+                await asyncio.sleep(2.0)
+                continue
             try:
                 txid, position = self._position
                 row = await self._pool.fetchrow(_LAG, str(txid), position)

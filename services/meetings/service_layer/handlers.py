@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from services.meetings.adapters import write_models
 from services.meetings.adapters.event_store import (
     AppendResult,
     ConcurrencyConflict,
@@ -28,25 +29,34 @@ from services.meetings.adapters.event_store import (
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
-from services.meetings.domain import cell, meeting
+from services.meetings.domain import cell, meeting, petition, unit
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
+from services.meetings.domain.petition import PetitionPolicy
 from shared.auth import WRITER_ROLES, AuthError, Principal, forbidden_role, forbidden_scope
 from shared.clock import Clock
 from shared.contract import DomainEvent, ScheduleMeeting
 from shared.contract.commands import (
+    AcknowledgePetition,
     AdmitMember,
     AdoptResolution,
     CancelMeeting,
     CloseMeeting,
     Command,
     CompleteTask,
+    EscalateOverduePetition,
+    EscalatePetition,
     ExemptMember,
     OpenMeeting,
+    RaisePetition,
     RegisterCell,
+    RegisterUnit,
+    ReopenPetition,
     RescheduleMeeting,
+    ResolvePetition,
     TransferMember,
 )
+from shared.contract.events import PetitionEscalated, PetitionMarkedOverdue
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,40 @@ class Rejection:
 Outcome = AppendResult | Rejection
 
 
+@dataclass
+class Written:
+    """What a batch wrote: each stream's history now, and the new events."""
+
+    streams: list[tuple[str, list[DomainEvent]]]
+    events: list[DomainEvent]
+
+    def __iadd__(self, other: Written) -> Written:
+        self.streams += other.streams
+        self.events += other.events
+        return self
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a decision may know besides its own stream: other streams it reads (the cell's
-    roll, say) and the time now."""
+    roll), the time now, the petition ladder, the units above each ward, and earlier
+    petitions about the same place."""
 
     now: datetime
     streams: dict[str, list[DomainEvent]]
+    policy: PetitionPolicy
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    similar: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
 
     def cell(self, cell_id: str) -> Cell:
         return Cell.replay(cell_id, self.streams.get(cell.stream_id(cell_id), []))
+
+    def similar_to(self, c: RaisePetition) -> list[str]:
+        return list(self.similar.get(_similarity_key(c), []))
+
+
+def _similarity_key(c: RaisePetition) -> tuple[str, str, str]:
+    return c.ward_id, c.category.value, petition.place_key(c.place)
 
 
 @dataclass(frozen=True)
@@ -137,7 +171,32 @@ def _c(c: Any, h: list[DomainEvent]) -> cell.Cell:
     return cell.Cell.replay(c.cell_id, h)
 
 
+def _petition(c: Any) -> tuple[str, str]:
+    return petition.stream_id(c.petition_id), c.ward_id
+
+
+def _p(c: Any, h: list[DomainEvent]) -> petition.Petition:
+    return petition.Petition.replay(c.petition_id, h)
+
+
 ROUTES: dict[type[Command], Route] = {
+    RegisterUnit: Route(
+        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.register(c, h)
+    ),
+    RaisePetition: Route(
+        _petition, lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c))
+    ),
+    AcknowledgePetition: Route(_petition, lambda c, h, i: _p(c, h).acknowledge(c, i.now)),
+    ResolvePetition: Route(_petition, lambda c, h, i: _p(c, h).resolve(c, i.now)),
+    EscalatePetition: Route(
+        _petition,
+        lambda c, h, i: _p(c, h).escalate(c, i.policy, i.now, i.chains.get(c.ward_id, [])),
+    ),
+    EscalateOverduePetition: Route(
+        _petition,
+        lambda c, h, i: _p(c, h).escalate_overdue(c, i.policy, i.now, i.chains.get(c.ward_id, [])),
+    ),
+    ReopenPetition: Route(_petition, lambda c, h, i: _p(c, h).reopen(c, i.policy, i.now)),
     RegisterCell: Route(_cell, lambda c, h, i: _c(c, h).register(c)),
     AdmitMember: Route(_cell, lambda c, h, i: _c(c, h).admit(c)),
     ExemptMember: Route(_cell, lambda c, h, i: _c(c, h).exempt(c)),
@@ -163,11 +222,13 @@ class CommandBus:
         org: OrgDirectory,
         clock: Clock,
         metrics: MeetingsMetrics,
+        policy: PetitionPolicy,
     ) -> None:
         self._store = store
         self._org = org
         self._clock = clock
         self._metrics = metrics
+        self._policy = policy
 
     async def handle(self, command: Command, ctx: CommandContext) -> Outcome:
         return (await self.handle_batch([(command, ctx)]))[0]
@@ -183,7 +244,7 @@ class CommandBus:
                 async with conn.transaction():  # all of the batch, or none of it
                     written = await self._run(todo, items, outcomes, earlier, conn)
             except ConcurrencyConflict:
-                written = []
+                written = Written([], [])
                 for i in todo:
                     outcomes[i] = None
                 for i in todo:
@@ -192,8 +253,13 @@ class CommandBus:
                             written += await self._run([i], items, outcomes, earlier, conn)
                     except ConcurrencyConflict as exc:
                         outcomes[i] = Rejection.of(exc)
-        for stream_id, history in written:
+        for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
+        for event in written.events:  # committed now: count what was decided
+            if isinstance(event, PetitionEscalated):
+                self._metrics.escalations.labels(event.to_level, event.reason.value).inc()
+            elif isinstance(event, PetitionMarkedOverdue):
+                self._metrics.escalations.labels(event.level, "overdue_at_top").inc()
         for (command, ctx), outcome in zip(items, outcomes, strict=True):
             self._metrics.commands.labels(
                 command.command_type, ctx.door, _outcome_label(outcome)
@@ -207,12 +273,28 @@ class CommandBus:
         outcomes: list[Outcome | None],
         earlier: dict[str, AppendResult],
         conn: asyncpg.Connection,
-    ) -> list[tuple[str, list[DomainEvent]]]:
+    ) -> Written:
         """Decide the commands in order against their streams, then write them at once."""
         targets = {i: ROUTES[type(items[i][0])].target(items[i][0]) for i in indices}
         reads = [sid for i in indices for sid in ROUTES[type(items[i][0])].reads(items[i][0])]
         histories = await self._store.load_many([sid for sid, _ in targets.values()] + reads, conn)
-        inputs = Inputs(now=self._clock.now(), streams=histories)
+        now = self._clock.now()
+        commands = [items[i][0] for i in indices]
+        raising = [c for c in commands if isinstance(c, RaisePetition)]
+        climbing = {
+            c.ward_id for c in commands if isinstance(c, EscalatePetition | EscalateOverduePetition)
+        }
+        inputs = Inputs(
+            now=now,
+            streams=histories,
+            policy=self._policy,
+            chains=await self._org.chains(climbing, conn),
+            similar=await write_models.similar_petitions(
+                conn,
+                list({_similarity_key(c) for c in raising}),
+                now - self._policy.recurring_window,
+            ),
+        )
         loaded_versions = {sid: len(events) for sid, events in histories.items()}
         new_events: list[NewEvent] = []
         planned: list[tuple[int, str, int, int]] = []  # (index, stream, first version, count)
@@ -237,6 +319,9 @@ class CommandBus:
             ]
             history.extend(decided)
             planned.append((i, stream_id, first, len(decided)))
+            if isinstance(command, RaisePetition) and decided:
+                # A later petition in this batch about the same place sees this one.
+                inputs.similar.setdefault(_similarity_key(command), []).append(command.petition_id)
             if key is not None:
                 first_with_key[key] = i
         wards = dict(targets.values())
@@ -246,6 +331,7 @@ class CommandBus:
             for sid in touched
         ]
         positions = iter(await self._store.write(conn, advances, new_events) if new_events else [])
+        await write_models.apply(conn, [e.event for e in new_events])
         events = iter(new_events)
         keyed: list[tuple[str, AppendResult]] = []
         for i, stream_id, first, count in planned:
@@ -265,7 +351,7 @@ class CommandBus:
             key = items[i][1].idempotency_key
             if outcomes[i] is None and key is not None:
                 outcomes[i] = _as_replayed(replayed[key])
-        return [(sid, histories[sid]) for sid in touched]
+        return Written([(sid, histories[sid]) for sid in touched], [e.event for e in new_events])
 
     async def _authorise(
         self, items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]

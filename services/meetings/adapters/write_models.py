@@ -1,0 +1,93 @@
+"""Read models of the write side, updated in the transaction that appends the events,
+so that a decision and the lookups it relies on never disagree: the organisation tree,
+open petitions' deadlines, and the petition index for recurrence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from services.meetings.domain.petition import place_key
+from shared.contract import DomainEvent
+from shared.contract.events import (
+    PetitionEscalated,
+    PetitionMarkedOverdue,
+    PetitionRaised,
+    PetitionReopened,
+    PetitionResolved,
+    UnitRegistered,
+)
+
+
+async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
+    deadlines: dict[str, tuple[str, datetime | None]] = {}  # last word per petition wins
+    for event in events:
+        match event:
+            case UnitRegistered():
+                await conn.execute(
+                    "insert into meetings.org_units (unit_id, parent_id, level, name)"
+                    " values ($1, $2, $3, $4) on conflict (unit_id) do update set"
+                    " parent_id = excluded.parent_id, level = excluded.level,"
+                    " name = excluded.name",
+                    event.unit_id,
+                    event.parent_id,
+                    event.level,
+                    event.name,
+                )
+            case PetitionRaised():
+                await conn.execute(
+                    "insert into meetings.petition_index"
+                    " (petition_id, ward_id, category, place_key, raised_at)"
+                    " values ($1, $2, $3, $4, $5) on conflict do nothing",
+                    event.petition_id,
+                    event.ward_id,
+                    event.category.value,
+                    place_key(event.place),
+                    event.raised_at,
+                )
+                deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
+            case PetitionEscalated() | PetitionReopened():
+                deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
+            case PetitionResolved() | PetitionMarkedOverdue():
+                deadlines[event.petition_id] = (event.ward_id, None)
+    due = [(p, w, d) for p, (w, d) in deadlines.items() if d is not None]
+    gone = [p for p, (_, d) in deadlines.items() if d is None]
+    if due:
+        await conn.execute(
+            "insert into meetings.petition_deadlines (petition_id, ward_id, due_at)"
+            " select * from unnest($1::text[], $2::text[], $3::timestamptz[])"
+            " on conflict (petition_id) do update"
+            " set due_at = excluded.due_at, claimed_until = null",
+            [p for p, _, _ in due],
+            [w for _, w, _ in due],
+            [d for _, _, d in due],
+        )
+    if gone:
+        await conn.execute(
+            "delete from meetings.petition_deadlines where petition_id = any($1::text[])", gone
+        )
+
+
+async def similar_petitions(
+    conn: asyncpg.Connection, keys: list[tuple[str, str, str]], since: datetime
+) -> dict[tuple[str, str, str], list[str]]:
+    """Earlier petitions per (ward, category, place key) raised since ``since``."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """
+        select k.ward_id, k.category, k.place_key, array_agg(i.petition_id order by i.raised_at)
+               as ids
+        from unnest($1::text[], $2::text[], $3::text[]) as k(ward_id, category, place_key)
+        join meetings.petition_index i
+          on i.ward_id = k.ward_id and i.category = k.category and i.place_key = k.place_key
+         and i.raised_at >= $4
+        group by k.ward_id, k.category, k.place_key
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        since,
+    )
+    return {(r["ward_id"], r["category"], r["place_key"]): list(r["ids"]) for r in rows}

@@ -1,0 +1,121 @@
+"""The deadline scheduler: escalates petitions whose deadline has passed (design
+invariant 1: escalation is a command on the petition, decided by its aggregate).
+
+Durable: the deadlines live in ``meetings.petition_deadlines``, updated in the same
+transaction as the petition's events, so nothing is missed while the service is down.
+Each scan claims what is due (``due_at`` index: the cost follows what is due, not what
+is open) with a short lease, ``for update skip locked``, so replicas take disjoint
+rows. Exactly one escalation per deadline comes from the aggregate itself: the command
+carries the deadline it acts on and does nothing if the petition has moved on, and two
+deciders racing on one petition meet optimistic concurrency. A lease outlives a crash
+by at most ``lease_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from services.meetings.adapters.metrics import MeetingsMetrics
+from services.meetings.service_layer.handlers import CommandBus, CommandContext
+from shared.auth import Principal, Role
+from shared.clock import Clock
+from shared.contract.commands import Command, EscalateOverduePetition
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+SCHEDULER = Principal(
+    subject="deadline-scheduler", role=Role.SYSTEM_PUBLISHER, scope_level="system"
+)
+
+_CLAIM = """
+update meetings.petition_deadlines d
+set claimed_until = $1 + make_interval(secs => $3)
+where d.petition_id in (
+    select petition_id from meetings.petition_deadlines
+    where due_at <= $1 and (claimed_until is null or claimed_until < $1)
+    order by due_at
+    limit $2
+    for update skip locked)
+returning d.petition_id, d.ward_id, d.due_at
+"""
+
+
+class DeadlineScheduler:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: CommandBus,
+        clock: Clock,
+        metrics: MeetingsMetrics,
+        *,
+        interval_s: float = 0.25,
+        batch: int = 500,
+        lease_s: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._bus = bus
+        self._clock = clock
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._batch = batch
+        self._lease_s = lease_s
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="deadline-scheduler"),
+            asyncio.create_task(self._measure(), name="deadline-gauges"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run_once(self) -> int:
+        """Escalate one batch of due deadlines; returns how many were claimed."""
+        now = self._clock.now()
+        rows = await self._pool.fetch(_CLAIM, now, self._batch, self._lease_s)
+        self._metrics.scheduler_runs.inc()
+        if not rows:
+            return 0
+        items: list[tuple[Command, CommandContext]] = [
+            (
+                EscalateOverduePetition(
+                    petition_id=r["petition_id"], ward_id=r["ward_id"], deadline_at=r["due_at"]
+                ),
+                CommandContext(principal=SCHEDULER, source="deadline-scheduler", door="scheduler"),
+            )
+            for r in rows
+        ]
+        await self._bus.handle_batch(items)
+        return len(rows)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.run_once() >= self._batch:
+                    pass  # a backlog: keep going without pausing
+            except Exception:
+                log.exception("scheduler.round_failed")
+            await asyncio.sleep(self._interval_s)  # the scan interval, not a wait for an event
+
+    async def _measure(self) -> None:
+        while True:
+            try:
+                row = await self._pool.fetchrow(
+                    "select count(*) as pending, min(due_at) as oldest"
+                    " from meetings.petition_deadlines"
+                )
+                self._metrics.deadlines_pending.set(row["pending"])
+                oldest = row["oldest"]
+                overdue = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
+                self._metrics.oldest_overdue_seconds.set(max(overdue, 0.0))
+            except Exception as exc:
+                log.warning("scheduler.measure_failed", error=str(exc))
+            await asyncio.sleep(5.0)

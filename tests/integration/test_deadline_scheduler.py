@@ -1,0 +1,209 @@
+"""The deadline scheduler on the real stack, with the meetings service's clock moved
+forward through its offset file (no test waits for real days to pass)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.stack import Stack, free_port
+from tests.integration.helpers import eventually, fetch, unique_ward
+
+DAY = 86_400.0
+
+
+@pytest.fixture()
+def clock(running_stack: Stack) -> Iterator[Any]:
+    """Moves the services' clock forward; puts it back after the test."""
+    path = running_stack.settings.clock_offset_file
+    assert path is not None
+
+    def move(days: float) -> None:
+        current = float(path.read_text() or 0) if path.exists() else 0.0
+        path.write_text(str(current + days * DAY))
+
+    yield move
+    path.write_text("0")
+
+
+class Ward:
+    """A ward in a district in a province, with a token that may act on all of it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ward = unique_ward()
+        self.district = f"{self.ward}-huyen"
+        self.province = f"{self.ward}-tinh"
+        token = stack.issue_token("province_official", "province", self.province, "test")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def send(self, command_type: str, body: dict[str, Any], url: str | None = None) -> dict:
+        async with httpx.AsyncClient(base_url=url or self.stack.service_url("meetings")) as c:
+            response = await c.post(f"/v1/commands/{command_type}", json=body, headers=self.headers)
+        assert response.status_code == 201, (command_type, response.text)
+        return response.json()
+
+    async def register(self) -> None:
+        for unit, parent, level in (
+            (self.province, None, "province"),
+            (self.district, self.province, "district"),
+            (self.ward, self.district, "ward"),
+        ):
+            await self.send(
+                "RegisterUnit",
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
+            )
+
+    async def raise_petition(self, n: int = 1, url: str | None = None) -> str:
+        petition_id = f"{self.ward}.kn-{n}-{uuid.uuid4().hex[:6]}"
+        await self.send(
+            "RaisePetition",
+            {
+                "petition_id": petition_id,
+                "ward_id": self.ward,
+                "cell_id": f"{self.ward}.to-01",
+                "category": "roads_infrastructure",
+                "place": f"Ngõ {n}, đường Lê Lai",
+                "raised_by": "Ông Trần Văn Hùng",
+                "text": "Đường ngõ xuống cấp, đề nghị sửa chữa.",
+            },
+            url,
+        )
+        return petition_id
+
+    async def resolve(self, petition_id: str) -> None:
+        await self.send(
+            "ResolvePetition",
+            {"petition_id": petition_id, "ward_id": self.ward, "response": "Đã sửa xong."},
+        )
+
+
+async def new_ward(stack: Stack) -> Ward:
+    ward = Ward(stack)
+    await ward.register()
+    return ward
+
+
+async def petition_events(stack: Stack, petition_id: str) -> list[tuple[str, dict]]:
+    rows = await fetch(
+        stack.database_url,
+        "select event_type, payload from meetings.events where stream_id = $1"
+        " order by stream_version",
+        f"petition-{petition_id}",
+    )
+    return [(r["event_type"], json.loads(r["payload"])) for r in rows]
+
+
+async def escalations(stack: Stack, petition_id: str, at_least: int) -> list[dict]:
+    async def enough() -> list[dict] | None:
+        found = [
+            p for t, p in await petition_events(stack, petition_id) if t == "PetitionEscalated"
+        ]
+        return found if len(found) >= at_least else None
+
+    return await eventually(enough, timeout_s=30, what=f"{at_least} escalation(s)")
+
+
+async def scheduler_runs(url: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return next(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("chibo_deadline_scheduler_runs_total ")
+    )
+
+
+async def test_a_petition_escalates_twice_on_a_moved_clock(running_stack: Stack, clock) -> None:  # type: ignore[no-untyped-def]
+    ward = await new_ward(running_stack)
+    petition = await ward.raise_petition()
+    clock(8)  # past the cell's 7 days
+    first = await escalations(running_stack, petition, 1)
+    assert (first[0]["to_level"], first[0]["to_holder_id"]) == ("ward", ward.ward)
+    clock(16)  # past the ward's 15 days
+    both = await escalations(running_stack, petition, 2)
+    assert (both[1]["to_level"], both[1]["to_holder_id"]) == ("district", ward.district)
+    assert [e["reason"] for e in both] == ["deadline", "deadline"]
+    assert both[1]["missed_deadline_at"] == both[0]["deadline_at"]
+
+
+async def test_a_resolution_committed_first_wins_the_race(running_stack: Stack, clock) -> None:  # type: ignore[no-untyped-def]
+    ward = await new_ward(running_stack)
+    petition = await ward.raise_petition()
+    await ward.resolve(petition)
+    url = running_stack.service_url("meetings")
+    before = await scheduler_runs(url)
+    clock(8)
+
+    async def scanned_past_the_deadline() -> bool:
+        return await scheduler_runs(url) >= before + 3
+
+    await eventually(scanned_past_the_deadline, what="scheduler scans after the deadline")
+    types = [t for t, _ in await petition_events(running_stack, petition)]
+    assert types == ["PetitionRaised", "PetitionResolved"]
+    due = await fetch(
+        running_stack.database_url,
+        "select 1 from meetings.petition_deadlines where petition_id = $1",
+        petition,
+    )
+    assert due == []
+
+
+async def test_an_escalation_committed_first_wins_and_the_ward_resolves(
+    running_stack: Stack,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    ward = await new_ward(running_stack)
+    petition = await ward.raise_petition()
+    clock(8)
+    await escalations(running_stack, petition, 1)
+    await ward.resolve(petition)
+    events = await petition_events(running_stack, petition)
+    assert [t for t, _ in events] == ["PetitionRaised", "PetitionEscalated", "PetitionResolved"]
+    assert events[-1][1]["level"] == "ward"  # resolved where it is held now
+
+
+async def test_the_scheduler_killed_while_a_deadline_passes_escalates_after_restart(
+    running_stack: Stack,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    ward = await new_ward(running_stack)
+    petition = await ward.raise_petition()
+    await asyncio.to_thread(running_stack.stop_part, "meetings", kill=True)  # kill -9
+    clock(8)  # the deadline passes while no scheduler runs
+    await asyncio.to_thread(running_stack.start_service, "meetings")
+    found = await escalations(running_stack, petition, 1)
+    assert len(found) == 1
+
+
+async def test_two_scheduler_replicas_give_one_escalation_each(
+    running_stack: Stack,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    port = free_port()
+    await asyncio.to_thread(
+        running_stack.start_service,
+        "meetings",
+        {"HTTP_PORT": str(port), "SCHEDULER_BATCH": "5"},
+        "meetings-b",
+    )
+    try:
+        ward = await new_ward(running_stack)
+        petitions = [await ward.raise_petition(n) for n in range(40)]
+        clock(8)
+        for petition in petitions:
+            assert len(await escalations(running_stack, petition, 1)) >= 1
+        replica_url = f"http://{running_stack.settings.host}:{port}"
+        assert await scheduler_runs(replica_url) > 0
+        # Read again now that both replicas have had every chance to double up.
+        for petition in petitions:
+            escalated = [t for t, _ in await petition_events(running_stack, petition)]
+            assert escalated == ["PetitionRaised", "PetitionEscalated"], petition
+    finally:
+        await asyncio.to_thread(running_stack.stop_part, "meetings-b")

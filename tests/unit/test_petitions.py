@@ -1,0 +1,222 @@
+"""Given events, when a command, then events or a rejection: petitions and their ladder."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.meetings.domain.errors import DomainRejection
+from services.meetings.domain.petition import Petition, PetitionPolicy, place_key
+from shared.clock import LOCAL_TZ
+from shared.contract import DomainEvent
+from shared.contract.commands import (
+    AcknowledgePetition,
+    EscalateOverduePetition,
+    EscalatePetition,
+    RaisePetition,
+    ReopenPetition,
+    ResolvePetition,
+)
+from shared.contract.events import (
+    EscalationReason,
+    PetitionCategory,
+    PetitionEscalated,
+    PetitionMarkedOverdue,
+    PetitionRaised,
+    PetitionReopened,
+    PetitionResolved,
+)
+
+POLICY = PetitionPolicy.parse("cell:7,ward:15,district:30,province:45", 180)
+TWO_TIER = PetitionPolicy.parse("cell:10,commune:20,province:30", 90)
+T0 = datetime(2026, 12, 3, 21, 0, tzinfo=LOCAL_TZ)
+PID, WARD = "kn-1", "nam-ngan"
+CHAIN = ["tp-thanh-hoa", "tinh-thanh-hoa"]  # the ward's ancestors, nearest first
+
+RAISE = RaisePetition(
+    petition_id=PID,
+    ward_id=WARD,
+    cell_id="nam-ngan.to-03",
+    category=PetitionCategory.ROADS,
+    place="Ngõ 5, đường Lê Lai",
+    raised_by="Bà Nguyễn Thị Lan",
+    text="Đường ngõ 5 xuống cấp, mưa là ngập, đề nghị sửa chữa.",
+)
+
+
+def raised(policy: PetitionPolicy = POLICY, similar: list[str] | None = None) -> list[DomainEvent]:
+    return Petition.replay(PID, []).raise_(RAISE, policy, T0, similar or [])
+
+
+def overdue(history: list[DomainEvent], policy: PetitionPolicy = POLICY) -> list[DomainEvent]:
+    """The scheduler's command at the current deadline, a second after it passed."""
+    deadline = Petition.replay(PID, history).deadline_at
+    assert deadline is not None
+    cmd = EscalateOverduePetition(petition_id=PID, ward_id=WARD, deadline_at=deadline)
+    return history + Petition.replay(PID, history).escalate_overdue(
+        cmd, policy, deadline + timedelta(seconds=1), CHAIN
+    )
+
+
+def test_raising_sets_the_cell_level_and_its_deadline() -> None:
+    event = raised()[0]
+    assert isinstance(event, PetitionRaised)
+    assert (event.level, event.holder_id) == ("cell", "nam-ngan.to-03")
+    assert event.deadline_at == T0 + timedelta(days=7)
+    assert not event.recurring
+    with pytest.raises(DomainRejection) as again:
+        Petition.replay(PID, raised()).raise_(RAISE, POLICY, T0, [])
+    assert again.value.code == "already_exists"
+
+
+def test_the_same_category_and_place_within_the_window_is_recurring() -> None:
+    event = raised(similar=["kn-0"])[0]
+    assert isinstance(event, PetitionRaised)
+    assert event.recurring and event.similar_petition_ids == ["kn-0"]
+    assert place_key("  Ngõ 5,  đường LÊ LAI ") == place_key("Ngõ 5, đường Lê Lai")
+    assert place_key("Thôn Hòa") != place_key("Thôn Hóa")  # diacritics tell places apart
+
+
+def test_a_missed_deadline_climbs_one_level_with_a_new_deadline() -> None:
+    history = overdue(raised())
+    up = history[-1]
+    assert isinstance(up, PetitionEscalated)
+    assert (up.from_level, up.to_level, up.to_holder_id) == ("cell", "ward", WARD)
+    assert up.reason == EscalationReason.DEADLINE
+    assert up.deadline_at == up.escalated_at + timedelta(days=15)
+    second = overdue(history)[-1]
+    assert isinstance(second, PetitionEscalated)
+    assert (second.to_level, second.to_holder_id) == ("district", "tp-thanh-hoa")
+
+
+def test_at_the_top_a_missed_deadline_only_marks_it_overdue_once() -> None:
+    history = raised(TWO_TIER)
+    for _ in range(2):
+        history = overdue(history, TWO_TIER)
+    assert isinstance(history[-1], PetitionEscalated) and history[-1].to_level == "province"
+    history = overdue(history, TWO_TIER)
+    assert isinstance(history[-1], PetitionMarkedOverdue)
+    assert Petition.replay(PID, history).deadline_at is None  # nothing left to schedule
+
+
+def test_the_scheduler_changes_nothing_once_the_deadline_moved_or_before_it() -> None:
+    history = raised()
+    deadline = T0 + timedelta(days=7)
+    early = EscalateOverduePetition(petition_id=PID, ward_id=WARD, deadline_at=deadline)
+    assert (
+        Petition.replay(PID, history).escalate_overdue(
+            early, POLICY, deadline - timedelta(seconds=1), CHAIN
+        )
+        == []
+    )
+    resolved = history + Petition.replay(PID, history).resolve(
+        ResolvePetition(petition_id=PID, ward_id=WARD, response="Đã sửa xong."), T0
+    )
+    assert (
+        Petition.replay(PID, resolved).escalate_overdue(
+            early, POLICY, deadline + timedelta(days=1), CHAIN
+        )
+        == []
+    )
+    moved = overdue(history)
+    assert (
+        Petition.replay(PID, moved).escalate_overdue(
+            early, POLICY, deadline + timedelta(days=1), CHAIN
+        )
+        == []
+    )
+
+
+def test_by_hand_beyond_authority_and_never_past_the_top() -> None:
+    cmd = EscalatePetition(petition_id=PID, ward_id=WARD, note="Vượt thẩm quyền của chi bộ")
+    up = Petition.replay(PID, raised()).escalate(cmd, POLICY, T0, CHAIN)[0]
+    assert isinstance(up, PetitionEscalated) and up.reason == EscalationReason.BEYOND_AUTHORITY
+    top = raised(TWO_TIER)
+    for _ in range(2):
+        top = overdue(top, TWO_TIER)
+    with pytest.raises(DomainRejection) as refused:
+        Petition.replay(PID, top).escalate(cmd, TWO_TIER, T0, CHAIN)
+    assert refused.value.code == "top_of_ladder"
+
+
+def test_acknowledge_resolve_reopen() -> None:
+    history = raised()
+    ack = AcknowledgePetition(petition_id=PID, ward_id=WARD)
+    history += Petition.replay(PID, history).acknowledge(ack, T0)
+    with pytest.raises(DomainRejection) as twice:
+        Petition.replay(PID, history).acknowledge(ack, T0)
+    assert twice.value.code == "already_acknowledged"
+    reopen = ReopenPetition(petition_id=PID, ward_id=WARD, reason="Người dân chưa đồng tình")
+    with pytest.raises(DomainRejection) as not_yet:
+        Petition.replay(PID, history).reopen(reopen, POLICY, T0)
+    assert not_yet.value.code == "not_resolved"
+    resolve = ResolvePetition(petition_id=PID, ward_id=WARD, response="Đã trả lời cử tri.")
+    history += Petition.replay(PID, history).resolve(resolve, T0)
+    assert isinstance(history[-1], PetitionResolved) and history[-1].level == "cell"
+    with pytest.raises(DomainRejection) as done:
+        Petition.replay(PID, history).resolve(resolve, T0)
+    assert done.value.code == "already_resolved"
+    later = T0 + timedelta(days=2)
+    history += Petition.replay(PID, history).reopen(reopen, POLICY, later)
+    assert isinstance(history[-1], PetitionReopened)
+    assert Petition.replay(PID, history).deadline_at == later + timedelta(days=7)
+
+
+def test_commands_for_another_ward_or_an_unknown_petition_are_refused() -> None:
+    resolve = ResolvePetition(petition_id=PID, ward_id="other-ward", response="x")
+    with pytest.raises(DomainRejection) as wrong:
+        Petition.replay(PID, raised()).resolve(resolve, T0)
+    assert wrong.value.code == "wrong_ward"
+    with pytest.raises(DomainRejection) as unknown:
+        Petition.replay(PID, []).resolve(resolve, T0)
+    assert unknown.value.code == "unknown_petition"
+
+
+@given(
+    steps=st.lists(st.sampled_from(["tick", "resolve", "reopen", "repeat"]), max_size=12),
+    ladder=st.sampled_from([POLICY, TWO_TIER]),
+)
+def test_escalation_invariants(steps: list[str], ladder: PetitionPolicy) -> None:
+    """Whatever the order of deadlines, repeats of the scheduler, resolutions and reopenings:
+    each deadline escalates at most once, levels only climb one at a time, and a resolved
+    petition is never escalated."""
+    history = raised(ladder)
+    now = T0
+    last_command: EscalateOverduePetition | None = None
+    for step in steps:
+        petition = Petition.replay(PID, history)
+        if step == "tick" and petition.deadline_at is not None:
+            now = petition.deadline_at + timedelta(seconds=1)
+            last_command = EscalateOverduePetition(
+                petition_id=PID, ward_id=WARD, deadline_at=petition.deadline_at
+            )
+            history += petition.escalate_overdue(last_command, ladder, now, CHAIN)
+        elif step == "repeat" and last_command is not None:
+            assert petition.escalate_overdue(last_command, ladder, now, CHAIN) == []
+        elif step == "resolve" and not petition.resolved:
+            history += petition.resolve(
+                ResolvePetition(petition_id=PID, ward_id=WARD, response="Xong."), now
+            )
+        elif step == "reopen" and petition.resolved:
+            history += petition.reopen(
+                ReopenPetition(petition_id=PID, ward_id=WARD, reason="Chưa đạt"), ladder, now
+            )
+    missed = [
+        e.missed_deadline_at
+        for e in history
+        if isinstance(e, PetitionEscalated | PetitionMarkedOverdue)
+    ]
+    assert len(missed) == len(set(missed))  # one escalation per deadline
+    levels = [ladder.index(e.to_level) for e in history if isinstance(e, PetitionEscalated)]
+    assert levels == list(range(1, len(levels) + 1))  # one level at a time, upwards
+    resolved = False
+    for event in history:
+        if isinstance(event, PetitionResolved):
+            resolved = True
+        elif isinstance(event, PetitionReopened):
+            resolved = False
+        elif isinstance(event, PetitionEscalated | PetitionMarkedOverdue):
+            assert not resolved
