@@ -11,10 +11,11 @@ from shared.contract.events import (
     AttendanceEntry,
     MeetingKind,
     MemberStatus,
+    OfficialRole,
     PetitionCategory,
     ResolutionTask,
 )
-from shared.contract.types import Identifier, ShortText
+from shared.contract.types import EmailLike, Identifier, ShortText
 
 
 class Command(BaseModel):
@@ -61,6 +62,7 @@ class AdmitMember(Command):
     member_id: Identifier
     full_name: ShortText
     status: MemberStatus = MemberStatus.FULL
+    transferred_from_cell_id: Identifier | None = None
 
 
 class ExemptMember(Command):
@@ -171,6 +173,45 @@ class RegisterUnit(Command):
         return self.parent_id or self.unit_id, None
 
 
+class AppointOfficial(Command):
+    command_type: ClassVar[str] = "AppointOfficial"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    role: OfficialRole
+    person_id: Identifier
+    full_name: ShortText
+
+
+class SetContactDetails(Command):
+    """Record or correct a person's phone and e-mail (kept in the erasable store)."""
+
+    command_type: ClassVar[str] = "SetContactDetails"
+
+    person_id: Identifier
+    ward_id: Identifier
+    phone: str | None = Field(None, pattern=r"^\+?[0-9 .-]{8,20}$")
+    email: EmailLike | None = None
+
+
+class EraseContactDetails(Command):
+    """Erase a person's contact details, as personal data law requires."""
+
+    command_type: ClassVar[str] = "EraseContactDetails"
+
+    person_id: Identifier
+    ward_id: Identifier
+
+
+class IssueOrientation(Command):
+    command_type: ClassVar[str] = "IssueOrientation"
+
+    orientation_id: Identifier
+    ward_id: Identifier
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    topics: list[ShortText] = Field(min_length=1, max_length=30)
+
+
 class RaisePetition(Command):
     command_type: ClassVar[str] = "RaisePetition"
 
@@ -245,6 +286,10 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         CompleteTask,
         CloseMeeting,
         RegisterUnit,
+        AppointOfficial,
+        SetContactDetails,
+        EraseContactDetails,
+        IssueOrientation,
         RaisePetition,
         AcknowledgePetition,
         ResolvePetition,

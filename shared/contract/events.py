@@ -90,6 +90,7 @@ class MemberAdmitted(DomainEvent):
     member_id: Identifier
     full_name: ShortText
     status: MemberStatus
+    transferred_from_cell_id: Identifier | None = None
 
 
 class MemberExempted(DomainEvent):
@@ -185,6 +186,56 @@ class MeetingClosed(DomainEvent):
     speakers: list[Identifier] = Field(default_factory=list)
     minutes_recorded: bool
     previous_resolution_carried_out: bool | None = None  # None: no previous resolution
+
+
+class OfficialRole(StrEnum):
+    SECRETARY = "secretary"  # bí thư chi bộ
+    DEPUTY_SECRETARY = "deputy_secretary"  # phó bí thư chi bộ
+    WARD_MEMBER_IN_CHARGE = "ward_member_in_charge"  # đảng ủy viên phụ trách chi bộ
+
+
+class OfficialAppointed(DomainEvent):
+    """Someone takes an office of the cell; the previous holder, if any, leaves it."""
+
+    event_type: ClassVar[str] = "OfficialAppointed"
+
+    cell_id: Identifier
+    ward_id: Identifier
+    role: OfficialRole
+    person_id: Identifier  # a member of the cell, or for the one in charge a ward official
+    full_name: ShortText
+    replaces_person_id: Identifier | None = None
+
+
+class ContactDetailsChanged(DomainEvent):
+    """A person's phone or e-mail changed. The values are personal data: they live in the
+    erasable contact store, never in this log; the event says only what changed."""
+
+    event_type: ClassVar[str] = "ContactDetailsChanged"
+
+    person_id: Identifier
+    ward_id: Identifier
+    changed: list[str]  # "phone", "email"
+
+
+class ContactDetailsErased(DomainEvent):
+    event_type: ClassVar[str] = "ContactDetailsErased"
+
+    person_id: Identifier
+    ward_id: Identifier
+
+
+class OrientationIssued(DomainEvent):
+    """The ward's brief and topics for a month's cell meetings (định hướng sinh hoạt)."""
+
+    event_type: ClassVar[str] = "OrientationIssued"
+
+    orientation_id: Identifier
+    ward_id: Identifier
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    topics: list[ShortText] = Field(min_length=1, max_length=30)
+    issued_at: AwareDatetime
+    on_time: bool  # issued before the 1st of the month, Asia/Ho_Chi_Minh
 
 
 # -- the organisation tree ---------------------------------------------------------------
@@ -312,6 +363,10 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         TaskCompleted,
         MeetingClosed,
         UnitRegistered,
+        OfficialAppointed,
+        ContactDetailsChanged,
+        ContactDetailsErased,
+        OrientationIssued,
         PetitionRaised,
         PetitionAcknowledged,
         PetitionResolved,

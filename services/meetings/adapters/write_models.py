@@ -10,6 +10,7 @@ import asyncpg
 
 from services.meetings.domain.petition import place_key
 from shared.contract import DomainEvent
+from shared.contract.commands import EraseContactDetails, SetContactDetails
 from shared.contract.events import (
     PetitionEscalated,
     PetitionMarkedOverdue,
@@ -91,3 +92,21 @@ async def similar_petitions(
         since,
     )
     return {(r["ward_id"], r["category"], r["place_key"]): list(r["ids"]) for r in rows}
+
+
+async def store_contact(conn: asyncpg.Connection, cmd: SetContactDetails) -> None:
+    """Only the fields given change; the others keep their value."""
+    await conn.execute(
+        "insert into meetings.contacts (person_id, ward_id, phone, email) values ($1, $2, $3, $4)"
+        " on conflict (person_id) do update set ward_id = excluded.ward_id,"
+        " phone = coalesce(excluded.phone, meetings.contacts.phone),"
+        " email = coalesce(excluded.email, meetings.contacts.email), updated_at = now()",
+        cmd.person_id,
+        cmd.ward_id,
+        cmd.phone,
+        cmd.email,
+    )
+
+
+async def erase_contact(conn: asyncpg.Connection, cmd: EraseContactDetails) -> None:
+    await conn.execute("delete from meetings.contacts where person_id = $1", cmd.person_id)

@@ -8,13 +8,21 @@ from datetime import date
 
 from services.meetings.domain.errors import reject
 from shared.contract import DomainEvent
-from shared.contract.commands import AdmitMember, ExemptMember, RegisterCell, TransferMember
+from shared.contract.commands import (
+    AdmitMember,
+    AppointOfficial,
+    ExemptMember,
+    RegisterCell,
+    TransferMember,
+)
 from shared.contract.events import (
     CellRegistered,
     MemberAdmitted,
     MemberExempted,
     MemberStatus,
     MemberTransferredOut,
+    OfficialAppointed,
+    OfficialRole,
 )
 
 
@@ -48,6 +56,7 @@ class Cell:
     cell_id: str
     registered: CellRegistered | None = None
     members: dict[str, Member] = field(default_factory=dict)
+    officials: dict[OfficialRole, str] = field(default_factory=dict)  # role -> person id
 
     @classmethod
     def replay(cls, cell_id: str, events: list[DomainEvent]) -> Cell:
@@ -74,6 +83,8 @@ class Cell:
                 )
             case MemberTransferredOut():
                 self.members.pop(event.member_id, None)
+            case OfficialAppointed():
+                self.officials[event.role] = event.person_id
 
     # -- decisions ---------------------------------------------------------------------
     def register(self, cmd: RegisterCell) -> list[DomainEvent]:
@@ -116,6 +127,19 @@ class Cell:
                 "A member cannot be transferred to the same cell.",
             )
         return [MemberTransferredOut(**cmd.model_dump())]
+
+    def appoint(self, cmd: AppointOfficial) -> list[DomainEvent]:
+        self._require_registered(cmd.ward_id)
+        if cmd.role != OfficialRole.WARD_MEMBER_IN_CHARGE:
+            self._require_member(cmd.person_id)  # the secretary and deputy are the cell's own
+        current = self.officials.get(cmd.role)
+        if current == cmd.person_id:
+            raise reject(
+                "already_holds",
+                "Đồng chí này đang giữ chức vụ đó.",
+                "This person already holds the office.",
+            )
+        return [OfficialAppointed(**cmd.model_dump(), replaces_person_id=current)]
 
     def _require_registered(self, ward_id: str) -> None:
         if self.registered is None:

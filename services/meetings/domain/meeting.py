@@ -29,6 +29,7 @@ from shared.contract.events import (
     MeetingClosed,
     MeetingOpened,
     MeetingRescheduled,
+    OrientationIssued,
     ResolutionAdopted,
     TaskCompleted,
 )
@@ -78,7 +79,17 @@ class Meeting:
                 self.closed = True
 
     # -- decisions ---------------------------------------------------------------------
-    def schedule(self, cmd: ScheduleMeeting) -> list[DomainEvent]:
+    def schedule(
+        self, cmd: ScheduleMeeting, orientation: OrientationIssued | None = None
+    ) -> list[DomainEvent]:
+        if cmd.orientation_id is not None and (
+            orientation is None or orientation.ward_id != cmd.ward_id
+        ):
+            raise reject(
+                "unknown_orientation",
+                "Không tìm thấy định hướng sinh hoạt của đảng bộ cho tháng này.",
+                f"No orientation {cmd.orientation_id} of ward {cmd.ward_id}.",
+            )
         if self.scheduled is not None:
             raise reject(
                 "already_exists",

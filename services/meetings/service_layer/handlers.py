@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from services.meetings.adapters.event_store import (
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
-from services.meetings.domain import cell, meeting, petition, unit
+from services.meetings.domain import cell, contact, meeting, orientation, petition, unit
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.petition import PetitionPolicy
@@ -40,13 +40,16 @@ from shared.contract.commands import (
     AcknowledgePetition,
     AdmitMember,
     AdoptResolution,
+    AppointOfficial,
     CancelMeeting,
     CloseMeeting,
     Command,
     CompleteTask,
+    EraseContactDetails,
     EscalateOverduePetition,
     EscalatePetition,
     ExemptMember,
+    IssueOrientation,
     OpenMeeting,
     RaisePetition,
     RegisterCell,
@@ -54,9 +57,10 @@ from shared.contract.commands import (
     ReopenPetition,
     RescheduleMeeting,
     ResolvePetition,
+    SetContactDetails,
     TransferMember,
 )
-from shared.contract.events import PetitionEscalated, PetitionMarkedOverdue
+from shared.contract.events import OrientationIssued, PetitionEscalated, PetitionMarkedOverdue
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,12 @@ class Inputs:
     chains: dict[str, list[str]] = field(default_factory=dict)
     similar: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
 
+    def orientation(self, orientation_id: str | None) -> OrientationIssued | None:
+        if orientation_id is None:
+            return None
+        events = self.streams.get(orientation.stream_id(orientation_id), [])
+        return next((e for e in events if isinstance(e, OrientationIssued)), None)
+
     def cell(self, cell_id: str) -> Cell:
         return Cell.replay(cell_id, self.streams.get(cell.stream_id(cell_id), []))
 
@@ -149,6 +159,8 @@ class Route:
     target: Callable[[Any], tuple[str, str]]  # command -> (stream id, ward id)
     decide: Callable[[Any, list[DomainEvent], Inputs], list[DomainEvent]]
     reads: Callable[[Any], list[str]] = lambda _: []
+    # Data that must not enter the log (personal data), written in the same transaction.
+    store: Callable[[asyncpg.Connection, Any], Awaitable[None]] | None = None
 
 
 def _meeting(c: Any) -> tuple[str, str]:
@@ -201,7 +213,26 @@ ROUTES: dict[type[Command], Route] = {
     AdmitMember: Route(_cell, lambda c, h, i: _c(c, h).admit(c)),
     ExemptMember: Route(_cell, lambda c, h, i: _c(c, h).exempt(c)),
     TransferMember: Route(_cell, lambda c, h, i: _c(c, h).transfer_out(c)),
-    ScheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).schedule(c)),
+    ScheduleMeeting: Route(
+        _meeting,
+        lambda c, h, i: _m(c, h).schedule(c, i.orientation(c.orientation_id)),
+        lambda c: [orientation.stream_id(c.orientation_id)] if c.orientation_id else [],
+    ),
+    AppointOfficial: Route(_cell, lambda c, h, i: _c(c, h).appoint(c)),
+    SetContactDetails: Route(
+        lambda c: (contact.stream_id(c.person_id), c.ward_id),
+        lambda c, h, i: contact.change(c, h),
+        store=write_models.store_contact,
+    ),
+    EraseContactDetails: Route(
+        lambda c: (contact.stream_id(c.person_id), c.ward_id),
+        lambda c, h, i: contact.erase(c, h),
+        store=write_models.erase_contact,
+    ),
+    IssueOrientation: Route(
+        lambda c: (orientation.stream_id(c.orientation_id), c.ward_id),
+        lambda c, h, i: orientation.issue(c, h, i.now),
+    ),
     RescheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).reschedule(c)),
     CancelMeeting: Route(_meeting, lambda c, h, i: _m(c, h).cancel(c)),
     OpenMeeting: Route(
@@ -332,6 +363,10 @@ class CommandBus:
         ]
         positions = iter(await self._store.write(conn, advances, new_events) if new_events else [])
         await write_models.apply(conn, [e.event for e in new_events])
+        for i, _, _, count in planned:
+            route = ROUTES[type(items[i][0])]
+            if route.store is not None and count:
+                await route.store(conn, items[i][0])
         events = iter(new_events)
         keyed: list[tuple[str, AppendResult]] = []
         for i, stream_id, first, count in planned:
