@@ -82,9 +82,14 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
 def add_operational_routes(
-    app: FastAPI, registry: CollectorRegistry, checks: dict[str, ReadinessCheck]
+    app: FastAPI,
+    registry: CollectorRegistry,
+    checks: dict[str, ReadinessCheck],
+    informational: dict[str, ReadinessCheck] | None = None,
 ) -> None:
-    """Liveness says the process answers; readiness says every dependency answers too."""
+    """Liveness says the process answers; readiness says every dependency it cannot serve
+    without answers too. Informational checks are reported but do not take the service
+    out of rotation (the meetings API still takes commands while Kafka is away)."""
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -92,19 +97,25 @@ def add_operational_routes(
 
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
-        results: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                ok = await check()
-            except Exception:
-                ok = False
-            results[name] = "ok" if ok else "failing"
+        results = {name: await _run_check(check) for name, check in checks.items()}
+        extra = {name: await _run_check(check) for name, check in (informational or {}).items()}
         healthy = all(v == "ok" for v in results.values())
         return JSONResponse(
-            {"status": "ready" if healthy else "not_ready", "checks": results},
+            {
+                "status": "ready" if healthy else "not_ready",
+                "checks": results,
+                "informational": extra,
+            },
             status_code=200 if healthy else 503,
         )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _run_check(check: ReadinessCheck) -> str:
+    try:
+        return "ok" if await check() else "failing"
+    except Exception:
+        return "failing"

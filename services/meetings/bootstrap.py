@@ -134,8 +134,12 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
     async def kafka_ready() -> bool:
         return await broker.ping(timeout=2.0)
 
+    # Commands need only Postgres; the relay catches up when Kafka is back.
     add_operational_routes(
-        app, registry, {"postgres": postgres_ready, "relay": relay_ready, "kafka": kafka_ready}
+        app,
+        registry,
+        {"postgres": postgres_ready},
+        informational={"relay": relay_ready, "kafka": kafka_ready},
     )
     return app
 
