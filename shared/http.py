@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import AuthError
-from shared.logs import get_logger
+from shared.logs import configure_logging, get_logger
+from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
 
@@ -112,6 +114,33 @@ def add_operational_routes(
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def postgres_check(app: FastAPI) -> ReadinessCheck:
+    """The pool the lifespan put on ``app.state.pool`` answers a query."""
+
+    async def check() -> bool:
+        pool = getattr(app.state, "pool", None)
+        return pool is not None and await pool.fetchval("select 1") == 1
+
+    return check
+
+
+def broker_check(broker: Any) -> ReadinessCheck:
+    """The FastStream broker reaches Kafka."""
+
+    async def check() -> bool:
+        return bool(await broker.ping(timeout=2.0))
+
+    return check
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service's app on its port, with our own logging in place of uvicorn's."""
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    uvicorn.run(
+        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
 
 
 async def _run_check(check: ReadinessCheck) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
@@ -23,9 +22,15 @@ from services.meetings.service_layer.handlers import CommandBus
 from shared.auth import TokenService
 from shared.clock import Clock, OffsetClock, SystemClock
 from shared.consumer import make_broker
-from shared.http import add_operational_routes, install_error_handlers
+from shared.http import (
+    add_operational_routes,
+    broker_check,
+    install_error_handlers,
+    postgres_check,
+    serve,
+)
 from shared.kafka import ConsumerLagMonitor, ensure_topics
-from shared.logs import configure_logging, get_logger
+from shared.logs import get_logger
 from shared.postgres import create_pool, migrate
 from shared.settings import ServiceSettings
 
@@ -101,7 +106,8 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
         )(intake)
-        state.update(pool=pool, relay=relay)
+        app.state.pool = pool
+        state.update(relay=relay)
         app.state.bus = bus
         app.state.tokens = TokenService(settings.auth_jwt_secret)  # type: ignore[arg-type]
         await relay.start()
@@ -123,34 +129,20 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
     install_error_handlers(app)
     app.include_router(command_router())
 
-    async def postgres_ready() -> bool:
-        pool = state.get("pool")
-        return pool is not None and await pool.fetchval("select 1") == 1  # type: ignore[attr-defined]
-
     async def relay_ready() -> bool:
         relay = state.get("relay")
         return relay is not None and relay.healthy()  # type: ignore[attr-defined]
-
-    async def kafka_ready() -> bool:
-        return await broker.ping(timeout=2.0)
 
     # Commands need only Postgres; the relay catches up when Kafka is back.
     add_operational_routes(
         app,
         registry,
-        {"postgres": postgres_ready},
-        informational={"relay": relay_ready, "kafka": kafka_ready},
+        {"postgres": postgres_check(app)},
+        informational={"relay": relay_ready, "kafka": broker_check(broker)},
     )
     return app
 
 
 def main() -> None:
     settings = MeetingsSettings()
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    uvicorn.run(
-        build_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(build_app(settings), settings)

@@ -6,7 +6,6 @@ import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
@@ -19,9 +18,15 @@ from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.service_layer.dispatcher import Dispatcher
 from services.notifications.service_layer.notifier import Notifier
 from shared.consumer import EventConsumer, make_broker
-from shared.http import add_operational_routes, install_error_handlers
+from shared.http import (
+    add_operational_routes,
+    broker_check,
+    install_error_handlers,
+    postgres_check,
+    serve,
+)
 from shared.kafka import ConsumerLagMonitor, ensure_topics
-from shared.logs import configure_logging, get_logger
+from shared.logs import get_logger
 from shared.postgres import create_pool, migrate
 from shared.settings import ServiceSettings
 
@@ -99,24 +104,12 @@ def build_app(settings: NotificationsSettings) -> FastAPI:
     app = FastAPI(title="Chibo — notifications", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
 
-    async def postgres_ready() -> bool:
-        pool = getattr(app.state, "pool", None)
-        return pool is not None and await pool.fetchval("select 1") == 1
-
-    async def kafka_ready() -> bool:
-        return await broker.ping(timeout=2.0)
-
-    add_operational_routes(app, registry, {"postgres": postgres_ready, "kafka": kafka_ready})
+    add_operational_routes(
+        app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}
+    )
     return app
 
 
 def main() -> None:
     settings = NotificationsSettings()
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    uvicorn.run(
-        build_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(build_app(settings), settings)

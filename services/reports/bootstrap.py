@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
@@ -13,9 +12,15 @@ from prometheus_client import CollectorRegistry
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project
 from shared.consumer import EventConsumer, make_broker
-from shared.http import add_operational_routes, install_error_handlers
+from shared.http import (
+    add_operational_routes,
+    broker_check,
+    install_error_handlers,
+    postgres_check,
+    serve,
+)
 from shared.kafka import ConsumerLagMonitor, ensure_topics
-from shared.logs import configure_logging, get_logger
+from shared.logs import get_logger
 from shared.postgres import create_pool, migrate
 from shared.settings import ServiceSettings
 
@@ -64,24 +69,12 @@ def build_app(settings: ReportsSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(report_router())
 
-    async def postgres_ready() -> bool:
-        pool = getattr(app.state, "pool", None)
-        return pool is not None and await pool.fetchval("select 1") == 1
-
-    async def kafka_ready() -> bool:
-        return await broker.ping(timeout=2.0)
-
-    add_operational_routes(app, registry, {"postgres": postgres_ready, "kafka": kafka_ready})
+    add_operational_routes(
+        app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}
+    )
     return app
 
 
 def main() -> None:
     settings = ReportsSettings()
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    uvicorn.run(
-        build_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(build_app(settings), settings)
