@@ -175,6 +175,9 @@ class EventRelay:
                     await asyncio.sleep(self._idle_interval_s)
         finally:
             self._leading = False
+            # The new leader reports the lag now; a frozen figure here would mislead.
+            self._metrics.relay_lag_events.set(0)
+            self._metrics.relay_lag_seconds.set(0)
             await lock_conn.close()  # releases the lock
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
