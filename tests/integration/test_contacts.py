@@ -41,7 +41,8 @@ async def test_contact_details_are_stored_apart_corrected_and_erased(running_sta
     )
     log = await fetch(
         running_stack.database_url,
-        "select event_type, payload::text as payload from meetings.events where ward_id = $1",
+        "select event_type, payload::text as payload from meetings.events where ward_id = $1"
+        " order by global_position",
         ward,
     )
     assert [r["event_type"] for r in log] == [

@@ -353,3 +353,15 @@ def test_any_roll_call_with_a_repeat_or_a_stranger_is_refused(extra: list[str]) 
     with pytest.raises(DomainRejection) as caught:
         Meeting.replay(MEETING, scheduled()).open(cmd, a_cell(), NOW)
     assert caught.value.code in ("duplicate_entry", "not_a_member")
+
+
+def test_the_cell_committee_calls_only_those_who_attend() -> None:
+    committee = [MeetingScheduled(kind=MeetingKind.COMMITTEE, scheduled_start=START, **MIDS)]
+    cmd = OpenMeeting(opened_at=START, roll_call=present("m1", "m2"), **MIDS)
+    event = Meeting.replay(MEETING, committee).open(cmd, a_cell(), NOW)[0]
+    assert isinstance(event, MeetingOpened)
+    assert [e.member_id for e in event.roll_call] == ["m1", "m2"]
+    stranger = OpenMeeting(opened_at=START, roll_call=present("m1", "zz"), **MIDS)
+    rejected(
+        "not_a_member", lambda: Meeting.replay(MEETING, committee).open(stranger, a_cell(), NOW)
+    )

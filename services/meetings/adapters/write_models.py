@@ -23,6 +23,7 @@ from shared.contract.events import (
 
 async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
     deadlines: dict[str, tuple[str, datetime | None]] = {}  # last word per petition wins
+    raised: list[PetitionRaised] = []
     for event in events:
         match event:
             case UnitRegistered():
@@ -37,21 +38,24 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
                     event.name,
                 )
             case PetitionRaised():
-                await conn.execute(
-                    "insert into meetings.petition_index"
-                    " (petition_id, ward_id, category, place_key, raised_at)"
-                    " values ($1, $2, $3, $4, $5) on conflict do nothing",
-                    event.petition_id,
-                    event.ward_id,
-                    event.category.value,
-                    place_key(event.place),
-                    event.raised_at,
-                )
+                raised.append(event)
                 deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
             case PetitionEscalated() | PetitionReopened():
                 deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
             case PetitionResolved() | PetitionMarkedOverdue():
                 deadlines[event.petition_id] = (event.ward_id, None)
+    if raised:
+        await conn.execute(
+            "insert into meetings.petition_index"
+            " (petition_id, ward_id, category, place_key, raised_at)"
+            " select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::timestamptz[]) on conflict do nothing",
+            [e.petition_id for e in raised],
+            [e.ward_id for e in raised],
+            [e.category.value for e in raised],
+            [place_key(e.place) for e in raised],
+            [e.raised_at for e in raised],
+        )
     due = [(p, w, d) for p, (w, d) in deadlines.items() if d is not None]
     gone = [p for p, (_, d) in deadlines.items() if d is None]
     if due:

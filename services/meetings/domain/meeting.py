@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import reject
 from shared.clock import LOCAL_TZ
-from shared.contract import DomainEvent, MeetingScheduled, ScheduleMeeting
+from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
 from shared.contract.commands import (
     AdoptResolution,
     CancelMeeting,
@@ -119,7 +119,7 @@ class Meeting:
         assert self.start is not None
         if cmd.opened_at < self.start - EARLIEST_OPENING or cmd.opened_at > now + CLOCK_SKEW:
             raise _implausible("opened_at", cmd.opened_at)
-        roll_call = _roll_call(cmd.roll_call, cell, cmd.opened_at)
+        roll_call = _roll_call(cmd.roll_call, cell, cmd.opened_at, self._whole_cell)
         return [
             MeetingOpened(
                 meeting_id=cmd.meeting_id,
@@ -204,7 +204,7 @@ class Meeting:
                     "Chi bộ này điểm danh hai lần: cần kết quả điểm danh cuối buổi.",
                     "This cell calls the roll twice: the second roll call is required.",
                 )
-            second = _roll_call(cmd.second_roll_call, cell, opened.opened_at)
+            second = _roll_call(cmd.second_roll_call, cell, opened.opened_at, self._whole_cell)
         elif cmd.second_roll_call is not None:
             raise reject(
                 "no_second_roll_call",
@@ -222,6 +222,12 @@ class Meeting:
                 speakers=sorted(set(cmd.speakers) - present),
             )
         return [MeetingClosed(**{**cmd.model_dump(), "second_roll_call": second})]
+
+    @property
+    def _whole_cell(self) -> bool:
+        """The cell committee meets without the other members: its roll call is of those
+        who attend, each a member of the cell; every other kind calls the whole cell."""
+        return self.scheduled is None or self.scheduled.kind != MeetingKind.COMMITTEE
 
     # -- guards ------------------------------------------------------------------------
     def _require_scheduled(self, ward_id: str, cell_id: str) -> MeetingScheduled:
@@ -267,7 +273,9 @@ class Meeting:
         return self.opened
 
 
-def _roll_call(entries: list[AttendanceEntry], cell: Cell, at: datetime) -> list[AttendanceEntry]:
+def _roll_call(
+    entries: list[AttendanceEntry], cell: Cell, at: datetime, whole_cell: bool = True
+) -> list[AttendanceEntry]:
     """Check a roll call against the cell's roll on that day, and list the exempt members
     the caller left out (they are listed, but not counted)."""
     if cell.registered is None:
@@ -305,6 +313,8 @@ def _roll_call(entries: list[AttendanceEntry], cell: Cell, at: datetime) -> list
                 "An excused absence needs a reason.",
                 member_id=entry.member_id,
             )
+    if not whole_cell:
+        return list(entries)
     missing = [m for m_id, m in cell.members.items() if m_id not in seen]
     not_exempt = [m.member_id for m in missing if not m.exempt_on(day)]
     if not_exempt:

@@ -34,6 +34,10 @@ from shared.contract.events import (
     PetitionResolved,
 )
 
+# An event names at most this many earlier petitions about the same place, the latest:
+# enough to follow the thread, without events growing with every recurrence.
+MAX_SIMILAR_LISTED = 10
+
 
 def stream_id(petition_id: str) -> str:
     return f"petition-{petition_id}"
@@ -129,7 +133,7 @@ class Petition:
                 holder_id=cmd.cell_id,
                 deadline_at=now + first.deadline,
                 recurring=bool(similar),
-                similar_petition_ids=similar,
+                similar_petition_ids=similar[-MAX_SIMILAR_LISTED:],
             )
         ]
 
