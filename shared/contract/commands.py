@@ -183,6 +183,20 @@ class AppointOfficial(Command):
     full_name: ShortText
 
 
+class AppointUnitOfficial(Command):
+    """Appoint the secretary or deputy of a unit above the cell."""
+
+    command_type: ClassVar[str] = "AppointUnitOfficial"
+
+    unit_id: Identifier
+    role: OfficialRole
+    person_id: Identifier
+    full_name: ShortText
+
+    def scope(self) -> tuple[str, str | None]:
+        return self.unit_id, None
+
+
 class SetContactDetails(Command):
     """Record or correct a person's phone and e-mail (kept in the erasable store)."""
 
@@ -287,6 +301,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         CloseMeeting,
         RegisterUnit,
         AppointOfficial,
+        AppointUnitOfficial,
         SetContactDetails,
         EraseContactDetails,
         IssueOrientation,

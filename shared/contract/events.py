@@ -207,6 +207,19 @@ class OfficialAppointed(DomainEvent):
     replaces_person_id: Identifier | None = None
 
 
+class UnitOfficialAppointed(DomainEvent):
+    """An office of a unit above the cell (the ward's or the district's secretary, say)."""
+
+    event_type: ClassVar[str] = "UnitOfficialAppointed"
+
+    unit_id: Identifier
+    ward_id: Identifier  # the unit itself: the Kafka key of its events
+    role: OfficialRole
+    person_id: Identifier
+    full_name: ShortText
+    replaces_person_id: Identifier | None = None
+
+
 class ContactDetailsChanged(DomainEvent):
     """A person's phone or e-mail changed. The values are personal data: they live in the
     erasable contact store, never in this log; the event says only what changed."""
@@ -364,6 +377,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         MeetingClosed,
         UnitRegistered,
         OfficialAppointed,
+        UnitOfficialAppointed,
         ContactDetailsChanged,
         ContactDetailsErased,
         OrientationIssued,

@@ -105,3 +105,25 @@ def test_a_meeting_linked_to_an_orientation_needs_that_wards_orientation() -> No
         code_of(lambda: Meeting.replay("m", []).schedule(schedule, foreign))
         == "unknown_orientation"
     )
+
+
+def test_units_above_the_cell_have_their_secretary_and_deputy() -> None:
+    from services.meetings.domain import unit
+    from shared.contract.commands import AppointUnitOfficial, RegisterUnit
+    from shared.contract.events import UnitOfficialAppointed
+
+    registered = unit.register(
+        RegisterUnit(unit_id="nam-ngan", parent_id="tp-thanh-hoa", level="ward", name="Nam Ngạn"),
+        [],
+    )
+    appoint = AppointUnitOfficial(
+        unit_id="nam-ngan", role=OfficialRole.SECRETARY, person_id="bt-1", full_name="Lê Văn Bình"
+    )
+    assert code_of(lambda: unit.appoint(appoint, [])) == "unknown_unit"
+    first = unit.appoint(appoint, registered)[0]
+    assert isinstance(first, UnitOfficialAppointed) and first.ward_id == "nam-ngan"
+    assert code_of(lambda: unit.appoint(appoint, [*registered, first])) == "already_holds"
+    nxt = unit.appoint(appoint.model_copy(update={"person_id": "bt-2"}), [*registered, first])[0]
+    assert isinstance(nxt, UnitOfficialAppointed) and nxt.replaces_person_id == "bt-1"
+    in_charge = appoint.model_copy(update={"role": OfficialRole.WARD_MEMBER_IN_CHARGE})
+    assert code_of(lambda: unit.appoint(in_charge, registered)) == "cell_office"

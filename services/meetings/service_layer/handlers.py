@@ -41,6 +41,7 @@ from shared.contract.commands import (
     AdmitMember,
     AdoptResolution,
     AppointOfficial,
+    AppointUnitOfficial,
     CancelMeeting,
     CloseMeeting,
     Command,
@@ -219,6 +220,9 @@ ROUTES: dict[type[Command], Route] = {
         lambda c: [orientation.stream_id(c.orientation_id)] if c.orientation_id else [],
     ),
     AppointOfficial: Route(_cell, lambda c, h, i: _c(c, h).appoint(c)),
+    AppointUnitOfficial: Route(
+        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.appoint(c, h)
+    ),
     SetContactDetails: Route(
         lambda c: (contact.stream_id(c.person_id), c.ward_id),
         lambda c, h, i: contact.change(c, h),
