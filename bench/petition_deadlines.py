@@ -16,11 +16,9 @@ See docs/benchmarks.md ("Petition deadlines") for what is timed and why.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,11 +29,12 @@ from aiokafka import AIOKafkaProducer
 
 from bench.harness import BenchContext, Figure, MetricsSnapshot, PeakRss, benchmark
 from bench.kafka_ceiling import NAME as KAFKA_CEILING
-from bench.kafka_ceiling import RAW_PRODUCE, ward_ids
+from bench.kafka_ceiling import RAW_PRODUCE
 from bench.write_side import (
     MEETINGS,
     SOURCES,
     inbound_commands,
+    inbound_records,
     max_position,
     metrics,
     produce,
@@ -44,7 +43,6 @@ from bench.write_side import (
     start_service,
     wait_for_appended,
 )
-from shared.clock import LOCAL_TZ
 from shared.kafka import aiokafka_client_kwargs
 
 BURST = "deadlines.burst"
@@ -102,24 +100,8 @@ def petition_payload(i: int, ward: str, tag: str) -> dict[str, Any]:
 
 
 def raise_commands(start: int, count: int, tag: str) -> list[tuple[bytes, bytes]]:
-    """(key, value) records: InboundCommand envelopes around RaisePetition, keyed by ward,
-    from the allow-listed upstream sources in turn."""
-    wards = ward_ids(WARDS)
-    occurred_at = datetime.now(LOCAL_TZ).isoformat()
-    out = []
-    for i in range(start, start + count):
-        ward = wards[i % len(wards)]
-        envelope = {
-            "message_id": str(uuid.uuid4()),
-            "type": "RaisePetition",
-            "version": 1,
-            "occurred_at": occurred_at,
-            "source": SOURCES[i % len(SOURCES)],
-            "payload": petition_payload(i, ward, tag),
-        }
-        value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-        out.append((ward.encode(), value))
-    return out
+    """RaisePetition records, keyed by ward, from the allow-listed sources in turn."""
+    return inbound_records("RaisePetition", petition_payload, start, count, tag)
 
 
 def streams_like(tag: str) -> str:

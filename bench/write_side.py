@@ -117,8 +117,15 @@ def meeting_payload(i: int, ward: str, tag: str) -> dict[str, Any]:
     }
 
 
-def inbound_commands(start: int, count: int, tag: str) -> list[tuple[bytes, bytes]]:
-    """(key, value) records: InboundCommand envelopes around ScheduleMeeting, keyed by ward."""
+def inbound_records(
+    command_type: str,
+    payload: Callable[[int, str, str], dict[str, Any]],
+    start: int,
+    count: int,
+    tag: str,
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) records: InboundCommand envelopes around ``payload(i, ward, tag)``,
+    keyed by ward, from the allow-listed upstream sources in turn."""
     wards = ward_ids(WARDS)
     occurred_at = datetime.now(LOCAL_TZ).isoformat()
     out = []
@@ -126,15 +133,20 @@ def inbound_commands(start: int, count: int, tag: str) -> list[tuple[bytes, byte
         ward = wards[i % len(wards)]
         envelope = {
             "message_id": str(uuid.uuid4()),
-            "type": "ScheduleMeeting",
+            "type": command_type,
             "version": 1,
             "occurred_at": occurred_at,
             "source": SOURCES[i % len(SOURCES)],
-            "payload": meeting_payload(i, ward, tag),
+            "payload": payload(i, ward, tag),
         }
         value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         out.append((ward.encode(), value))
     return out
+
+
+def inbound_commands(start: int, count: int, tag: str) -> list[tuple[bytes, bytes]]:
+    """ScheduleMeeting records for the append benchmark."""
+    return inbound_records("ScheduleMeeting", meeting_payload, start, count, tag)
 
 
 def meeting_event(i: int, ward: str, tag: str) -> MeetingScheduled:
