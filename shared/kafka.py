@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
+from shared.tasks import cancel
 
 log = get_logger(__name__)
 
@@ -143,10 +144,7 @@ class ConsumerLagMonitor:
         self._task = asyncio.create_task(self._run(), name=f"lag-monitor-{self._group_id}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def measure_once(self) -> dict[tuple[str, int], int]:
         kwargs = aiokafka_client_kwargs(self._settings)

@@ -29,6 +29,7 @@ from services.meetings.adapters.metrics import MeetingsMetrics
 from shared.kafka import aiokafka_client_kwargs
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
+from shared.tasks import cancel
 
 log = get_logger(__name__)
 
@@ -120,11 +121,7 @@ class EventRelay:
         self._lag_task = asyncio.create_task(self._measure_lag(), name="relay-lag")
 
     async def stop(self) -> None:
-        for task in (self._task, self._lag_task):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel(self._task, self._lag_task)
         await self._close_producer()
 
     def healthy(self) -> bool:

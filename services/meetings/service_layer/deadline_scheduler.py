@@ -14,7 +14,6 @@ by at most ``lease_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import asyncpg
 
@@ -24,6 +23,7 @@ from shared.auth import Principal, Role
 from shared.clock import Clock
 from shared.contract.commands import Command, EscalateOverduePetition
 from shared.logs import get_logger
+from shared.tasks import cancel
 
 log = get_logger(__name__)
 
@@ -72,10 +72,7 @@ class DeadlineScheduler:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
 
     async def run_once(self) -> int:
         """Escalate one batch of due deadlines; returns how many were claimed."""

@@ -16,6 +16,7 @@ from services.notifications.adapters import delivery_log
 from services.notifications.adapters.email import SmtpSender
 from services.notifications.adapters.metrics import NotificationsMetrics
 from shared.logs import get_logger
+from shared.tasks import cancel
 
 log = get_logger(__name__)
 
@@ -43,10 +44,7 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:
