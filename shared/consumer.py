@@ -122,6 +122,16 @@ class EventConsumer:
             raise
         self._failures_in_a_row = 0
         self.outcomes.labels(self._service, "applied").inc()
+        log.info(
+            "event.applied",
+            consumer=self._service,
+            event_type=envelope.event_type,
+            event_id=str(envelope.event_id),
+            stream_id=envelope.stream_id,
+            stream_version=envelope.stream_version,
+            correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
+            causation_id=str(envelope.causation_id) if envelope.causation_id else None,
+        )
 
     async def _dead_letter(
         self, message: KafkaMessage, raw: bytes, reason: str, detail: str

@@ -62,6 +62,7 @@ from shared.contract.commands import (
     TransferMember,
 )
 from shared.contract.events import OrientationIssued, PetitionEscalated, PetitionMarkedOverdue
+from shared.logs import get_logger
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Rejection:
 
 
 Outcome = AppendResult | Rejection
+log = get_logger(__name__)
 
 
 @dataclass
@@ -296,9 +298,21 @@ class CommandBus:
             elif isinstance(event, PetitionMarkedOverdue):
                 self._metrics.escalations.labels(event.level, "overdue_at_top").inc()
         for (command, ctx), outcome in zip(items, outcomes, strict=True):
-            self._metrics.commands.labels(
-                command.command_type, ctx.door, _outcome_label(outcome)
-            ).inc()
+            label = _outcome_label(outcome)
+            self._metrics.commands.labels(command.command_type, ctx.door, label).inc()
+            # One line per command: its correlation id follows it through every service.
+            log.info(
+                "command.handled",
+                command=command.command_type,
+                outcome=label,
+                door=ctx.door,
+                correlation_id=str(ctx.correlation_id),
+                causation_id=str(ctx.causation_id) if ctx.causation_id else None,
+                stream_id=outcome.stream_id if isinstance(outcome, AppendResult) else None,
+                event_ids=[str(e) for e in outcome.event_ids]
+                if isinstance(outcome, AppendResult)
+                else None,
+            )
         return [o for o in outcomes if o is not None]
 
     async def _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -13,6 +14,7 @@ from services.notifications.domain.notices import Notice
 @dataclass(frozen=True)
 class PendingDelivery:
     delivery_id: int
+    trigger_event_id: UUID
     trigger: str
     recipient: str
     channel: str
@@ -46,7 +48,8 @@ async def take_pending(conn: asyncpg.Connection, limit: int) -> list[PendingDeli
     """Pending deliveries, locked for this transaction so that replicas never share one."""
     rows = await conn.fetch(
         """
-        select delivery_id, trigger, recipient, channel, subject, body_text, body_html, attempts
+        select delivery_id, trigger_event_id, trigger, recipient, channel, subject, body_text,
+               body_html, attempts
         from notifications.deliveries
         where status = 'pending' and next_attempt_at <= now()
         order by next_attempt_at, delivery_id limit $1 for update skip locked

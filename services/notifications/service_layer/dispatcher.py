@@ -92,3 +92,11 @@ class Dispatcher:
             return
         await delivery_log.mark_sent(conn, d.delivery_id)
         self._metrics.sent.labels(d.channel, d.trigger).inc()
+        # The trigger event caused this notice; its log line carries the correlation id.
+        log.info(
+            "notice.sent",
+            delivery_id=d.delivery_id,
+            trigger=d.trigger,
+            channel=d.channel,
+            causation_id=str(d.trigger_event_id),
+        )
