@@ -130,6 +130,17 @@ async def test_a_petition_escalates_twice_on_a_moved_clock(running_stack: Stack,
     both = await escalations(running_stack, petition, 2)
     assert (both[1]["to_level"], both[1]["to_holder_id"]) == ("district", ward.district)
     assert [e["reason"] for e in both] == ["deadline", "deadline"]
+
+    async def counted_at_district() -> bool:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{running_stack.service_url('meetings')}/metrics")).text
+        return any(
+            line.startswith('chibo_petitions_open{level="district"}')
+            and float(line.split()[-1]) >= 1
+            for line in text.splitlines()
+        )
+
+    await eventually(counted_at_district, timeout_s=30, what="open petitions by level")
     assert both[1]["missed_deadline_at"] == both[0]["deadline_at"]
 
 

@@ -105,6 +105,10 @@ async def test_a_meeting_from_schedule_to_close_through_http(running_stack: Stac
         "ResolutionAdopted",
         "MeetingClosed",
     ]
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{running_stack.service_url('meetings')}/metrics")).text
+    held = [line for line in metrics.splitlines() if line.startswith("chibo_meetings_held_total{")]
+    assert any('kind="regular"' in line and float(line.split()[-1]) >= 1 for line in held)
     opened = json.loads(rows[6]["payload"])
     assert [(e["member_id"][-3:], e["status"]) for e in opened["roll_call"]] == [
         ("dv1", "present"),

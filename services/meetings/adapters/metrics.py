@@ -63,6 +63,18 @@ class MeetingsMetrics:
             ["level", "reason"],
             registry=registry,
         )
+        self.petitions_open = Gauge(
+            "chibo_petitions_open",
+            "Open petitions by the ladder level that holds them (overdue at the top included).",
+            ["level"],
+            registry=registry,
+        )
+        self.meetings_held = Counter(
+            "chibo_meetings_held_total",
+            "Meetings opened with their first roll call, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         self.scheduler_runs = Counter(
             "chibo_deadline_scheduler_runs_total",
             "Scans of due deadlines (a stalled scheduler stops counting).",

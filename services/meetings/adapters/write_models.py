@@ -22,7 +22,8 @@ from shared.contract.events import (
 
 
 async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
-    deadlines: dict[str, tuple[str, datetime | None]] = {}  # last word per petition wins
+    # The last word per petition wins: (ward, level, deadline) while open, None once closed.
+    open_petitions: dict[str, tuple[str, str, datetime | None] | None] = {}
     raised: list[PetitionRaised] = []
     for event in events:
         match event:
@@ -39,11 +40,17 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
                 )
             case PetitionRaised():
                 raised.append(event)
-                deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
-            case PetitionEscalated() | PetitionReopened():
-                deadlines[event.petition_id] = (event.ward_id, event.deadline_at)
-            case PetitionResolved() | PetitionMarkedOverdue():
-                deadlines[event.petition_id] = (event.ward_id, None)
+                open_petitions[event.petition_id] = (event.ward_id, event.level, event.deadline_at)
+            case PetitionEscalated():
+                open_petitions[event.petition_id] = (
+                    event.ward_id, event.to_level, event.deadline_at,
+                )  # fmt: skip
+            case PetitionReopened():
+                open_petitions[event.petition_id] = (event.ward_id, event.level, event.deadline_at)
+            case PetitionMarkedOverdue():
+                open_petitions[event.petition_id] = (event.ward_id, event.level, None)
+            case PetitionResolved():
+                open_petitions[event.petition_id] = None
     if raised:
         await conn.execute(
             "insert into meetings.petition_index"
@@ -56,21 +63,22 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
             [place_key(e.place) for e in raised],
             [e.raised_at for e in raised],
         )
-    due = [(p, w, d) for p, (w, d) in deadlines.items() if d is not None]
-    gone = [p for p, (_, d) in deadlines.items() if d is None]
-    if due:
+    still_open = [(p, *state) for p, state in open_petitions.items() if state is not None]
+    closed = [p for p, state in open_petitions.items() if state is None]
+    if still_open:
         await conn.execute(
-            "insert into meetings.petition_deadlines (petition_id, ward_id, due_at)"
-            " select * from unnest($1::text[], $2::text[], $3::timestamptz[])"
-            " on conflict (petition_id) do update"
-            " set due_at = excluded.due_at, claimed_until = null",
-            [p for p, _, _ in due],
-            [w for _, w, _ in due],
-            [d for _, _, d in due],
+            "insert into meetings.petition_deadlines (petition_id, ward_id, level, due_at)"
+            " select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])"
+            " on conflict (petition_id) do update set level = excluded.level,"
+            " due_at = excluded.due_at, claimed_until = null",
+            [row[0] for row in still_open],
+            [row[1] for row in still_open],
+            [row[2] for row in still_open],
+            [row[3] for row in still_open],
         )
-    if gone:
+    if closed:
         await conn.execute(
-            "delete from meetings.petition_deadlines where petition_id = any($1::text[])", gone
+            "delete from meetings.petition_deadlines where petition_id = any($1::text[])", closed
         )
 
 

@@ -64,6 +64,7 @@ class DeadlineScheduler:
         self._batch = batch
         self._lease_s = lease_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._levels_seen: set[str] = set()
 
     async def start(self) -> None:
         self._tasks = [
@@ -106,10 +107,18 @@ class DeadlineScheduler:
         while True:
             try:
                 row = await self._pool.fetchrow(
-                    "select count(*) as pending, min(due_at) as oldest"
+                    "select count(due_at) as pending, min(due_at) as oldest"
                     " from meetings.petition_deadlines"
                 )
                 self._metrics.deadlines_pending.set(row["pending"])
+                by_level = await self._pool.fetch(
+                    "select level, count(*) as n from meetings.petition_deadlines"
+                    " where level is not null group by level"
+                )
+                counts = {r["level"]: r["n"] for r in by_level}
+                self._levels_seen |= counts.keys()
+                for level in self._levels_seen:  # a level that emptied reads 0, not its past
+                    self._metrics.petitions_open.labels(level).set(counts.get(level, 0))
                 oldest = row["oldest"]
                 overdue = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
                 self._metrics.oldest_overdue_seconds.set(max(overdue, 0.0))

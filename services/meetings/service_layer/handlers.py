@@ -61,7 +61,13 @@ from shared.contract.commands import (
     SetContactDetails,
     TransferMember,
 )
-from shared.contract.events import OrientationIssued, PetitionEscalated, PetitionMarkedOverdue
+from shared.contract.events import (
+    MeetingOpened,
+    MeetingScheduled,
+    OrientationIssued,
+    PetitionEscalated,
+    PetitionMarkedOverdue,
+)
 from shared.logs import get_logger
 
 
@@ -290,13 +296,20 @@ class CommandBus:
                             written += await self._run([i], items, outcomes, earlier, conn)
                     except ConcurrencyConflict as exc:
                         outcomes[i] = Rejection.of(exc)
+        meeting_kinds = {}
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
+            for event in history[:1]:
+                if isinstance(event, MeetingScheduled):
+                    meeting_kinds[event.meeting_id] = event.kind.value
         for event in written.events:  # committed now: count what was decided
             if isinstance(event, PetitionEscalated):
                 self._metrics.escalations.labels(event.to_level, event.reason.value).inc()
             elif isinstance(event, PetitionMarkedOverdue):
                 self._metrics.escalations.labels(event.level, "overdue_at_top").inc()
+            elif isinstance(event, MeetingOpened):
+                kind = meeting_kinds.get(event.meeting_id, "unknown")
+                self._metrics.meetings_held.labels(kind).inc()
         for (command, ctx), outcome in zip(items, outcomes, strict=True):
             label = _outcome_label(outcome)
             self._metrics.commands.labels(command.command_type, ctx.door, label).inc()
