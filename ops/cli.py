@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
@@ -102,6 +103,39 @@ def token_issue(
         subject, role, level, unit or None, ttl=timedelta(hours=hours)
     )
     typer.echo(token)
+
+
+@app.command("generate")
+def generate_month(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM; default: the previous month")] = None,
+    seed: Annotated[int, typer.Option(help="The district's seed.")] = 2026,
+    wards: Annotated[int, typer.Option(min=1)] = 34,
+    cells: Annotated[int, typer.Option(min=1)] = 311,
+    out: Annotated[Path, typer.Option(help="Where commands.jsonl and expected.json go.")] = Path(
+        ".local/generated"
+    ),
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Publish through the Kafka door and wait.")
+    ] = False,
+) -> None:
+    """Generate a demo district's month (and its expected figures), and optionally publish
+    it through the Kafka inbound door, to the local stack or KAFKA_BOOTSTRAP_SERVERS and
+    DATABASE_URL. Publishing the same month again is idempotent."""
+    from generator.__main__ import main as generator_main
+
+    argv = ["--seed", str(seed), "--wards", str(wards), "--cells", str(cells), "--out", str(out)]
+    if month:
+        argv += ["--month", month]
+    if publish:
+        target = Target.from_env()
+        argv += [
+            "--publish",
+            "--bootstrap",
+            target.kafka.bootstrap_servers,
+            "--database-url",
+            target.database_url,
+        ]
+    raise typer.Exit(code=generator_main(argv))
 
 
 @app.command("demo")
