@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +17,6 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
-    read_topic,
     schedule_body,
     unique_ward,
 )
@@ -143,23 +142,43 @@ async def _publish_and_account(
     await eventually(sentinel_appended, timeout_s=60, what="the sentinel after the fuzz")
 
     # Every hostile record was either accepted (its key is recorded) or dead-lettered.
+    # Partitions flow independently, so both are read again until all are accounted for.
+    dead_lettered: set[str] = set()
     keys = [k for k in sent.values() if k]
-    accepted = {
-        r["idempotency_key"]
-        for r in await fetch(
-            stack.database_url,
-            "select idempotency_key from meetings.idempotency_keys"
-            " where idempotency_key = any($1::text[])",
-            keys,
-        )
-    }
-    expected_dead = {src for src, idem in sent.items() if idem not in accepted}
+    consumer = AIOKafkaConsumer(
+        "chibo.commands.dlq.v1",
+        bootstrap_servers=stack.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
 
-    def all_dead_lettered(records: list) -> bool:
-        sources = {dict(r.headers).get("dlq_source", b"").decode() for r in records}
-        return expected_dead <= sources
+        async def unaccounted() -> set[str]:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                for record in batch:
+                    dead_lettered.add(dict(record.headers).get("dlq_source", b"").decode())
+            accepted = {
+                r["idempotency_key"]
+                for r in await fetch(
+                    stack.database_url,
+                    "select idempotency_key from meetings.idempotency_keys"
+                    " where idempotency_key = any($1::text[])",
+                    keys,
+                )
+            }
+            return {
+                source
+                for source, idem in sent.items()
+                if source not in dead_lettered and idem not in accepted
+            }
 
-    await read_topic(stack.kafka_bootstrap, "chibo.commands.dlq.v1", until=all_dead_lettered)
+        async def all_accounted_for() -> bool:
+            return not await unaccounted()
+
+        await eventually(all_accounted_for, timeout_s=60, what="every record accounted for")
+    finally:
+        await consumer.stop()
 
     async with httpx.AsyncClient() as client:
         ready = await client.get(f"{stack.service_url('meetings')}/ready")
