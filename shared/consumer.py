@@ -1,5 +1,6 @@
 """What every consumer of the events topic shares: the FastStream broker, exactly-once
-tracking in the consumer's own schema, and the dead-letter route for unreadable events.
+tracking in the consumer's own schema, batches applied in one transaction, and the
+dead-letter route for unreadable events.
 
 Exactly-once effect (design invariant 5): the consumer records the last applied version
 of each stream (table ``<schema>.applied_streams``, created by the consumer's own
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from aiokafka import ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter
@@ -72,6 +74,7 @@ class EventConsumer:
         settings: KafkaSettings,
         apply: Apply,
         registry: CollectorRegistry,
+        after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._service = service
         self._schema = schema
@@ -79,6 +82,7 @@ class EventConsumer:
         self._broker = broker
         self._settings = settings
         self._apply = apply
+        self._after_commit = after_commit
         self._failures_in_a_row = 0
         self.outcomes = Counter(
             "chibo_consumed_events_total",
@@ -89,57 +93,78 @@ class EventConsumer:
         )
 
     async def __call__(self, message: KafkaMessage) -> None:
-        raw: bytes = message.body
+        """One batch of records: what cannot be read is dead-lettered, the rest is applied
+        in one transaction, and only then is the batch acknowledged."""
+        raw = message.raw_message
+        records: list[ConsumerRecord] = list(raw) if isinstance(raw, tuple) else [raw]
         try:
-            envelope = EventEnvelope.model_validate_json(raw)
-        except ValidationError as exc:
-            await self._dead_letter(message, raw, "malformed_envelope", str(exc))
-            return
-        if envelope.event_type not in EVENT_TYPES:
-            # A newer publisher's event type: nothing here depends on it yet.
-            self.outcomes.labels(self._service, "ignored").inc()
-            log.info("consumer.unknown_event_type", event_type=envelope.event_type)
-            return
-        try:
-            event = envelope.domain_event()
-        except ValidationError as exc:
-            await self._dead_letter(message, raw, "invalid_payload", str(exc))
-            return
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                if not await claim(conn, self._schema, envelope):
-                    self.outcomes.labels(self._service, "duplicate").inc()
-                    return
-                await self._apply(conn, envelope, event)
+            await self._process(records)
         except Exception:
-            # A valid event that failed to apply (database down, say) is retried, not
-            # skipped: the error propagates so the message is nacked and read again. The
-            # pause keeps a lasting outage from turning into a hot loop.
+            # A valid event that failed to apply (database down, say) is retried, never
+            # skipped: every partition of the batch is rewound and read again. The pause
+            # keeps a lasting outage from turning into a hot loop.
             self._failures_in_a_row += 1
-            self.outcomes.labels(self._service, "failed").inc()
-            log.exception("consumer.apply_failed", event_id=str(envelope.event_id))
+            self.outcomes.labels(self._service, "failed").inc(len(records))
+            log.exception("consumer.apply_failed", records=len(records))
+            first: dict[TopicPartition, int] = {}
+            for record in records:
+                tp = TopicPartition(record.topic, record.partition)
+                first[tp] = min(first.get(tp, record.offset), record.offset)
+            for tp, offset in first.items():
+                message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
             await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 10.0))
-            raise
+            return
         self._failures_in_a_row = 0
-        self.outcomes.labels(self._service, "applied").inc()
-        log.info(
-            "event.applied",
-            consumer=self._service,
-            event_type=envelope.event_type,
-            event_id=str(envelope.event_id),
-            stream_id=envelope.stream_id,
-            stream_version=envelope.stream_version,
-            correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
-            causation_id=str(envelope.causation_id) if envelope.causation_id else None,
-        )
+        await message.ack()
 
-    async def _dead_letter(
-        self, message: KafkaMessage, raw: bytes, reason: str, detail: str
-    ) -> None:
-        record = message.raw_message
-        source = record[0] if isinstance(record, tuple) else record
+    async def _process(self, records: list[ConsumerRecord]) -> None:
+        readable: list[tuple[EventEnvelope, DomainEvent]] = []
+        dead: list[tuple[ConsumerRecord, str, str]] = []
+        for record in records:
+            raw_value: bytes = record.value or b""
+            try:
+                envelope = EventEnvelope.model_validate_json(raw_value)
+            except ValidationError as exc:
+                dead.append((record, "malformed_envelope", str(exc)))
+                continue
+            if envelope.event_type not in EVENT_TYPES:
+                # A newer publisher's event type: nothing here depends on it yet.
+                self.outcomes.labels(self._service, "ignored").inc()
+                log.info("consumer.unknown_event_type", event_type=envelope.event_type)
+                continue
+            try:
+                readable.append((envelope, envelope.domain_event()))
+            except ValidationError as exc:
+                dead.append((record, "invalid_payload", str(exc)))
+        applied: list[EventEnvelope] = []
+        if readable:
+            async with self._pool.acquire() as conn, conn.transaction():
+                for envelope, event in readable:
+                    if not await claim(conn, self._schema, envelope):
+                        self.outcomes.labels(self._service, "duplicate").inc()
+                        continue
+                    await self._apply(conn, envelope, event)
+                    applied.append(envelope)
+        if applied:
+            self._after_commit()
+            self.outcomes.labels(self._service, "applied").inc(len(applied))
+        for envelope in applied:
+            log.info(
+                "event.applied",
+                consumer=self._service,
+                event_type=envelope.event_type,
+                event_id=str(envelope.event_id),
+                stream_id=envelope.stream_id,
+                stream_version=envelope.stream_version,
+                correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
+                causation_id=str(envelope.causation_id) if envelope.causation_id else None,
+            )
+        for record, reason, detail in dead:
+            await self._dead_letter(record, reason, detail)
+
+    async def _dead_letter(self, source: ConsumerRecord, reason: str, detail: str) -> None:
         await self._broker.publish(
-            raw,
+            source.value or b"",
             topic=self._settings.events_dlq_topic,
             key=source.key,
             headers={

@@ -46,4 +46,6 @@ class ServiceSettings(BaseSettings):
     db_pool_max: int = 10
     log_level: str = "INFO"
     log_json: bool = True
+    # Events a consumer reads and applies in one transaction.
+    consumer_batch_size: int = 500
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

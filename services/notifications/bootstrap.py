@@ -75,16 +75,24 @@ def build_app(settings: NotificationsSettings) -> FastAPI:
             MailboxPatternDirectory(settings.cell_mailbox_pattern),
             TemplateRenderer(settings.templates_dir),
             metrics,
-            work_available,
         )
         consumer = EventConsumer(
-            settings.service_name, "notifications", pool, broker, kafka, notifier, registry
+            settings.service_name,
+            "notifications",
+            pool,
+            broker,
+            kafka,
+            notifier,
+            registry,
+            after_commit=work_available.set,  # the dispatcher sees committed rows at once
         )
         broker.subscriber(
             kafka.events_topic,
             group_id=CONSUMER_GROUP,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            batch=True,
+            max_records=settings.consumer_batch_size,
+            ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
         )(consumer)
         dispatcher = Dispatcher(
             pool, email, metrics, work_available, max_attempts=settings.max_send_attempts

@@ -53,7 +53,9 @@ def build_app(settings: ReportsSettings) -> FastAPI:
             kafka.events_topic,
             group_id=CONSUMER_GROUP,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,  # a failed apply is retried, never skipped
+            batch=True,
+            max_records=settings.consumer_batch_size,
+            ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
         )(consumer)
         await broker.start()
         await lag.start()

@@ -7,8 +7,6 @@ dies before sending.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
 from services.notifications.adapters import delivery_log
@@ -25,22 +23,15 @@ class Notifier:
         directory: MailboxPatternDirectory,
         renderer: TemplateRenderer,
         metrics: NotificationsMetrics,
-        work_available: asyncio.Event,
     ) -> None:
         self._directory = directory
         self._renderer = renderer
         self._metrics = metrics
-        self._work_available = work_available
 
     async def __call__(
         self, conn: asyncpg.Connection, envelope: EventEnvelope, event: DomainEvent
     ) -> None:
-        recorded = 0
         for notice in notices_for(envelope.event_id, event, self._directory.recipients(event)):
             message = self._renderer.render(notice.template, notice.context)
-            if await delivery_log.record(conn, notice, message):
-                recorded += 1
-            else:
+            if not await delivery_log.record(conn, notice, message):
                 self._metrics.suppressed.labels(notice.channel, notice.trigger, "duplicate").inc()
-        if recorded:
-            self._work_available.set()
