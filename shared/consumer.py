@@ -91,6 +91,10 @@ class EventConsumer:
             ["consumer", "outcome"],
             registry=registry,
         )
+        # Every outcome exists from the start, so the first failure after a restart is a
+        # rise that alerts can see, not a series appearing from nothing.
+        for outcome in ("applied", "duplicate", "ignored", "dead_lettered", "failed"):
+            self.outcomes.labels(service, outcome)
 
     async def __call__(self, message: KafkaMessage) -> None:
         """One batch of records: what cannot be read is dead-lettered, the rest is applied

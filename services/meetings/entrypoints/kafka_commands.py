@@ -29,6 +29,15 @@ from shared.settings import KafkaSettings
 log = get_logger(__name__)
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Why the door itself refuses a record; rule violations add rejected_<code>.
+DOOR_REASONS = (
+    "malformed_envelope",
+    "unauthorised_source",
+    "unknown_command",
+    "invalid_payload",
+    "implausible_time",
+    "wrong_key",
+)
 
 
 class DeadLetter(Exception):
@@ -62,6 +71,8 @@ class KafkaCommandIntake:
             ["topic", "reason"],
             registry=registry,
         )
+        for reason in DOOR_REASONS:  # visible at 0 from the start: the first one alerts
+            self.dead_lettered.labels(settings.dlq_topic, reason)
 
     async def __call__(self, message: KafkaMessage) -> None:
         raw = message.raw_message

@@ -30,3 +30,7 @@ class NotificationsMetrics:
             "Deliveries recorded but not yet sent.",
             registry=registry,
         )
+        for channel, trigger in (("email", "meeting_scheduled"),):  # visible from the start
+            self.sent.labels(channel, trigger)
+            self.failed.labels(channel, trigger)
+            self.suppressed.labels(channel, trigger, "duplicate")
