@@ -30,6 +30,27 @@ from shared.settings import KafkaSettings
 log = get_logger(__name__)
 
 
+def batch_records(message: KafkaMessage) -> list[ConsumerRecord]:
+    """The records of a batch subscriber's message (a single record is a batch of one)."""
+    raw = message.raw_message
+    return list(raw) if isinstance(raw, tuple) else [raw]
+
+
+async def rewind_and_pause(
+    message: KafkaMessage, records: list[ConsumerRecord], failures_in_a_row: int
+) -> None:
+    """Seek every partition of an unacknowledged batch back to its first record, so the
+    batch is read again, after a pause that grows with consecutive failures (a lasting
+    outage must not become a hot loop)."""
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    for tp, offset in first.items():
+        message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
+    await asyncio.sleep(min(0.1 * 2**failures_in_a_row, 10.0))
+
+
 def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: str) -> KafkaBroker:
     return KafkaBroker(
         settings.bootstrap_servers,
@@ -99,24 +120,16 @@ class EventConsumer:
     async def __call__(self, message: KafkaMessage) -> None:
         """One batch of records: what cannot be read is dead-lettered, the rest is applied
         in one transaction, and only then is the batch acknowledged."""
-        raw = message.raw_message
-        records: list[ConsumerRecord] = list(raw) if isinstance(raw, tuple) else [raw]
+        records = batch_records(message)
         try:
             await self._process(records)
         except Exception:
             # A valid event that failed to apply (database down, say) is retried, never
-            # skipped: every partition of the batch is rewound and read again. The pause
-            # keeps a lasting outage from turning into a hot loop.
+            # skipped: the batch is rewound and read again.
             self._failures_in_a_row += 1
             self.outcomes.labels(self._service, "failed").inc(len(records))
             log.exception("consumer.apply_failed", records=len(records))
-            first: dict[TopicPartition, int] = {}
-            for record in records:
-                tp = TopicPartition(record.topic, record.partition)
-                first[tp] = min(first.get(tp, record.offset), record.offset)
-            for tp, offset in first.items():
-                message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
-            await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 10.0))
+            await rewind_and_pause(message, records, self._failures_in_a_row)
             return
         self._failures_in_a_row = 0
         await message.ack()

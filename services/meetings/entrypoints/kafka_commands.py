@@ -9,10 +9,9 @@ every partition in it is rewound and read again after a pause.
 """
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
-import asyncio
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal, Role
 from shared.clock import Clock
+from shared.consumer import batch_records, rewind_and_pause
 from shared.contract.commands import COMMAND_TYPES, Command
 from shared.contract.inbound import InboundCommand
 from shared.contract.upcasting import upcast
@@ -75,8 +75,7 @@ class KafkaCommandIntake:
             self.dead_lettered.labels(settings.dlq_topic, reason)
 
     async def __call__(self, message: KafkaMessage) -> None:
-        raw = message.raw_message
-        records: list[ConsumerRecord] = list(raw) if isinstance(raw, tuple) else [raw]
+        records = batch_records(message)
         try:
             await self._process(records)
         except Exception:
@@ -181,13 +180,7 @@ class KafkaCommandIntake:
     async def _retry_later(self, message: KafkaMessage, records: list[ConsumerRecord]) -> None:
         self._failures_in_a_row += 1
         log.exception("intake.batch_failed", records=len(records))
-        first: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            first[tp] = min(first.get(tp, record.offset), record.offset)
-        for tp, offset in first.items():
-            message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
-        await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 10.0))
+        await rewind_and_pause(message, records, self._failures_in_a_row)
 
 
 def _errors(exc: ValidationError) -> str:
