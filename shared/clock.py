@@ -50,3 +50,28 @@ class FrozenClock:
 
     def set(self, at: datetime) -> None:
         self._now = at
+
+
+class ReportMonth:
+    """A calendar month in Asia/Ho_Chi_Minh, as reports and their deadlines count it."""
+
+    def __init__(self, label: str) -> None:
+        year, month = (int(part) for part in label.split("-"))
+        if not 1 <= month <= 12:
+            raise ValueError(f"not a month: {label}")
+        self.year, self.month, self.label = year, month, f"{year:04d}-{month:02d}"
+        self.start = datetime(year, month, 1, tzinfo=LOCAL_TZ)
+        self.end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=LOCAL_TZ)
+        # "Before the 10th" of the next month: due at the 10th's midnight.
+        self.report_due_at = self.end.replace(day=10)
+
+    @classmethod
+    def of(cls, at: datetime) -> ReportMonth:
+        local = at.astimezone(LOCAL_TZ)
+        return cls(f"{local.year:04d}-{local.month:02d}")
+
+    def previous(self) -> ReportMonth:
+        return ReportMonth.of(self.start - timedelta(days=1))
+
+    def quarter_start(self) -> datetime:
+        return self.start.replace(month=(self.month - 1) // 3 * 3 + 1)

@@ -226,6 +226,19 @@ class IssueOrientation(Command):
     topics: list[ShortText] = Field(min_length=1, max_length=30)
 
 
+class SubmitWardReport(Command):
+    """The ward signs and sends its monthly report (báo cáo kết quả sinh hoạt chi bộ tháng).
+
+    Due before the 10th of the next month, Asia/Ho_Chi_Minh; a late one is still taken.
+    """
+
+    command_type: ClassVar[str] = "SubmitWardReport"
+
+    ward_id: Identifier
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    submitted_by: ShortText  # the official who signs it
+
+
 class RaisePetition(Command):
     command_type: ClassVar[str] = "RaisePetition"
 
@@ -305,6 +318,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         SetContactDetails,
         EraseContactDetails,
         IssueOrientation,
+        SubmitWardReport,
         RaisePetition,
         AcknowledgePetition,
         ResolvePetition,

@@ -251,6 +251,19 @@ class OrientationIssued(DomainEvent):
     on_time: bool  # issued before the 1st of the month, Asia/Ho_Chi_Minh
 
 
+class WardReportSubmitted(DomainEvent):
+    """The ward's monthly report was signed and sent up."""
+
+    event_type: ClassVar[str] = "WardReportSubmitted"
+
+    ward_id: Identifier
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    submitted_at: AwareDatetime
+    due_at: AwareDatetime  # the 10th of the next month, 00:00 Asia/Ho_Chi_Minh
+    on_time: bool
+    submitted_by: ShortText
+
+
 # -- the organisation tree ---------------------------------------------------------------
 
 
@@ -381,6 +394,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         ContactDetailsChanged,
         ContactDetailsErased,
         OrientationIssued,
+        WardReportSubmitted,
         PetitionRaised,
         PetitionAcknowledged,
         PetitionResolved,

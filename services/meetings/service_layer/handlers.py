@@ -29,7 +29,15 @@ from services.meetings.adapters.event_store import (
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
-from services.meetings.domain import cell, contact, meeting, orientation, petition, unit
+from services.meetings.domain import (
+    cell,
+    contact,
+    meeting,
+    orientation,
+    petition,
+    unit,
+    ward_report,
+)
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.petition import PetitionPolicy
@@ -59,6 +67,7 @@ from shared.contract.commands import (
     RescheduleMeeting,
     ResolvePetition,
     SetContactDetails,
+    SubmitWardReport,
     TransferMember,
 )
 from shared.contract.events import (
@@ -244,6 +253,10 @@ ROUTES: dict[type[Command], Route] = {
     IssueOrientation: Route(
         lambda c: (orientation.stream_id(c.orientation_id), c.ward_id),
         lambda c, h, i: orientation.issue(c, h, i.now),
+    ),
+    SubmitWardReport: Route(
+        lambda c: (ward_report.stream_id(c.ward_id, c.month), c.ward_id),
+        lambda c, h, i: ward_report.submit(c, h, i.now),
     ),
     RescheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).reschedule(c)),
     CancelMeeting: Route(_meeting, lambda c, h, i: _m(c, h).cancel(c)),
