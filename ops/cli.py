@@ -27,9 +27,11 @@ from rich.table import Table
 from ops import demo
 from ops import dlq as dlq_data
 from ops import lag as lag_data
+from ops import rebuild as rebuild_data
 from ops import streams as stream_data
 from ops.stack import SERVICES, Stack, StackSettings, StartupError
 from ops.target import NotFound, Target, Unreachable
+from services.reports.service_layer.rebuild import HistoryTruncated
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
 
@@ -652,6 +654,55 @@ def lag(as_json: JsonOption = False) -> None:
     out = _out()
     out.print(table)
     out.print(f"Kafka {target.kafka.bootstrap_servers}, PostgreSQL {target.database_address}")
+
+
+reports_app = typer.Typer(help="The reports service's projections.")
+app.add_typer(reports_app, name="reports")
+
+
+@reports_app.command("rebuild")
+def reports_rebuild(
+    batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Events per batch.")] = 5_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop the report projections and rebuild them from the whole events topic, in one
+    transaction: readers see the old projection until it commits, and the live consumer
+    waits, then goes on. Exit 3 if Kafka or PostgreSQL is unreachable, 4 if the topic no
+    longer holds its whole history."""
+    target = Target.from_env()
+    started = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err(),
+    ) as bar:
+        task = bar.add_task("Rebuilding the report projections", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = _run(lambda: rebuild_data.rebuild_reports(target, batch_size, advance))
+        except HistoryTruncated as exc:
+            _fail(str(exc), 4)
+    seconds = time.monotonic() - started
+    summary = {
+        "records": result.records,
+        "applied": result.applied,
+        "skipped": result.skipped,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(result.records / seconds) if seconds else None,
+    }
+    if as_json:
+        _echo_json(summary)
+        return
+    _out().print(
+        f"[green]✓[/green] rebuilt from {result.records:,} records in {seconds:.1f} s"
+        f" ({summary['events_per_second'] or 0:,}/s): {result.applied:,} applied,"
+        f" {result.skipped:,} unreadable or unknown skipped"
+    )
 
 
 if __name__ == "__main__":

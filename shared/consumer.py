@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
@@ -63,24 +63,63 @@ def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: s
     )
 
 
-async def claim(conn: asyncpg.Connection, schema: str, envelope: EventEnvelope) -> bool:
-    """Record the event as applied; False when it (or a later one) was applied already.
+class ClaimRace(RuntimeError):
+    """Another transaction applied some of these streams meanwhile (a rebalance overlap):
+    the batch is rolled back and read again, and then its duplicates are seen."""
 
-    Must run inside the transaction that makes the event's effect.
+
+async def claim_batch(
+    conn: asyncpg.Connection, schema: str, envelopes: list[EventEnvelope]
+) -> list[bool]:
+    """Record a batch's events as applied, in two round trips; for each envelope, whether
+    it is new (False: it, or a later event of its stream, was applied already).
+
+    Must run first in the transaction that makes the batch's effects. Rows of streams
+    already seen are locked; a stream first seen here is inserted, and if a concurrent
+    transaction got there first, ``ClaimRace`` rolls this batch back.
     """
-    status = await conn.execute(
-        f"""
-        insert into "{schema}".applied_streams (stream_id, version) values ($1, $2)
-        on conflict (stream_id) do update set version = excluded.version, applied_at = now()
-        where "{schema}".applied_streams.version < excluded.version
-        """,
-        envelope.stream_id,
-        envelope.stream_version,
+    stream_ids = list({e.stream_id for e in envelopes})
+    rows = await conn.fetch(
+        f'select stream_id, version from "{schema}".applied_streams'
+        " where stream_id = any($1::text[]) order by stream_id for update",
+        stream_ids,
     )
-    return status.endswith(" 1")
+    applied = {r["stream_id"]: r["version"] for r in rows}
+    new: list[bool] = []
+    for envelope in envelopes:
+        is_new = envelope.stream_version > applied.get(envelope.stream_id, 0)
+        if is_new:
+            applied[envelope.stream_id] = envelope.stream_version
+        new.append(is_new)
+    advanced = {
+        e.stream_id: applied[e.stream_id]
+        for e, is_new in zip(envelopes, new, strict=True)
+        if is_new
+    }
+    if advanced:
+        changed = await conn.fetchval(
+            f"""
+            with moved as (
+                insert into "{schema}".applied_streams (stream_id, version)
+                select * from unnest($1::text[], $2::int[])
+                on conflict (stream_id) do update
+                set version = excluded.version, applied_at = now()
+                where "{schema}".applied_streams.version < excluded.version
+                returning 1
+            ) select count(*) from moved
+            """,
+            list(advanced),
+            list(advanced.values()),
+        )
+        if changed != len(advanced):
+            raise ClaimRace(f"{len(advanced) - changed} streams were applied meanwhile")
+    return new
 
 
 Apply = Callable[[asyncpg.Connection, EventEnvelope, DomainEvent], Awaitable[None]]
+ApplyBatch = Callable[
+    [asyncpg.Connection, list[tuple[EventEnvelope, DomainEvent]]], Awaitable[None]
+]
 
 
 class EventConsumer:
@@ -96,13 +135,17 @@ class EventConsumer:
         apply: Apply,
         registry: CollectorRegistry,
         after_commit: Callable[[], None] = lambda: None,
+        apply_batch: ApplyBatch | None = None,
     ) -> None:
+        """``apply`` makes one event's effect; a consumer that can write a whole batch at
+        once (the reports' projections) passes ``apply_batch`` instead."""
         self._service = service
         self._schema = schema
         self._pool = pool
         self._broker = broker
         self._settings = settings
         self._apply = apply
+        self._apply_batch = apply_batch
         self._after_commit = after_commit
         self._failures_in_a_row = 0
         self.outcomes = Counter(
@@ -116,6 +159,18 @@ class EventConsumer:
         # rise that alerts can see, not a series appearing from nothing.
         for outcome in ("applied", "duplicate", "ignored", "dead_lettered", "failed"):
             self.outcomes.labels(service, outcome)
+        self.applied_offset = Gauge(
+            "chibo_consumer_applied_offset",
+            "Offset of the last record each partition has committed the effect of.",
+            ["consumer", "topic", "partition"],
+            registry=registry,
+        )
+        self.applied_event_time = Gauge(
+            "chibo_consumer_last_applied_event_recorded_timestamp_seconds",
+            "When the last applied event was recorded by the writer (freshness).",
+            ["consumer"],
+            registry=registry,
+        )
 
     async def __call__(self, message: KafkaMessage) -> None:
         """One batch of records: what cannot be read is dead-lettered, the rest is applied
@@ -156,15 +211,21 @@ class EventConsumer:
         applied: list[EventEnvelope] = []
         if readable:
             async with self._pool.acquire() as conn, conn.transaction():
-                for envelope, event in readable:
-                    if not await claim(conn, self._schema, envelope):
-                        self.outcomes.labels(self._service, "duplicate").inc()
-                        continue
-                    await self._apply(conn, envelope, event)
-                    applied.append(envelope)
+                claimed = await claim_batch(conn, self._schema, [e for e, _ in readable])
+                fresh = [item for item, new in zip(readable, claimed, strict=True) if new]
+                if self._apply_batch is not None:
+                    await self._apply_batch(conn, fresh)
+                else:
+                    for envelope, event in fresh:
+                        await self._apply(conn, envelope, event)
+                applied = [envelope for envelope, _ in fresh]
+            self.outcomes.labels(self._service, "duplicate").inc(len(readable) - len(fresh))
         if applied:
             self._after_commit()
             self.outcomes.labels(self._service, "applied").inc(len(applied))
+            self.applied_event_time.labels(self._service).set(
+                max(e.recorded_at for e in applied).timestamp()
+            )
         for envelope in applied:
             log.info(
                 "event.applied",
@@ -178,6 +239,10 @@ class EventConsumer:
             )
         for record, reason, detail in dead:
             await self._dead_letter(record, reason, detail)
+        for record in records:  # every record of the batch is done with, in any outcome
+            self.applied_offset.labels(self._service, record.topic, record.partition).set(
+                record.offset
+            )
 
     async def _dead_letter(self, source: ConsumerRecord, reason: str, detail: str) -> None:
         await self._broker.publish(

@@ -5,21 +5,36 @@ every rejection: ``{"code", "message_vi", "message_en", "details"}`` with a 4xx 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.auth import AuthError
+from shared.auth import AuthError, Principal, TokenService, unauthenticated
 from shared.logs import configure_logging, get_logger
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
+
+
+def bearer_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller, from its bearer token (``app.state.tokens`` verifies it)."""
+    if credentials is None:
+        raise unauthenticated("no bearer token")
+    tokens: TokenService = request.app.state.tokens
+    return tokens.verify(credentials.credentials)
+
 
 # Texts for the statuses the framework itself produces (bad body, unknown route, ...).
 _HTTP_STATUS_TEXTS = {

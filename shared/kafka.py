@@ -80,7 +80,18 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            settings.partitions,
+                            settings.replication_factor,
+                            # The events topic is the history projections rebuild from.
+                            topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}
+                            if t == settings.events_topic
+                            else {},
+                        )
+                        for t in missing
+                    ]
                 )
             log.info("kafka.topics_created", topics=missing)
     finally:

@@ -8,15 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
-from shared.auth import Principal, TokenService, unauthenticated
+from shared.auth import Principal
 from shared.contract import ScheduleMeeting
 from shared.contract.commands import COMMAND_TYPES, Command
-from shared.http import error_response
-
-bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
+from shared.http import bearer_principal, error_response
 
 REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": example}}}
@@ -43,16 +40,6 @@ def _bus(request: Request) -> CommandBus:
     return request.app.state.bus  # type: ignore[no-any-return]
 
 
-def _principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is None:
-        raise unauthenticated("no bearer token")
-    tokens: TokenService = request.app.state.tokens
-    return tokens.verify(credentials.credentials)
-
-
 def command_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["commands"], responses=REJECTION_RESPONSES)
 
@@ -70,7 +57,7 @@ def _add_command_route(router: APIRouter, command_type: type[Command], path: str
     async def send(
         command: Command,
         bus: Annotated[CommandBus, Depends(_bus)],
-        principal: Annotated[Principal, Depends(_principal)],
+        principal: Annotated[Principal, Depends(bearer_principal)],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
         x_correlation_id: Annotated[uuid.UUID | None, Header()] = None,
     ) -> Any:

@@ -1,13 +1,24 @@
-"""Applies each event to the report projections, inside the consumer's transaction."""
+"""Applies a batch of events to the report projections, inside the consumer's transaction."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from services.reports.adapters import projection_store
-from shared.contract import DomainEvent, EventEnvelope, MeetingScheduled
+from services.reports.domain.projection import writes_for
+from shared.contract import DomainEvent, EventEnvelope
+
+
+async def project_batch(
+    conn: asyncpg.Connection, items: list[tuple[EventEnvelope, DomainEvent]]
+) -> None:
+    writes = [
+        write
+        for envelope, event in items
+        for write in writes_for(event, envelope.occurred_at, envelope.stream_version)
+    ]
+    await projection_store.apply_writes(conn, writes)
 
 
 async def project(conn: asyncpg.Connection, envelope: EventEnvelope, event: DomainEvent) -> None:
-    if isinstance(event, MeetingScheduled):
-        await projection_store.record_meeting_scheduled(conn, envelope, event)
+    await project_batch(conn, [(envelope, event)])
