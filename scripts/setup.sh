@@ -13,12 +13,14 @@ need mvn "Apache Maven, to fetch the Kafka jars"
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 if [ "${java_major:-0}" -lt 17 ]; then echo "setup: Java 17 or newer is required (found ${java_major:-none})" >&2; exit 1; fi
 
-# System tools the tests drive as a user would: kcat (a generic Kafka client), and
-# Prometheus (the `prometheus` server and `promtool`, for the alert-rule and scrape tests).
+# System tools the tests drive as a user would: kcat (a generic Kafka client), Prometheus
+# (the `prometheus` server and `promtool`, for the alert-rule and scrape tests), and
+# headless Chromium with a serif font that covers Vietnamese (the printable report's test).
 missing_debs=""
 command -v kcat >/dev/null 2>&1 || missing_debs="$missing_debs kcat"
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } \
   || missing_debs="$missing_debs prometheus"
+command -v chromium >/dev/null 2>&1 || missing_debs="$missing_debs chromium fonts-dejavu-core"
 if [ -n "$missing_debs" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages:$missing_debs"
