@@ -1,0 +1,166 @@
+"""The report over HTTP on the real stack: who may read what, read-your-writes after the
+ward submits its report, the CSV and HTML outputs, and clear rejections."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from generator.build import Generated, generate
+from generator.model import GeneratorConfig
+from generator.month import previous_month
+from generator.publish import publish
+from ops.stack import Stack
+from tests.integration.helpers import eventually, fetch
+
+
+def _headers(stack: Stack, role: str, level: str, unit: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.issue_token(role, level, unit, 'test.reader')}"}
+
+
+@pytest.fixture(scope="module")
+async def small(stack: Stack) -> Generated:
+    for name in ("meetings", "reports"):
+        if not stack.is_running(name):
+            stack.start_service(name)
+    g = generate(GeneratorConfig(seed=41, wards=2, cells=6), *previous_month(datetime.now(UTC)))
+    sent = await publish(
+        g.commands, stack.kafka_bootstrap, stack.database_url, timeout_s=120, show_progress=False
+    )
+    assert sent.ok and sent.rejected == []
+    wards = [w.unit_id for w in g.district.wards]
+
+    async def applied() -> bool:
+        rows = await fetch(
+            stack.database_url,
+            "select count(*) as n from reports.cells where ward_id = any($1::text[])",
+            wards,
+        )
+        return rows[0]["n"] == 6
+
+    await eventually(applied, timeout_s=60, what="cells projected")
+    return g
+
+
+def _url(stack: Stack, unit: str, month: str) -> str:
+    return f"{stack.service_url('reports')}/v1/reports/{unit}/{month}"
+
+
+async def test_a_ward_token_reads_its_ward_only_and_a_district_token_reads_below_it(
+    small: Generated, stack: Stack
+) -> None:
+    month = small.expected["month"]
+    first, second = (w.unit_id for w in small.district.wards)
+    district = next(u.unit_id for u in small.district.units if u.level == "district")
+    ward_token = _headers(stack, "ward_official", "ward", first)
+    async with httpx.AsyncClient(timeout=30) as http:
+        own = await http.get(_url(stack, first, month), headers=ward_token)
+        other = await http.get(_url(stack, second, month), headers=ward_token)
+        above = await http.get(_url(stack, district, month), headers=ward_token)
+        district_token = _headers(stack, "district_official", "district", district)
+        rollup = await http.get(_url(stack, district, month), headers=district_token)
+        below = await http.get(_url(stack, second, month), headers=district_token)
+        cell = await http.get(
+            _url(stack, first, month), headers=_headers(stack, "cell_secretary", "cell", "x")
+        )
+        anonymous = await http.get(_url(stack, first, month))
+    assert own.status_code == 200 and own.json()["schema"] == "chibo-ward-report/1"
+    assert own.json()["unit"]["unit_id"] == first
+    for refused in (other, above, cell):
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "forbidden_scope"
+        assert "quyền" in refused.json()["message_vi"]
+    assert anonymous.status_code == 401
+    assert rollup.status_code == 200 and rollup.json()["schema"] == "chibo-rollup-report/1"
+    assert {w["unit"]["unit_id"] for w in rollup.json()["wards"]} == {first, second}
+    assert rollup.json()["figures"]["cells"] == 6
+    assert below.status_code == 200
+
+
+async def test_bad_requests_get_a_reason(small: Generated, stack: Stack) -> None:
+    ward = small.district.wards[0].unit_id
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        bad_month = await http.get(_url(stack, ward, "2026-13"), headers=system)
+        unknown = await http.get(_url(stack, "no-such-ward", "2026-10"), headers=system)
+        bad_wait = await http.get(
+            _url(stack, ward, "2026-10"),
+            headers=system,
+            params={"consistent_with": "no-version"},
+        )
+        bad_format = await http.get(
+            _url(stack, ward, "2026-10"), headers=system, params={"format": "pdf"}
+        )
+    assert bad_month.status_code == 422
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_unit"
+    assert bad_wait.status_code == 422
+    assert bad_wait.json()["code"] == "invalid_consistent_with"
+    assert bad_format.status_code == 422
+
+
+async def test_a_submitted_report_is_visible_at_once_with_read_your_writes(
+    small: Generated, stack: Stack
+) -> None:
+    month = small.expected["month"]
+    ward = small.district.wards[1].unit_id
+    headers = _headers(stack, "ward_official", "ward", ward)
+    async with httpx.AsyncClient(timeout=30) as http:
+        before = await http.get(_url(stack, ward, month), headers=headers)
+        assert before.json()["status"]["state"] in ("awaiting", "overdue")
+        sent = await http.post(
+            f"{stack.service_url('meetings')}/v1/commands/SubmitWardReport",
+            headers=headers,
+            json={"ward_id": ward, "month": month, "submitted_by": "Nguyễn Thị Lan"},
+        )
+        assert sent.status_code == 201, sent.text
+        token = f"{sent.json()['stream_id']}@{sent.json()['stream_version']}"
+        after = await http.get(
+            _url(stack, ward, month), headers=headers, params={"consistent_with": token}
+        )
+        again = await http.post(
+            f"{stack.service_url('meetings')}/v1/commands/SubmitWardReport",
+            headers=headers,
+            json={"ward_id": ward, "month": month, "submitted_by": "Nguyễn Thị Lan"},
+        )
+        never = await http.get(
+            _url(stack, ward, month),
+            headers=headers,
+            params={"consistent_with": f"{sent.json()['stream_id']}@99", "wait_ms": 200},
+        )
+    status = after.json()["status"]
+    due = datetime.fromisoformat(status["due_at"])
+    assert after.status_code == 200
+    assert status["submitted_by"] == "Nguyễn Thị Lan"
+    submitted = datetime.fromisoformat(status["submitted_at"])
+    assert status["state"] == ("submitted_on_time" if submitted < due else "submitted_late")
+    assert status["label_vi"] in ("Đã gửi đúng hạn", "Đã gửi muộn")
+    assert again.status_code == 409 and again.json()["code"] == "already_submitted"
+    assert never.status_code == 503 and never.json()["code"] == "not_yet_applied"
+
+
+async def test_csv_and_html_carry_the_same_figures(small: Generated, stack: Stack) -> None:
+    month = small.expected["month"]
+    ward = small.expected["wards"][0]
+    headers = _headers(stack, "ward_official", "ward", ward["ward_id"])
+    async with httpx.AsyncClient(timeout=30) as http:
+        as_csv = await http.get(
+            _url(stack, ward["ward_id"], month), headers=headers, params={"format": "csv"}
+        )
+        as_html = await http.get(
+            _url(stack, ward["ward_id"], month), headers=headers, params={"format": "html"}
+        )
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.text.lstrip("\ufeff"))))
+    assert sorted(r["cell_id"] for r in rows) == sorted(c["cell_id"] for c in ward["cells_detail"])
+    by_id = {c["cell_id"]: c for c in ward["cells_detail"]}
+    for row in rows:
+        assert int(row["members"]) == by_id[row["cell_id"]]["members"]
+    assert as_html.headers["content-type"].startswith("text/html")
+    page = as_html.text
+    assert "BÁO CÁO KẾT QUẢ SINH HOẠT CHI BỘ" in page
+    assert ward["name"].upper() in page or ward["name"] in page
+    assert ward["cells_detail"][0]["name"] in page
