@@ -5,10 +5,13 @@ service is killed mid-stream, after every event is redelivered, and after a rebu
 from __future__ import annotations
 
 import asyncio
+import html as html_lib
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,7 @@ from generator.publish import publish
 from ops.stack import Stack
 from services.reports.bootstrap import CONSUMER_GROUP
 from tests.integration.helpers import eventually, fetch
+from tests.integration.test_report_html_browser import ARTIFACTS, CHROMIUM, PROBE, chromium
 
 SEED = 2031
 PROJECTION_TABLES = (
@@ -257,3 +261,53 @@ async def _rewind_group(stack: Stack, group: str) -> None:
         await consumer.commit({tp: 0 for tp in partitions})
     finally:
         await consumer.stop()
+
+
+async def test_the_live_reports_render_in_a_browser_without_overflow(
+    month: Generated, stack: Stack, tmp_path: Path
+) -> None:
+    """The HTML of a real ward and of the district roll-up, as the service serves them."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make setup installs it when run as root)")
+    ward = month.expected["wards"][0]
+    district = next(u for u in month.expected["units"] if u["level"] == "district")
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, unit, level in (
+        ("ward", ward["ward_id"], "ward"),
+        ("district", district["unit_id"], "district"),
+    ):
+        async with httpx.AsyncClient(timeout=30) as http:
+            page = await http.get(
+                f"{stack.service_url('reports')}/v1/reports/{unit}/{month.expected['month']}",
+                params={"format": "html"},
+                headers=_auth(stack, level, unit),
+            )
+        assert page.status_code == 200
+        saved = ARTIFACTS / f"report-live-{name}.html"
+        saved.write_text(page.text, encoding="utf-8")
+        probed = tmp_path / f"{name}.html"
+        probed.write_text(page.text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+        dom = (
+            await asyncio.to_thread(
+                chromium,
+                tmp_path / f"p-{name}",
+                "--window-size=1000,1400",
+                "--dump-dom",
+                probed.as_uri(),
+            )
+        ).stdout
+        overflow = re.search(r'data-overflow="([^"]*)"', dom)
+        assert overflow, "the probe did not run"
+        assert json.loads(html_lib.unescape(overflow.group(1))) == [], f"{name}: overflow"
+        assert "BÁO CÁO" in dom and "ĐẢNG CỘNG SẢN VIỆT NAM" in dom
+        assert (ward["name"] if name == "ward" else district["name"]) in dom
+        shot = ARTIFACTS / f"report-live-{name}.png"
+        shot.unlink(missing_ok=True)
+        await asyncio.to_thread(
+            chromium,
+            tmp_path / f"s-{name}",
+            "--window-size=1000,2600",
+            f"--screenshot={shot}",
+            saved.as_uri(),
+        )
+        assert shot.stat().st_size > 50_000
