@@ -204,39 +204,67 @@ def run_demo(
                 raise typer.Exit(code=1)
             time.sleep(0.2)  # polling interval of a progress display, not a wait for an event
 
-    table = Table(
-        title=f"Tháng {month:02d}/{year} — generator's expected figures beside the system"
-    )
+    district = next(u for u in expected["units"] if u["level"] == "district")
+    token = stack.issue_token("district_official", "district", district["unit_id"], "demo")
+    label = f"{year}-{month:02d}"
+    rollup, diffs = _demo_rollup(reports_url, district["unit_id"], label, token, expected, deadline)
+    table = Table(title=f"{rollup['title']} — {district['name']} (from the reports service)")
     for column in (
-        "đảng bộ (ward)", "chi bộ", "đảng viên", "đúng ngày", "muộn", "không họp",
-        "tỷ lệ dự", "kiến nghị", "lịch họp (reports)", "thông báo",
+        "đảng bộ", "chi bộ", "phải dự", "đúng", "muộn", "không", "dự %",
+        "<90%", "điểm", "KN", "báo cáo",
     ):  # fmt: skip
-        table.add_column(column, justify="left" if column.startswith("đảng bộ") else "right")
-    for ward in expected["wards"]:
-        regular, attendance = ward["regular_meetings"], ward["attendance"]
+        if column == "đảng bộ":
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+    short_status = {
+        "submitted_on_time": "đúng hạn",
+        "submitted_late": "muộn",
+        "overdue": "quá hạn",
+        "awaiting": "trong hạn",
+        "in_progress": "—",
+    }
+
+    def row(name: str, f: dict[str, Any], status: str) -> None:
+        regular, attendance = f["regular_meetings"], f["attendance"]
+        rate = attendance["rate"]
         table.add_row(
-            ward["name"],
-            str(ward["cells"]),
-            str(ward["members"]["counted"]),
+            name,
+            str(f["cells"]),
+            str(f["members"]["counted"]),
             str(regular["held_on_planned_day"]),
             str(regular["held_late"]),
             str(regular["not_held"]),
-            f"{attendance['rate']:.1%}",
-            str(ward["petitions"]["raised"]),
-            f"{counts.get(ward['ward_id'], 0)}/{wanted[ward['ward_id']]}",
-            str(sum(1 for m in mails if f".{ward['ward_id']}." in m or ward["ward_id"] in m)),
+            "—" if rate is None else f"{rate * 100:.1f}",
+            str(attendance["cells_below_target"]),
+            str(f["quality"]["average_score"] or "—"),
+            str(f["petitions"]["raised"]),
+            status,
         )
-    console.print(table)
+
+    for ward in rollup["wards"]:
+        name = ward["unit"]["name"].removeprefix("Đảng bộ ")
+        row(name, ward["figures"], short_status[ward["status"]["state"]])
+    table.add_section()
+    row("Tổng cộng", rollup["figures"], "")
+    Console(width=max(console.width, 110)).print(table)  # a report table, not a log line
+    if diffs:
+        console.print(f"[red]✗ {len(diffs)} figures differ from the generator's:[/red]")
+        for line in diffs[:20]:
+            console.print(f"  {line}", soft_wrap=True)
+        raise typer.Exit(code=1)
     console.print(
-        "The monthly report itself comes with the reports issue; until then the reports "
-        f"view lists each ward's scheduled meetings. Expected figures: {out / 'expected.json'}",
-        soft_wrap=True,
+        f"[green]✓[/green] every figure of the {len(rollup['wards'])} wards and the district "
+        "equals the generator's own computation"
     )
+    saved = _save_reports(reports_url, rollup, label, token, out)
     meetings_url = stack.service_url("meetings")
     first_ward = expected["wards"][0]["ward_id"]
     where = [
-        f"  report view   {reports_url}/v1/wards/{first_ward}/meetings",
-        f"  all wards     {reports_url}/v1/wards",
+        f"  report (HTML) {saved}",
+        f"  report (JSON) curl -H 'Authorization: Bearer {token}' "
+        f"{reports_url}/v1/reports/{district['unit_id']}/{label}",
+        f"                ?format=csv|html; a ward's: /v1/reports/{first_ward}/{label}",
         f"  API docs      {meetings_url}/docs",
         f"  e-mails       {stack.maildir}/new",
         "  lag, DLQ      .venv/bin/chibo lag    .venv/bin/chibo dlq list",
@@ -252,6 +280,42 @@ def run_demo(
     )
     for line in where:
         console.print(line, soft_wrap=True)  # paths stay whole, to copy and paste
+
+
+def _demo_rollup(
+    reports_url: str,
+    unit_id: str,
+    month: str,
+    token: str,
+    expected: dict[str, Any],
+    deadline: float,
+) -> tuple[dict[str, Any], list[str]]:
+    """The district roll-up once it equals the generator's figures (the last events may
+    still be on their way), or as it is at the deadline, with the differences."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=30, headers=headers) as client:
+        while True:
+            answer = client.get(f"{reports_url}/v1/reports/{unit_id}/{month}")
+            answer.raise_for_status()
+            rollup = answer.json()
+            diffs = demo.report_differences(expected, rollup)
+            if not diffs or time.monotonic() > deadline:
+                return rollup, diffs
+            time.sleep(0.2)  # polling interval of a progress display, not a wait for an event
+
+
+def _save_reports(
+    reports_url: str, rollup: dict[str, Any], month: str, token: str, out: Path
+) -> Path:
+    """The printable HTML of the district and of each ward, as the service serves it."""
+    headers = {"Authorization": f"Bearer {token}"}
+    units = [rollup["unit"]["unit_id"], *(w["unit"]["unit_id"] for w in rollup["wards"])]
+    with httpx.Client(timeout=30, headers=headers) as client:
+        for unit in units:
+            page = client.get(f"{reports_url}/v1/reports/{unit}/{month}?format=html")
+            page.raise_for_status()
+            (out / f"report-{unit}.html").write_text(page.text, encoding="utf-8")
+    return out / f"report-{units[0]}.html"
 
 
 # -- operations: streams, DLQs, lag ---------------------------------------------------------

@@ -43,3 +43,51 @@ def delivered_recipients(maildir_path: str) -> list[str]:
     if not Path(maildir_path).exists():
         return []
     return [str(m["To"]) for m in mailbox.Maildir(maildir_path, create=False)]
+
+
+# The figures the generator computes on its own; the report has more.
+FIGURE_KEYS = (
+    "cells",
+    "members",
+    "regular_meetings",
+    "thematic_meetings",
+    "attendance",
+    "resolutions",
+    "petitions",
+)
+
+
+def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Where ``actual`` differs from ``expected``: keys only ``actual`` has are figures
+    the generator does not compute; lists compare as multisets."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: expected an object, got {actual!r}"]
+        return [
+            d
+            for key, value in expected.items()
+            for d in (
+                differences(value, actual[key], f"{path}.{key}")
+                if key in actual
+                else [f"{path}.{key}: missing"]
+            )
+        ]
+    if isinstance(expected, list):
+
+        def canon(xs: list[Any]) -> list[str]:
+            return sorted(json.dumps(x, sort_keys=True, ensure_ascii=False) for x in xs)
+
+        return [] if canon(expected) == canon(actual) else [f"{path}: {expected} != {actual}"]
+    return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
+
+
+def report_differences(expected: dict[str, Any], rollup: dict[str, Any]) -> list[str]:
+    """The district roll-up and each ward in it against the generator's figures."""
+    diffs = differences(
+        {k: expected["district"][k] for k in FIGURE_KEYS}, rollup["figures"], "district"
+    )
+    wards = {w["unit"]["unit_id"]: w["figures"] for w in rollup["wards"]}
+    for ward in expected["wards"]:
+        want = {k: ward[k] for k in FIGURE_KEYS}
+        diffs += differences(want, wards.get(ward["ward_id"], {}), ward["ward_id"])
+    return diffs

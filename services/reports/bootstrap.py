@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from services.reports.domain.monthly_report import QualityRubric, ReportPolicy
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project, project_batch
+from services.reports.service_layer.rebuild import rebuild_if_outdated
 from services.reports.service_layer.reports import ReportReader
 from shared.auth import TokenService
 from shared.clock import Clock, OffsetClock, SystemClock
@@ -73,6 +74,7 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await migrate(pool, "reports", MIGRATIONS)
         await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+        await rebuild_if_outdated(pool, kafka)
         app.state.pool = pool
         app.state.reader = ReportReader(pool, clock, settings.policy(), settings.ward_levels())
         consumer = EventConsumer(

@@ -23,6 +23,7 @@ from generator.build import Generated, generate
 from generator.model import GeneratorConfig
 from generator.month import previous_month
 from generator.publish import publish
+from ops.demo import FIGURE_KEYS, differences
 from ops.stack import Stack
 from services.reports.bootstrap import CONSUMER_GROUP
 from tests.integration.helpers import eventually, fetch
@@ -83,54 +84,22 @@ def _report(stack: Stack, unit: str, month: str, headers: dict[str, str]) -> dic
     return r.json()  # type: ignore[no-any-return]
 
 
-def _matches(expected: Any, actual: Any, path: str = "") -> list[str]:
-    """Where ``actual`` differs from ``expected`` (keys only ``actual`` has are extra
-    figures the generator does not compute; lists compare as multisets)."""
-    if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            return [f"{path}: expected an object, got {actual!r}"]
-        return [
-            d
-            for key, value in expected.items()
-            for d in (
-                _matches(value, actual[key], f"{path}.{key}")
-                if key in actual
-                else [f"{path}.{key}: missing"]
-            )
-        ]
-    if isinstance(expected, list):
-        canon = lambda xs: sorted(json.dumps(x, sort_keys=True, ensure_ascii=False) for x in xs)  # noqa: E731
-        return [] if canon(expected) == canon(actual) else [f"{path}: {expected} != {actual}"]
-    return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
-
-
-FIGURE_KEYS = (
-    "cells",
-    "members",
-    "regular_meetings",
-    "thematic_meetings",
-    "attendance",
-    "resolutions",
-    "petitions",
-)
-
-
 def _differences(g: Generated, stack: Stack) -> list[str]:
     month = g.expected["month"]
     diffs: list[str] = []
     for ward in g.expected["wards"]:
         got = _report(stack, ward["ward_id"], month, _auth(stack, "ward", ward["ward_id"]))
         want = {k: ward[k] for k in FIGURE_KEYS}
-        diffs += _matches(want, got["figures"], ward["ward_id"])
+        diffs += differences(want, got["figures"], ward["ward_id"])
         cells = {c["cell_id"]: c for c in got["cells"]}
         for cell in ward["cells_detail"]:
             want_cell = {k: v for k, v in cell.items() if k != "ward"}
-            diffs += _matches(want_cell, cells.get(cell["cell_id"], {}), cell["cell_id"])
+            diffs += differences(want_cell, cells.get(cell["cell_id"], {}), cell["cell_id"])
     district = next(u for u in g.expected["units"] if u["level"] == "district")
     rollup = _report(
         stack, district["unit_id"], month, _auth(stack, "district", district["unit_id"])
     )
-    diffs += _matches(
+    diffs += differences(
         {k: g.expected["district"][k] for k in FIGURE_KEYS}, rollup["figures"], "district"
     )
     assert len(rollup["wards"]) == len(g.expected["wards"])

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from services.reports.adapters import projection_store
 from services.reports.service_layer.projector import project_batch
 from shared.consumer import claim_batch
 from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
+from shared.kafka import aiokafka_client_kwargs, topic_partitions
+from shared.logs import get_logger
+from shared.settings import KafkaSettings
+
+log = get_logger(__name__)
 
 SCHEMA = "reports"
+# Raise when the projections' tables or rules change: the service then rebuilds at start.
+PROJECTION_VERSION = 2
 
 
 class HistoryTruncated(RuntimeError):
@@ -85,6 +93,45 @@ async def rebuild(
                 await project_batch(conn, fresh)
                 result.applied += len(fresh)
             progress(result.records, total)
+        await conn.execute(f"delete from {SCHEMA}.projection_version")
+        await conn.execute(
+            f"insert into {SCHEMA}.projection_version (version) values ($1)", PROJECTION_VERSION
+        )
+    return result
+
+
+async def rebuild_if_outdated(
+    pool: asyncpg.Pool, kafka: KafkaSettings, batch_size: int = 5_000
+) -> RebuildResult | None:
+    """Rebuild when the tables were built by another version of the projection code
+    (or never: a new install, or an upgrade that added projections)."""
+    built = await pool.fetchval(f"select max(version) from {SCHEMA}.projection_version")
+    if built == PROJECTION_VERSION:
+        return None
+    consumer = AIOKafkaConsumer(
+        **aiokafka_client_kwargs(kafka), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        admin = AIOKafkaAdminClient(**aiokafka_client_kwargs(kafka))
+        await admin.start()
+        try:
+            found = (await topic_partitions(admin, [kafka.events_topic]))[kafka.events_topic]
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(kafka.events_topic, p) for p in found or []]
+        consumer.assign(partitions)
+        async with pool.acquire() as conn:
+            result = await rebuild(conn, consumer, partitions, batch_size)
+    finally:
+        await consumer.stop()
+    log.info(
+        "projections.rebuilt",
+        from_version=built,
+        to_version=PROJECTION_VERSION,
+        records=result.records,
+        applied=result.applied,
+    )
     return result
 
 
