@@ -68,7 +68,7 @@ async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack:
     assert [r["version"] for r in applied] == [1]
     rows = await fetch(
         stack.database_url,
-        "select count(*) as n from reports.ward_meetings where ward_id = $1",
+        "select count(*) as n from reports.meetings where ward_id = $1",
         ward,
     )
     assert rows[0]["n"] == 1
