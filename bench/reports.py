@@ -1,0 +1,952 @@
+"""The reports service under load: its projections' rebuild, the freshness of a report
+under a steady load, and end-to-end throughput, each beside a Kafka ceiling measured in
+the same run on the same broker.
+
+- ``reports.rebuild``: ``services.reports.service_layer.rebuild.rebuild`` (what
+  ``chibo reports rebuild`` runs) over a history of real envelopes: one generated month
+  relayed by the meetings service, plus copies of it with every id rewritten. Beside a
+  raw group-less consume of the same records and the parse-only rate.
+- ``reports.freshness``: ScheduleMeeting commands through the Kafka door at 1,000/s,
+  from the event's ``recorded_at`` to its ``applied_at`` in ``reports.applied_streams``
+  (p50/p95/p99), beside raw Kafka produce→consume latency at the same rate.
+- ``reports.throughput``: commands offered on the Kafka door until the reports projection
+  has applied them all, beside raw produce+consume of as many records; and the reports
+  consumer alone on a pre-loaded backlog.
+
+See docs/benchmarks.md ("Reports") for what is timed and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.harness import BenchContext, Figure, benchmark
+from bench.petition_deadlines import quantile
+from bench.write_side import (
+    POLL_S,
+    SOURCES,
+    last_in_relay_order,
+    refuse_shared_database,
+    stack_cpu,
+    wait_relay_covers,
+)
+from generator.build import Generated, generate
+from generator.model import GeneratorConfig
+from generator.publish import COMMANDS_TOPIC, publish
+from services.reports.bootstrap import CONSUMER_GROUP
+from services.reports.service_layer.rebuild import rebuild
+from shared.clock import LOCAL_TZ
+from shared.contract import EventEnvelope
+from shared.kafka import aiokafka_client_kwargs
+from shared.postgres import migrate
+
+REBUILD = "reports.rebuild"
+REBUILD_RAW = "reports.rebuild.raw_consume"
+REBUILD_PARSE = "reports.rebuild.parse_only"
+FRESHNESS = "reports.freshness"
+THROUGHPUT = "reports.throughput"
+THROUGHPUT_RAW = "reports.throughput.raw_kafka"
+
+MEETINGS = "meetings"
+REPORTS = "reports"
+SEED = 4242
+MONTH = (2026, 10)
+EVENTS_TOPIC = "chibo.events.v1"
+PARTITIONS = 6  # the events topic's (KafkaSettings.partitions)
+REBUILD_BATCH = 5_000  # the CLI's default --batch-size
+FULL_COPIES, QUICK_COPIES = 8, 1
+FRESH_RATE = 1_000.0  # offered events per second
+FRESH_FULL_S, FRESH_QUICK_S = 25.0, 5.0
+PEER_FULL_S, PEER_QUICK_S = 10.0, 3.0
+TICK_S = 0.01
+THROUGHPUT_FULL, THROUGHPUT_QUICK = 30_000, 3_000
+CATCH_UP_TIMEOUT_S = 600.0
+_NAMESPACE = uuid.UUID("6d1f0b8e-6a53-4c5e-9d0e-5f0c2b1a7e42")
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_POSITION = re.compile(rb'"global_position": ?(\d+)')
+_AGENDA = ("Sinh hoạt chi bộ thường kỳ", "Quán triệt Nghị quyết", "Phát triển đảng viên")
+
+
+# -- set-up --------------------------------------------------------------------------------
+
+
+def district_config(ctx: BenchContext) -> GeneratorConfig:
+    """The demo district (34 wards, 311 cells) in full runs; a small one with --quick."""
+    return GeneratorConfig(seed=SEED) if not ctx.quick else GeneratorConfig(SEED, 4, 30)
+
+
+async def ensure_district(ctx: BenchContext, pool: asyncpg.Pool) -> Generated:
+    """A generated month published through the Kafka door (once per stack): the org the
+    other commands refer to. The meetings service must be running."""
+    g = generate(district_config(ctx), *MONTH)
+    prefix = g.district.config.id_prefix
+    have = await pool.fetchval(
+        "select count(*) from meetings.events where ward_id like $1 || '%'", prefix
+    )
+    want = int(g.expected["events"]["total"])
+    if have < want:
+        assert ctx.kafka_bootstrap and ctx.database_url
+        with ctx.phase("publishing a generated month (set-up)", total=None):
+            sent = await publish(
+                g.commands,
+                ctx.kafka_bootstrap,
+                ctx.database_url,
+                timeout_s=600,
+                show_progress=False,
+            )
+        if not sent.ok:
+            raise RuntimeError(
+                f"the generated month was not accepted: {len(sent.rejected)} rejected, "
+                f"{len(sent.missing)} missing (first: {sent.rejected[:1]})"
+            )
+    return g
+
+
+async def start(ctx: BenchContext, name: str) -> int:
+    services = ctx.services
+    assert services is not None, f"needs {name!r}"
+    return await asyncio.to_thread(services.start, name)
+
+
+async def stop(ctx: BenchContext, name: str) -> None:
+    assert ctx.services is not None
+    await asyncio.to_thread(ctx.services.stop, name)
+
+
+async def end_offsets(kwargs: dict[str, Any], topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(parts)
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(kwargs: dict[str, Any], group: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(**kwargs)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == EVENTS_TOPIC}
+    finally:
+        await admin.close()
+
+
+async def wait_caught_up(ctx: BenchContext, kwargs: dict[str, Any], timeout_s: float) -> float:
+    """Poll until the reports consumer has every partition of the events topic applied up
+    to its end now (its ``chibo_consumer_applied_offset``, or, for a partition it had
+    nothing new to read on since it started, its group's committed offset); return the
+    seconds it took. (Earlier benchmarks of the run leave events it has not seen.)"""
+    services = ctx.services
+    assert services is not None
+    ends = await end_offsets(kwargs, EVENTS_TOPIC)
+    started = time.monotonic()
+    while True:
+        snap = await asyncio.to_thread(services.metrics, REPORTS)
+        committed = await committed_offsets(kwargs, CONSUMER_GROUP)
+        applied = {
+            int(dict(labels)["partition"]): value
+            for name, labels, value in snap.samples
+            if name == "chibo_consumer_applied_offset" and dict(labels).get("topic") == EVENTS_TOPIC
+        }
+        behind = [
+            p
+            for p, end in ends.items()
+            if end > 0 and applied.get(p, -1) < end - 1 and committed.get(p, -1) < end
+        ]
+        if not behind:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"reports still behind on partitions {behind} after {timeout_s}s")
+        await asyncio.sleep(0.25)
+
+
+def schedule_commands(
+    g: Generated, start_at: int, count: int, tag: str
+) -> list[tuple[str, bytes, bytes]]:
+    """(meeting id, key, value): ScheduleMeeting commands for the district's real cells,
+    from the allow-listed sources in turn, keyed by ward. Each makes one new stream."""
+    cells = [c for w in g.district.wards for c in w.cells]
+    first = datetime(2026, 12, 1, 19, 30, tzinfo=LOCAL_TZ)
+    occurred_at = datetime.now(LOCAL_TZ).isoformat()
+    out = []
+    for i in range(start_at, start_at + count):
+        cell = cells[i % len(cells)]
+        meeting_id = f"{cell.cell_id}.{tag}-{i:06d}"
+        envelope = {
+            "message_id": str(uuid.uuid4()),
+            "type": "ScheduleMeeting",
+            "version": 1,
+            "occurred_at": occurred_at,
+            "source": SOURCES[i % len(SOURCES)],
+            "payload": {
+                "meeting_id": meeting_id,
+                "ward_id": cell.ward_id,
+                "cell_id": cell.cell_id,
+                "kind": "regular" if i % 3 else "thematic",
+                "scheduled_start": (first + timedelta(days=i % 60)).isoformat(),
+                "agenda": [_AGENDA[i % len(_AGENDA)], f"Việc khác {i % 7}"],
+                "location": cell.location,
+            },
+        }
+        value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+        out.append((meeting_id, cell.ward_id.encode(), value))
+    return out
+
+
+def streams_of(tag: str) -> str:
+    """A LIKE pattern for the streams of this run's meetings."""
+    return f"meeting-%.{tag}-%"
+
+
+async def applied_count(conn: asyncpg.Connection, tag: str) -> int:
+    return int(
+        await conn.fetchval(
+            "select count(*) from reports.applied_streams where stream_id like $1",
+            streams_of(tag),
+        )
+    )
+
+
+async def appended_count(conn: asyncpg.Connection, tag: str) -> int:
+    return int(
+        await conn.fetchval(
+            "select count(*) from meetings.events where stream_id like $1", streams_of(tag)
+        )
+    )
+
+
+async def create_topic(kwargs: dict[str, Any], topic: str, replication: int) -> None:
+    admin = AIOKafkaAdminClient(**kwargs)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, replication)])
+        deadline = time.monotonic() + 30
+        while True:
+            described = await admin.describe_topics([topic])
+            parts = described[0].get("partitions", []) if described else []
+            if len(parts) == PARTITIONS and all(p.get("leader", -1) >= 0 for p in parts):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} has no leaders")
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+async def delete_topic(kwargs: dict[str, Any], topic: str) -> None:
+    admin = AIOKafkaAdminClient(**kwargs)
+    with contextlib.suppress(Exception):
+        await admin.start()
+        await admin.delete_topics([topic])
+    with contextlib.suppress(Exception):
+        await admin.close()
+
+
+def producer_for(kwargs: dict[str, Any]) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**kwargs, acks="all", enable_idempotence=True, linger_ms=5)
+
+
+async def send_pipelined(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes]],
+    chunk: int = 2_000,
+) -> None:
+    """As the ceilings send: a chunk of send() calls, then the previous chunk's acks."""
+    in_flight: list[asyncio.Future[Any]] = []
+    for at in range(0, len(records), chunk):
+        sent = [await producer.send(topic, value=v, key=k) for k, v in records[at : at + chunk]]
+        if in_flight:
+            await asyncio.gather(*in_flight)
+        in_flight = sent
+    await asyncio.gather(*in_flight)
+
+
+# -- reports.rebuild -----------------------------------------------------------------------
+
+
+async def read_topic(
+    kwargs: dict[str, Any], topic: str, keep: Callable[[bytes], bool] = lambda _v: True
+) -> list[tuple[int, bytes, bytes]]:
+    """Every record of the topic now: (partition, key, value), in partition order."""
+    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)
+        todo = {tp for tp in parts if ends[tp] > 0}
+        out = []
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=5_000)
+            for tp, records in fetched.items():
+                for r in records:
+                    if r.offset < ends[tp] and keep(r.value or b""):
+                        out.append((tp.partition, r.key or b"", r.value or b""))
+                if records and records[-1].offset >= ends[tp] - 1:
+                    todo.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def copy_history(
+    records: Sequence[tuple[int, bytes, bytes]], prefix: str, copy: int, position_offset: int
+) -> list[tuple[bytes, bytes]]:
+    """One distinct, valid copy of a relayed history: the id prefix (units, cells,
+    members, meetings, petitions ... and so every stream id and ward key) becomes
+    ``<prefix>c<copy>``, every UUID (event ids, correlation and causation ids, any in a
+    payload) is mapped to a new one the same way throughout the copy, and the global
+    positions move past the original's."""
+    old = prefix.encode()
+    new = f"{prefix}c{copy}".encode()
+    ns = uuid.uuid5(_NAMESPACE, f"{prefix}/{copy}")
+    mapped: dict[bytes, bytes] = {}
+
+    def new_uuid(m: re.Match[bytes]) -> bytes:
+        found = m.group(0)
+        if found not in mapped:
+            mapped[found] = str(uuid.uuid5(ns, found.decode())).encode()
+        return mapped[found]
+
+    def moved(m: re.Match[bytes]) -> bytes:
+        return b'"global_position": %d' % (int(m.group(1)) + position_offset)
+
+    out = []
+    for _partition, key, value in records:
+        value = _POSITION.sub(moved, _UUID.sub(new_uuid, value.replace(old, new)))
+        out.append((key.replace(old, new), value))
+    return out
+
+
+async def raw_consume(
+    kwargs: dict[str, Any], topic: str, total: int, batch: int
+) -> tuple[float, int, list[bytes]]:
+    """Group-less, assigned, from offset 0 to the end, with the rebuild's getmany();
+    values are kept (for the parse-only peer), not parsed. (seconds, records, values)"""
+    consumer = AIOKafkaConsumer(
+        **kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        started = time.perf_counter()
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)
+        todo = {tp for tp in parts if ends[tp] > 0}
+        values: list[bytes] = []
+        nbytes = 0
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch)
+            for tp, records in fetched.items():
+                for r in records:
+                    if r.offset >= ends[tp]:
+                        break
+                    value = r.value or b""
+                    nbytes += len(value)
+                    values.append(value)
+                if records and records[-1].offset >= ends[tp] - 1:
+                    todo.discard(tp)
+        seconds = time.perf_counter() - started
+        if len(values) != total:
+            raise RuntimeError(f"raw consume read {len(values)} records, not {total}")
+        return seconds, nbytes, values
+    finally:
+        await consumer.stop()
+
+
+def parse_only(values: list[bytes]) -> float:
+    """What the rebuild does to each record before the database: the envelope and the
+    typed event. Returns seconds."""
+    started = time.perf_counter()
+    for value in values:
+        EventEnvelope.model_validate_json(value).domain_event()
+    return time.perf_counter() - started
+
+
+@benchmark(name=REBUILD, needs=("kafka", "postgres", MEETINGS), timeout_s=900)
+async def reports_rebuild(ctx: BenchContext) -> list[Figure]:
+    """The reports projections rebuilt from a history of >= 100,000 real envelopes, beside
+    a raw consume of the same records and the parse-only rate."""
+    refuse_shared_database(ctx)
+    assert ctx.kafka is not None and ctx.database_url
+    kwargs = aiokafka_client_kwargs(ctx.kafka)
+    copies = ctx.size(FULL_COPIES, QUICK_COPIES)
+    pool = await asyncpg.create_pool(ctx.database_url, min_size=1, max_size=2)
+    topic = ctx.unique("bench.reports-history")
+    try:
+        # The reports' schema, as the service makes it (the service is not started: the
+        # rebuild is an operator's command, run here in-process as the CLI runs it).
+        from services.reports.bootstrap import MIGRATIONS
+
+        await migrate(pool, "reports", MIGRATIONS)
+        await start(ctx, MEETINGS)
+        g = await ensure_district(ctx, pool)
+        prefix = g.district.config.id_prefix
+        async with pool.acquire() as conn:
+            await wait_relay_covers(conn, await last_in_relay_order(conn), timeout_s=120)
+            top = int(await conn.fetchval("select max(global_position) from meetings.events"))
+        await stop(ctx, MEETINGS)
+
+        # The month as relayed, and copies of it, on a topic of this run's own (the live
+        # consumers of later benchmarks then do not have to wade through the copies).
+        marker = re.compile(rb'"ward_id": ?"' + re.escape(prefix.encode()) + rb"[.\"]")
+        month = await read_topic(kwargs, EVENTS_TOPIC, lambda v: bool(marker.search(v)))
+        if len(month) != int(g.expected["events"]["total"]):
+            raise RuntimeError(
+                f"{len(month)} events of {prefix} on {EVENTS_TOPIC}, "
+                f"not {g.expected['events']['total']}"
+            )
+        history = [(k, v) for _p, k, v in month]
+        for c in range(1, copies + 1):
+            history += copy_history(month, prefix, c, c * top)
+        n = len(history)
+        await create_topic(kwargs, topic, ctx.kafka.replication_factor)
+        with ctx.phase("loading the history (set-up)", total=None):
+            producer = producer_for(kwargs)
+            await producer.start()
+            try:
+                await send_pipelined(producer, topic, history)
+            finally:
+                await producer.stop()
+        del history
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+        # The ceiling and the parse-only peer, then the rebuild.
+        with ctx.phase("raw consume", total=n) as raw_phase:
+            raw_s, nbytes, values = await raw_consume(kwargs, topic, n, REBUILD_BATCH)
+            raw_phase.advance(n)
+        with ctx.phase("parse only", total=n) as parse_phase:
+            parse_s = parse_only(values)
+            parse_phase.advance(n)
+        del values
+
+        consumer = AIOKafkaConsumer(
+            **kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            consumer.assign(parts)
+            async with pool.acquire() as conn:
+                done = 0
+                with ctx.phase("rebuild", total=n) as phase, stack_cpu(ctx) as cpu:
+
+                    def progress(records: int, _total: int) -> None:
+                        nonlocal done
+                        phase.advance(records - done)
+                        done = records
+
+                    profile = os.environ.get("BENCH_REPORTS_PROFILE")
+                    profiler = cProfile.Profile() if profile else None
+                    if profiler is not None:
+                        profiler.enable()
+                    result = await rebuild(conn, consumer, parts, REBUILD_BATCH, progress)
+                    if profiler is not None:
+                        profiler.disable()
+                        profiler.dump_stats(str(profile))
+                rebuild_s = phase.elapsed_s
+                streams = int(await conn.fetchval("select count(*) from reports.applied_streams"))
+                versions = int(
+                    await conn.fetchval("select sum(version) from reports.applied_streams")
+                )
+        finally:
+            await consumer.stop()
+    finally:
+        await pool.close()
+        await delete_topic(kwargs, topic)
+
+    # Every record parsed, claimed and projected: one stream version each.
+    if (result.records, result.applied, result.skipped) != (n, n, 0) or versions != n:
+        raise RuntimeError(
+            f"rebuild read {result.records}, applied {result.applied}, skipped "
+            f"{result.skipped}, versions {versions}; expected {n} of each"
+        )
+
+    raw_rate, parse_rate, rate = n / raw_s, n / parse_s, n / rebuild_s
+    params = {
+        "events": n,
+        "copies": copies,
+        "month_events": len(month),
+        "streams": streams,
+        "batch_size": REBUILD_BATCH,
+        "partitions": PARTITIONS,
+        "mean_event_bytes": round(nbytes / n, 1),
+    }
+    raw = Figure.reference(
+        REBUILD_RAW,
+        raw_rate,
+        "events/s",
+        peak_rss_mib=raw_phase.peak_rss_mib,
+        notes=(
+            f"{n} records ({nbytes / 2**20:.1f} MiB) in {raw_s:.2f} s, group-less, assigned, "
+            f"getmany(max_records={REBUILD_BATCH}), values read not parsed"
+        ),
+        params={**params, "seconds": round(raw_s, 3)},
+    )
+    parse = Figure.reference(
+        REBUILD_PARSE,
+        parse_rate,
+        "events/s",
+        peak_rss_mib=parse_phase.peak_rss_mib,
+        notes=(
+            f"EventEnvelope.model_validate_json + domain_event() of {n} values in {parse_s:.2f} s"
+        ),
+        params={**params, "seconds": round(parse_s, 3)},
+    )
+    notes = (
+        f"{n} events ({len(month)} relayed by the meetings service for one month of "
+        f"{prefix} + {copies} id-rewritten copies), {streams} streams, one transaction, "
+        f"batch {REBUILD_BATCH}, in {rebuild_s:.2f} s; {cpu.summary()}"
+    )
+    rebuild_params = {**params, "seconds": round(rebuild_s, 3), "cpu": cpu.shares()}
+    return [
+        raw,
+        parse,
+        Figure.against(
+            raw,
+            REBUILD,
+            rate,
+            peak_rss_mib=phase.peak_rss_mib,
+            notes=notes + " (target >= 50,000 events/s)",
+            params={**rebuild_params, "target": 50_000},
+        ),
+        Figure.against(
+            parse,
+            f"{REBUILD}.vs_parse_only",
+            rate,
+            peak_rss_mib=phase.peak_rss_mib,
+            params=rebuild_params,
+        ),
+    ]
+
+
+# -- reports.freshness ---------------------------------------------------------------------
+
+
+async def kafka_latency(
+    kwargs: dict[str, Any], topic: str, rate: float, seconds: float, pad: int
+) -> list[float]:
+    """Paced produce (``rate``/s in ticks of TICK_S) to a fresh topic while a group-less
+    consumer reads it from its end; latency (s) = receive time − send time."""
+    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+    producer = producer_for(kwargs)
+    await consumer.start()
+    await producer.start()
+    n = round(rate * seconds)
+    filler = b"x" * pad
+    latencies: list[float] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        for tp in parts:  # a fresh, empty topic: its end is 0 (no offset look-up to fail)
+            consumer.seek(tp, 0)
+
+        async def read() -> None:
+            while len(latencies) < n:
+                for records in (await consumer.getmany(timeout_ms=100)).values():
+                    now = time.perf_counter()
+                    for r in records:
+                        sent = float((r.value or b"0|").split(b"|", 1)[0])
+                        latencies.append(now - sent)
+
+        reader = asyncio.create_task(read())
+        started = time.perf_counter()
+        futures: list[asyncio.Future[Any]] = []
+        sent, tick = 0, 0
+        while sent < n:
+            tick += 1
+            due = min(n, round(tick * TICK_S * rate))
+            for i in range(sent, due):
+                value = b"%r|%s" % (time.perf_counter(), filler)
+                futures.append(await producer.send(topic, value=value, key=b"%d" % (i % 200)))
+            sent = due
+            await asyncio.sleep(max(0.0, started + tick * TICK_S - time.perf_counter()))
+        await asyncio.gather(*futures)
+        await asyncio.wait_for(reader, 60)
+        return latencies
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def send_paced(
+    kwargs: dict[str, Any],
+    records: Sequence[tuple[str, bytes, bytes]],
+    rate: float,
+    on_sent: Callable[[int], None],
+) -> tuple[dict[str, float], float]:
+    """Send at ``rate``/s on an absolute schedule; return ({meeting id: wall-clock send
+    time}, the largest delay of a tick behind schedule)."""
+    producer = producer_for(kwargs)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        futures: list[asyncio.Future[Any]] = []
+        sent, tick, behind = 0, 0, 0.0
+        while sent < len(records):
+            tick += 1
+            due = min(len(records), round(tick * TICK_S * rate))
+            for meeting_id, key, value in records[sent:due]:
+                sent_at[meeting_id] = time.time()
+                futures.append(await producer.send(COMMANDS_TOPIC, value=value, key=key))
+            on_sent(due - sent)
+            sent = due
+            wake = started + tick * TICK_S
+            behind = max(behind, time.perf_counter() - wake)
+            await asyncio.sleep(max(0.0, wake - time.perf_counter()))
+        await asyncio.gather(*futures)
+        return sent_at, behind
+    finally:
+        await producer.stop()
+
+
+def _ms(values: Sequence[float]) -> dict[str, float]:
+    return {f"p{round(q * 100)}": round(quantile(values, q) * 1000, 2) for q in (0.5, 0.95, 0.99)}
+
+
+@benchmark(name=FRESHNESS, needs=("kafka", "postgres", MEETINGS, REPORTS), timeout_s=900)
+async def reports_freshness(ctx: BenchContext) -> list[Figure]:
+    """From an event's acceptance (its recorded_at) to its application in the reports
+    projection (applied_at), commands offered at 1,000/s; beside raw Kafka latency."""
+    refuse_shared_database(ctx)
+    assert ctx.kafka is not None and ctx.database_url
+    kwargs = aiokafka_client_kwargs(ctx.kafka)
+    seconds = ctx.size(FRESH_FULL_S, FRESH_QUICK_S)  # type: ignore[arg-type]
+    n = round(FRESH_RATE * seconds)
+    tag = f"fr{ctx.run_id}"
+    pool = await asyncpg.create_pool(ctx.database_url, min_size=1, max_size=2)
+    topic = ctx.unique("bench.reports-latency")
+    try:
+        await start(ctx, MEETINGS)
+        g = await ensure_district(ctx, pool)
+        records = schedule_commands(g, 0, n, tag)
+        warm = schedule_commands(g, n, 500, tag + "w")
+        pad = len(records[0][2])
+
+        # The peer first: raw Kafka at the same rate, records of the same size.
+        await create_topic(kwargs, topic, ctx.kafka.replication_factor)
+        peer_s = ctx.size(PEER_FULL_S, PEER_QUICK_S)  # type: ignore[arg-type]
+        with ctx.phase("raw Kafka produce→consume latency", total=None):
+            peer = await kafka_latency(kwargs, topic, FRESH_RATE, peer_s, pad)
+
+        await start(ctx, REPORTS)
+        with ctx.phase("reports catching up with the events topic (set-up)", total=None):
+            catch_up_s = await wait_caught_up(ctx, kwargs, CATCH_UP_TIMEOUT_S)
+        # Warm-up: both services have joined their groups and applied something.
+        await send_paced(kwargs, warm, FRESH_RATE, lambda _n: None)
+        async with pool.acquire() as conn:
+            deadline = time.monotonic() + 60
+            while await applied_count(conn, tag + "w") < len(warm):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the warm-up was not applied in 60 s")
+                await asyncio.sleep(POLL_S)
+
+        with ctx.phase(f"{FRESH_RATE:.0f} commands/s", total=n) as phase, stack_cpu(ctx) as cpu:
+            sent_at, behind = await send_paced(kwargs, records, FRESH_RATE, phase.advance)
+            async with pool.acquire() as conn:
+                deadline = time.monotonic() + 120
+                while (have := await applied_count(conn, tag)) < n:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{have} of {n} applied 120 s after the last send")
+                    await asyncio.sleep(POLL_S)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "select e.payload->>'meeting_id' as meeting_id,"
+                " extract(epoch from e.recorded_at)::float8 as recorded,"
+                " extract(epoch from a.applied_at)::float8 as applied"
+                " from meetings.events e join reports.applied_streams a using (stream_id)"
+                " where e.stream_id like $1 and e.stream_version = 1 and a.version = 1",
+                streams_of(tag),
+            )
+    finally:
+        await pool.close()
+        await delete_topic(kwargs, topic)
+    if len(rows) != n:
+        raise RuntimeError(f"{len(rows)} of {n} meetings recorded and applied")
+    lags = [r["applied"] - r["recorded"] for r in rows]
+    from_send = [r["applied"] - sent_at[r["meeting_id"]] for r in rows]
+    intake = [r["recorded"] - sent_at[r["meeting_id"]] for r in rows]
+    ours, theirs, sent_ms, intake_ms = _ms(lags), _ms(peer), _ms(from_send), _ms(intake)
+    params = {
+        "rate": FRESH_RATE,
+        "seconds": seconds,
+        "commands": n,
+        "peer_seconds": peer_s,
+        "peer_records": len(peer),
+        "behind_schedule_max_s": round(behind, 3),
+        "catch_up_s": round(catch_up_s, 2),
+        "lag_ms": ours,
+        "from_send_ms": sent_ms,
+        "intake_ms": intake_ms,
+        "peer_ms": theirs,
+        "max_ms": round(max(lags) * 1000, 1),
+        "cpu": cpu.shares(),
+    }
+    notes = (
+        f"{n} ScheduleMeeting at {FRESH_RATE:.0f}/s through the Kafka door; lag = "
+        f"reports.applied_streams.applied_at − meetings.events.recorded_at (same PostgreSQL "
+        f"clock); from the send: p50 {sent_ms['p50']:.0f} / p99 {sent_ms['p99']:.0f} ms; "
+        f"{cpu.summary()}"
+    )
+    figures: list[Figure] = []
+    for q in ("p50", "p95", "p99"):
+        ref = Figure.reference(
+            f"{FRESHNESS}.kafka_{q}",
+            theirs[q],
+            "ms",
+            better="lower",
+            notes=(
+                f"raw aiokafka produce→consume of {len(peer)} records of {pad} B at "
+                f"{FRESH_RATE:.0f}/s, acks=all, linger 5 ms, group-less consumer"
+            )
+            if q == "p50"
+            else "",
+            params={"rate": FRESH_RATE, "records": len(peer)},
+        )
+        figures.append(ref)
+        figures.append(
+            Figure.against(
+                ref,
+                f"{FRESHNESS}.{q}",
+                ours[q],
+                notes=(notes + " (target p99 <= 500 ms)") if q == "p99" else "",
+                params={**params, "target_p99_ms": 500} if q == "p99" else {},
+            )
+        )
+    return figures
+
+
+# -- reports.throughput --------------------------------------------------------------------
+
+
+async def raw_produce_consume(
+    kwargs: dict[str, Any], topic: str, records: list[tuple[bytes, bytes]]
+) -> float:
+    """Produce ``records`` (pipelined) while a group-less consumer reads them; seconds from
+    the first send to the last record read."""
+    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+    producer = producer_for(kwargs)
+    await consumer.start()
+    await producer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        for tp in parts:  # a fresh, empty topic: its end is 0 (no offset look-up to fail)
+            consumer.seek(tp, 0)
+        got = 0
+
+        async def read() -> None:
+            nonlocal got
+            while got < len(records):
+                for batch in (await consumer.getmany(timeout_ms=100)).values():
+                    got += len(batch)
+
+        started = time.perf_counter()
+        reader = asyncio.create_task(read())
+        await send_pipelined(producer, topic, records)
+        await asyncio.wait_for(reader, 120)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def wait_count(
+    conn: asyncpg.Connection,
+    count: Callable[[asyncpg.Connection], Any],
+    n: int,
+    timeout_s: float,
+    on_seen: Callable[[int, float], None] = lambda _c, _t: None,
+) -> float:
+    """Poll ``count`` every POLL_S until it reaches ``n``; the perf_counter it did."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        have = await count(conn)
+        on_seen(have, time.perf_counter())
+        if have >= n:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{have} of {n} after {timeout_s:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+@benchmark(name=THROUGHPUT, needs=("kafka", "postgres", MEETINGS, REPORTS), timeout_s=900)
+async def reports_throughput(ctx: BenchContext) -> list[Figure]:
+    """Commands offered on the Kafka door until all are applied in the reports projection,
+    beside raw produce+consume of as many records; and the reports consumer alone on a
+    pre-loaded backlog."""
+    refuse_shared_database(ctx)
+    assert ctx.kafka is not None and ctx.database_url and ctx.services is not None
+    kwargs = aiokafka_client_kwargs(ctx.kafka)
+    n = ctx.size(THROUGHPUT_FULL, THROUGHPUT_QUICK)
+    tag = f"tp{ctx.run_id}"
+    pool = await asyncpg.create_pool(ctx.database_url, min_size=1, max_size=2)
+    topic = ctx.unique("bench.reports-throughput")
+    try:
+        await start(ctx, MEETINGS)
+        g = await ensure_district(ctx, pool)
+        e2e = schedule_commands(g, 0, n, tag)
+        backlog = schedule_commands(g, n, n, tag + "b")
+        warm = schedule_commands(g, 2 * n, 1_000, tag + "w")
+        raw_records = [(k, v) for _m, k, v in e2e]
+
+        await create_topic(kwargs, topic, ctx.kafka.replication_factor)
+        with ctx.phase("raw produce+consume", total=None):
+            raw_s = await raw_produce_consume(kwargs, topic, raw_records)
+
+        await start(ctx, REPORTS)
+        with ctx.phase("reports catching up with the events topic (set-up)", total=None):
+            await wait_caught_up(ctx, kwargs, CATCH_UP_TIMEOUT_S)
+        producer = producer_for(kwargs)
+        await producer.start()
+        try:
+            await send_pipelined(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in warm])
+        finally:
+            await producer.stop()
+        async with pool.acquire() as conn:
+            await wait_count(conn, lambda c: applied_count(c, tag + "w"), len(warm), 120)
+
+        # End to end: offered as fast as the producer goes; the clock stops at the poll
+        # that sees every stream applied in the reports projection.
+        appended_at: float | None = None
+
+        def on_appended(have: int, at: float) -> None:
+            nonlocal appended_at
+            if have >= n and appended_at is None:
+                appended_at = at
+
+        with ctx.phase("commands → reports", total=n) as phase, stack_cpu(ctx) as cpu:
+            producer = producer_for(kwargs)
+            await producer.start()
+            try:
+                await send_pipelined(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in e2e])
+            finally:
+                await producer.stop()
+            produced_s = time.perf_counter() - phase.started
+            async with pool.acquire() as conn:
+                last = 0
+
+                async def both(c: asyncpg.Connection) -> int:
+                    nonlocal last
+                    if appended_at is None:
+                        on_appended(await appended_count(c, tag), time.perf_counter())
+                    have = await applied_count(c, tag)
+                    phase.advance(have - last)
+                    last = have
+                    return have
+
+                done_at = await wait_count(conn, both, n, 300)
+        e2e_s = done_at - phase.started
+        write_s = (appended_at or done_at) - phase.started
+
+        # The reports consumer alone: a backlog appended and relayed while it is stopped.
+        await stop(ctx, REPORTS)
+        producer = producer_for(kwargs)
+        await producer.start()
+        try:
+            await send_pipelined(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in backlog])
+        finally:
+            await producer.stop()
+        async with pool.acquire() as conn:
+            await wait_count(conn, lambda c: appended_count(c, tag + "b"), n, 300)
+            await wait_relay_covers(conn, await last_in_relay_order(conn), timeout_s=120)
+        first: tuple[int, float] | None = None
+
+        def on_first(have: int, at: float) -> None:
+            nonlocal first
+            if have and first is None:
+                first = (have, at)
+
+        with ctx.phase("reports on a backlog", total=None) as backlog_phase:
+            await start(ctx, REPORTS)
+            async with pool.acquire() as conn:
+                backlog_done = await wait_count(
+                    conn, lambda c: applied_count(c, tag + "b"), n, 300, on_first
+                )
+        assert first is not None
+        backlog_s = backlog_done - first[1]
+        backlog_rate = (n - first[0]) / backlog_s
+        backlog_with_start = n / (backlog_done - backlog_phase.started)
+    finally:
+        await pool.close()
+        await delete_topic(kwargs, topic)
+
+    raw = Figure.reference(
+        THROUGHPUT_RAW,
+        n / raw_s,
+        "events/s",
+        notes=(
+            f"{n} of the same command records produced (pipelined, acks=all) to a fresh "
+            f"topic while a group-less consumer reads them: first send to last read "
+            f"{raw_s:.2f} s"
+        ),
+        params={"records": n, "seconds": round(raw_s, 3)},
+    )
+    rate = n / e2e_s
+    return [
+        raw,
+        Figure.against(
+            raw,
+            THROUGHPUT,
+            rate,
+            peak_rss_mib=phase.peak_rss_mib,
+            notes=(
+                f"{n} ScheduleMeeting offered on the Kafka door (all sent in {produced_s:.2f} s),"
+                f" all applied in the reports projection after {e2e_s:.2f} s; the write side "
+                f"had appended them all after {write_s:.2f} s ({n / write_s:,.0f}/s); "
+                f"{cpu.summary()} (target >= 10,000 events/s)"
+            ),
+            params={
+                "commands": n,
+                "seconds": round(e2e_s, 3),
+                "produce_seconds": round(produced_s, 3),
+                "write_side_seconds": round(write_s, 3),
+                "cpu": cpu.shares(),
+                "target": 10_000,
+            },
+        ),
+        Figure.against(
+            raw,
+            f"{THROUGHPUT}.write_side",
+            n / write_s,
+            notes="the same run's commands, up to committed in meetings.events",
+            params={"commands": n, "seconds": round(write_s, 3)},
+        ),
+        Figure.against(
+            raw,
+            f"{THROUGHPUT}.backlog_apply",
+            backlog_rate,
+            notes=(
+                f"the reports consumer alone on a backlog of {n} relayed events: from the "
+                f"poll that saw its first {first[0]} applied to the poll that saw all "
+                f"({backlog_s:.2f} s); {backlog_with_start:,.0f}/s counting the process start"
+            ),
+            params={
+                "events": n,
+                "seconds": round(backlog_s, 3),
+                "rate_with_start": round(backlog_with_start, 1),
+            },
+        ),
+    ]
