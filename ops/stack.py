@@ -186,6 +186,8 @@ class Stack:
             "SMTP_HOST": self.settings.host,
             "SMTP_PORT": str(self.settings.smtp_port),
             "AUTH_JWT_SECRET": self.auth_secret,
+            # Notifications looks contact details up at send time in the meetings service.
+            "CONTACTS_URL": self.service_url("meetings"),
             "INBOUND_ALLOWED_SOURCES": self.settings.inbound_allowed_sources,
             "PYTHONUNBUFFERED": "1",
         }

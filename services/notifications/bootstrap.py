@@ -1,9 +1,11 @@
-"""Wires the notifications service: events topic → notifier → delivery log → dispatcher → SMTP."""
+"""Wires the notifications service: events topic → notifier (directory, timers, outbox) →
+dispatcher → channels (SMTP e-mail, signed webhook, log); timers → scheduler → outbox."""
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -11,12 +13,24 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.notifications.adapters.directory import MailboxPatternDirectory
-from services.notifications.adapters.email import SmtpSender
+from services.notifications.adapters.channels import (
+    Channel,
+    EmailChannel,
+    LogChannel,
+    WebhookChannel,
+)
+from services.notifications.adapters.contacts import ContactsClient
 from services.notifications.adapters.metrics import NotificationsMetrics
+from services.notifications.adapters.rate_limit import TokenBucket, parse_rates
 from services.notifications.adapters.templating import TemplateRenderer
+from services.notifications.domain.notices import CHANNELS, QuietHours, parse_leads
+from services.notifications.entrypoints.http import preferences_router
 from services.notifications.service_layer.dispatcher import Dispatcher
 from services.notifications.service_layer.notifier import Notifier
+from services.notifications.service_layer.outbox import NotifyConfig, Outbox
+from services.notifications.service_layer.scheduler import TimerScheduler
+from shared.auth import Role, TokenService
+from shared.clock import Clock, OffsetClock, SystemClock
 from shared.consumer import EventConsumer, make_broker
 from shared.http import (
     add_operational_routes,
@@ -38,31 +52,86 @@ log = get_logger(__name__)
 class NotificationsSettings(ServiceSettings):
     service_name: str = "notifications"
     http_port: int = 8003
+    # -- e-mail
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_connections: int = 8  # open SMTP connections: also the duplicate window on a crash
     mail_from: str = "Chibo <thong-bao@chibo.local>"
-    cell_mailbox_pattern: str = "chi-bo.{cell_id}@chibo.local"
+    # -- webhook (SMS / Zalo gateways); enabled when both are set
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # -- contacts, looked up at send time in the meetings service
+    contacts_url: str = "http://127.0.0.1:8001"
+    contacts_token: SecretStr | None = None  # else minted from AUTH_JWT_SECRET
+    auth_jwt_secret: SecretStr | None = None
+    # -- rules
+    notify_default_channels: str = "email"
+    notify_channels: str = ",".join(CHANNELS)  # channels this deployment may use
+    quiet_hours: str = "22:00-06:00"  # Asia/Ho_Chi_Minh; "off" disables
+    meeting_reminder_leads: str = "24h"
+    petition_deadline_leads: str = "48h,4h"
+    attendance_threshold: float = 0.9
+    meeting_missing_day: int = 10  # a regular meeting not held by this day is reported
     templates_dir: Path | None = None
+    # -- delivery
+    rate_limits: str = "email:2000,webhook:50,log:0"  # sends per second, 0 = unlimited
     max_send_attempts: int = 5
+    dispatch_batch: int = 500
+    dispatch_concurrency: int = 16
+    dispatch_lease_s: float = 60.0
+    dispatch_poll_s: float = 1.0
+    retry_base_s: float = 2.0
+    scheduler_interval_s: float = 0.25
+    # Test deployments only: a file holding seconds to add to the clock.
+    clock_offset_file: Path | None = None
+
+    def config(self) -> NotifyConfig:
+        enabled = tuple(c.strip() for c in self.notify_channels.split(",") if c.strip())
+        if not (self.webhook_url and self.webhook_secret):
+            enabled = tuple(c for c in enabled if c != "webhook")
+        return NotifyConfig(
+            default_channels=tuple(
+                c.strip() for c in self.notify_default_channels.split(",") if c.strip()
+            ),
+            enabled_channels=enabled,
+            quiet_hours=QuietHours.parse(self.quiet_hours),
+            reminder_leads=parse_leads(self.meeting_reminder_leads),
+            deadline_leads=parse_leads(self.petition_deadline_leads),
+            attendance_threshold=self.attendance_threshold,
+            meeting_missing_day=self.meeting_missing_day,
+        )
 
 
-def build_app(settings: NotificationsSettings) -> FastAPI:
+def _contacts_token(settings: NotificationsSettings) -> TokenService | str:
+    if settings.contacts_token is not None:
+        return settings.contacts_token.get_secret_value()
+    if settings.auth_jwt_secret is None:
+        raise SystemExit("set CONTACTS_TOKEN, or AUTH_JWT_SECRET to mint one")
+    return TokenService(settings.auth_jwt_secret)
+
+
+def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> FastAPI:
+    config = settings.config()  # fails fast on a malformed rule
+    if clock is None:
+        clock = (
+            OffsetClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
+        )
     registry = CollectorRegistry()
     metrics = NotificationsMetrics(registry)
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
     lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
-    email = SmtpSender(
-        settings.smtp_host,
-        settings.smtp_port,
-        settings.mail_from,
-        start_tls=settings.smtp_starttls,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-    )
+    token_source = _contacts_token(settings)
+
+    def contacts_token() -> str:
+        if isinstance(token_source, str):
+            return token_source
+        return token_source.issue(
+            "notifications", Role.SYSTEM_PUBLISHER, "system", None, ttl=timedelta(minutes=10)
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -71,18 +140,14 @@ def build_app(settings: NotificationsSettings) -> FastAPI:
         await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
         app.state.pool = pool
         work_available = asyncio.Event()
-        notifier = Notifier(
-            MailboxPatternDirectory(settings.cell_mailbox_pattern),
-            TemplateRenderer(settings.templates_dir),
-            metrics,
-        )
+        outbox = Outbox(TemplateRenderer(settings.templates_dir), metrics, config)
         consumer = EventConsumer(
             settings.service_name,
             "notifications",
             pool,
             broker,
             kafka,
-            notifier,
+            Notifier(outbox, clock),
             registry,
             after_commit=work_available.set,  # the dispatcher sees committed rows at once
         )
@@ -94,23 +159,63 @@ def build_app(settings: NotificationsSettings) -> FastAPI:
             max_records=settings.consumer_batch_size,
             ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
         )(consumer)
+        channels: dict[str, Channel] = {"log": LogChannel()}
+        if "email" in config.enabled_channels:
+            channels["email"] = EmailChannel(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.mail_from,
+                connections=settings.smtp_connections,
+                start_tls=settings.smtp_starttls,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+            )
+        if settings.webhook_url and settings.webhook_secret:
+            channels["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret)
         dispatcher = Dispatcher(
-            pool, email, metrics, work_available, max_attempts=settings.max_send_attempts
+            pool,
+            channels,
+            ContactsClient(settings.contacts_url, contacts_token),
+            metrics,
+            clock,
+            work_available,
+            rate_limits={
+                name: TokenBucket(rate) for name, rate in parse_rates(settings.rate_limits).items()
+            },
+            max_attempts=settings.max_send_attempts,
+            retry_base_s=settings.retry_base_s,
+            batch=settings.dispatch_batch,
+            concurrency=settings.dispatch_concurrency,
+            lease_s=settings.dispatch_lease_s,
+            poll_interval_s=settings.dispatch_poll_s,
+        )
+        scheduler = TimerScheduler(
+            pool,
+            outbox,
+            clock,
+            metrics,
+            work_available.set,
+            interval_s=settings.scheduler_interval_s,
         )
         await broker.start()
         await dispatcher.start()
+        await scheduler.start()
         await lag.start()
         log.info("service.started", port=settings.http_port)
         try:
             yield
         finally:
             await lag.stop()
+            await scheduler.stop()
             await dispatcher.stop()
             await broker.stop()
             await pool.close()
 
-    app = FastAPI(title="Chibo — notifications", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Chibo — notifications", version="0.2.0", lifespan=lifespan)
     install_error_handlers(app)
+    if settings.auth_jwt_secret is not None:
+        app.state.tokens = TokenService(settings.auth_jwt_secret)
+        app.include_router(preferences_router(config.default_channels))
 
     add_operational_routes(
         app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}

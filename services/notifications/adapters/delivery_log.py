@@ -1,8 +1,14 @@
-"""The delivery log in Postgres: the outbox of rendered notices and their outcome."""
+"""The delivery log in Postgres: the outbox of rendered notices and their outcome.
+
+States: ``pending`` (waiting, maybe until quiet hours end or a retry is due) → ``sending``
+(claimed by a dispatcher, with a lease) → ``sent``; or ``dead`` (permanent failure, or
+attempts exhausted: the dead-letter state, resent by `chibo notifications resend`), or
+``suppressed`` (nobody to send to on that channel: ``no_contact``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -12,78 +18,131 @@ from services.notifications.domain.notices import Notice
 
 
 @dataclass(frozen=True)
-class PendingDelivery:
+class Delivery:
     delivery_id: int
     trigger_event_id: UUID
     trigger: str
-    recipient: str
+    recipient: str  # a person id
     channel: str
     subject: str
     body_text: str
     body_html: str
     attempts: int
+    created_at: datetime
 
 
-async def record(conn: asyncpg.Connection, notice: Notice, message: RenderedMessage) -> bool:
-    """Add a pending delivery; False when this (trigger, recipient, channel) exists already."""
-    status = await conn.execute(
+_COLUMNS = (
+    "delivery_id, trigger_event_id, trigger, recipient, channel, subject, body_text,"
+    " body_html, attempts, created_at"
+)
+
+
+async def record(
+    conn: asyncpg.Connection,
+    notice: Notice,
+    message: RenderedMessage,
+    pairs: list[tuple[str, str]],
+    not_before: datetime,
+) -> list[tuple[str, str]]:
+    """Add a pending delivery per (person, channel); returns the pairs that existed already."""
+    if not pairs:
+        return []
+    rows = await conn.fetch(
         """
         insert into notifications.deliveries
-            (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html)
-        values ($1, $2, $3, $4, $5, $6, $7)
+            (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html,
+             priority, next_attempt_at, trigger_ref)
+        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10
+        from unnest($3::text[], $4::text[]) as r(recipient, channel)
         on conflict (trigger_event_id, recipient, channel) do nothing
+        returning recipient, channel
         """,
-        notice.trigger_event_id,
-        notice.trigger,
-        notice.recipient,
-        notice.channel,
+        notice.trigger_id,
+        notice.trigger.value,
+        [p for p, _ in pairs],
+        [c for _, c in pairs],
         message.subject,
         message.text,
         message.html,
+        notice.priority.value,
+        not_before,
+        notice.ref,
     )
-    return status.endswith(" 1")
+    inserted = {(r["recipient"], r["channel"]) for r in rows}
+    return [pair for pair in pairs if pair not in inserted]
 
 
-async def take_pending(conn: asyncpg.Connection, limit: int) -> list[PendingDelivery]:
-    """Pending deliveries, locked for this transaction so that replicas never share one."""
-    rows = await conn.fetch(
-        """
-        select delivery_id, trigger_event_id, trigger, recipient, channel, subject, body_text,
-               body_html, attempts
-        from notifications.deliveries
-        where status = 'pending' and next_attempt_at <= now()
-        order by next_attempt_at, delivery_id limit $1 for update skip locked
+async def claim(pool: asyncpg.Pool, now: datetime, limit: int, lease: timedelta) -> list[Delivery]:
+    """Claim due deliveries for this dispatcher: pending ones whose time has come, and
+    ``sending`` ones whose lease ran out (their dispatcher died: resent, see
+    docs/notifications.md). ``skip locked`` keeps replicas from sharing one."""
+    rows = await pool.fetch(
+        f"""
+        update notifications.deliveries d set status = 'sending', claimed_until = $3,
+               attempts = d.attempts + 1
+        where d.delivery_id in (
+            select delivery_id from notifications.deliveries
+            where (status = 'pending' and next_attempt_at <= $1)
+               or (status = 'sending' and claimed_until < $1)
+            order by next_attempt_at, delivery_id limit $2
+            for update skip locked)
+        returning {_COLUMNS}
         """,
+        now,
         limit,
+        now + lease,
     )
-    return [PendingDelivery(**dict(r)) for r in rows]
+    return sorted((Delivery(**dict(r)) for r in rows), key=lambda d: d.delivery_id)
 
 
-async def mark_sent(conn: asyncpg.Connection, delivery_id: int) -> None:
-    await conn.execute(
-        "update notifications.deliveries set status = 'sent', sent_at = now(),"
-        " attempts = attempts + 1, last_error = null where delivery_id = $1",
-        delivery_id,
+async def mark_sent(pool: asyncpg.Pool, delivery_ids: list[int], now: datetime) -> None:
+    await pool.execute(
+        "update notifications.deliveries set status = 'sent', sent_at = $2, last_error = null,"
+        " claimed_until = null where delivery_id = any($1) and status = 'sending'",
+        delivery_ids,
+        now,
     )
 
 
-async def mark_attempt_failed(
-    conn: asyncpg.Connection, delivery_id: int, error: str, give_up: bool, retry_in_s: float
-) -> None:
-    await conn.execute(
-        "update notifications.deliveries set attempts = attempts + 1, last_error = $2,"
-        " status = case when $3 then 'failed' else status end,"
-        " next_attempt_at = now() + make_interval(secs => $4) where delivery_id = $1",
+async def mark_retry(pool: asyncpg.Pool, delivery_id: int, error: str, at: datetime) -> None:
+    await pool.execute(
+        "update notifications.deliveries set status = 'pending', last_error = $2,"
+        " next_attempt_at = $3, claimed_until = null where delivery_id = $1",
         delivery_id,
         error[:2000],
-        give_up,
-        retry_in_s,
+        at,
     )
+
+
+async def mark_final(
+    pool: asyncpg.Pool, delivery_id: int, status: str, reason: str, error: str | None
+) -> None:
+    """``dead`` (the dead-letter state) or ``suppressed``, with a machine-readable reason."""
+    await pool.execute(
+        "update notifications.deliveries set status = $2, reason = $3, last_error = $4,"
+        " claimed_until = null where delivery_id = $1",
+        delivery_id,
+        status,
+        reason,
+        error[:2000] if error else None,
+    )
+
+
+async def backlog(pool: asyncpg.Pool, now: datetime) -> tuple[int, float]:
+    """(deliveries not yet sent and not final, age in seconds of the oldest that is due)."""
+    row = await pool.fetchrow(
+        "select count(*) as n,"
+        " min(next_attempt_at) filter (where next_attempt_at <= $1) as oldest"
+        " from notifications.deliveries where status in ('pending', 'sending')",
+        now,
+    )
+    oldest = row["oldest"]
+    return int(row["n"]), max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
 
 
 async def pending_count(pool: asyncpg.Pool) -> int:
     return int(
         await pool.fetchval(
-            "select count(*) from notifications.deliveries where status = 'pending'"
+            "select count(*) from notifications.deliveries where status in ('pending', 'sending')"
         )
     )

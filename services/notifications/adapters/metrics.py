@@ -1,8 +1,14 @@
-"""The notifications service's Prometheus metrics."""
+"""The notifications service's Prometheus metrics (registry passed in). Labels are bounded:
+channel, trigger, reason and queue; never a person or an address."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.notifications.domain.notices import CHANNELS, Trigger
+
+SUPPRESS_REASONS = ("duplicate", "quiet_hours", "stale", "no_contact")
+DEAD_REASONS = ("permanent", "attempts_exhausted")
 
 
 class NotificationsMetrics:
@@ -15,22 +21,62 @@ class NotificationsMetrics:
         )
         self.failed = Counter(
             "chibo_notifications_failed_total",
-            "Delivery attempts that failed (retried until the attempt limit).",
+            "Delivery attempts that failed (temporary ones are retried with backoff).",
             ["channel", "trigger"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            "chibo_notifications_retried_total",
+            "Delivery attempts made again after a temporary failure.",
+            ["channel", "trigger"],
+            registry=registry,
+        )
+        self.dead = Counter(
+            "chibo_notifications_dead_lettered_total",
+            "Deliveries given up (permanent failure or attempts exhausted): the DLQ state.",
+            ["channel", "trigger", "reason"],
             registry=registry,
         )
         self.suppressed = Counter(
             "chibo_notifications_suppressed_total",
-            "Notices not sent again because the same one was recorded already.",
+            "Notices not sent, or held back: duplicate (already recorded), quiet_hours"
+            " (held until the quiet hours end), stale (a meeting already begun),"
+            " no_contact (no address for that channel).",
             ["channel", "trigger", "reason"],
             registry=registry,
         )
         self.pending = Gauge(
             "chibo_notifications_pending",
-            "Deliveries recorded but not yet sent.",
+            "Deliveries recorded but not yet sent (pending or being sent).",
             registry=registry,
         )
-        for channel, trigger in (("email", "meeting_scheduled"),):  # visible from the start
-            self.sent.labels(channel, trigger)
-            self.failed.labels(channel, trigger)
-            self.suppressed.labels(channel, trigger, "duplicate")
+        self.scheduled = Gauge(
+            "chibo_notifications_scheduled_pending",
+            "Timers (reminders, deadline warnings, monthly checks) waiting to fire.",
+            registry=registry,
+        )
+        self.oldest = Gauge(
+            "chibo_notifications_oldest_pending_seconds",
+            "How long the oldest due item has waited: queue=deliveries (due and unsent) or"
+            " timers (due and not fired); 0 when nothing is due.",
+            ["queue"],
+            registry=registry,
+        )
+        self.fire_lag = Gauge(
+            "chibo_notifications_timer_fire_lag_seconds",
+            "Lag of the last fired timer: fired at minus due at.",
+            registry=registry,
+        )
+        # Known label combinations exist at 0 from the start, so the first failure after a
+        # restart is a rise that increase() sees (docs/operations.md, "Known gaps").
+        for channel in CHANNELS:
+            for trigger in Trigger:
+                self.sent.labels(channel, trigger.value)
+                self.failed.labels(channel, trigger.value)
+                self.retried.labels(channel, trigger.value)
+                for reason in SUPPRESS_REASONS:
+                    self.suppressed.labels(channel, trigger.value, reason)
+                for reason in DEAD_REASONS:
+                    self.dead.labels(channel, trigger.value, reason)
+        for queue in ("deliveries", "timers"):
+            self.oldest.labels(queue)

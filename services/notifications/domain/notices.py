@@ -1,38 +1,172 @@
-"""Which notices an event makes. Pure: recipients come in, notices go out."""
+"""The notification rules, pure: triggers and their priority, quiet hours, the stale rule,
+lead times, months in Asia/Ho_Chi_Minh and the attendance rate. No I/O here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from uuid import UUID
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from uuid import UUID, uuid5
 
-from shared.contract import DomainEvent, MeetingScheduled
+from shared.clock import LOCAL_TZ
+from shared.contract.events import Attendance, AttendanceEntry
+
+_TRIGGER_NAMESPACE = UUID("0b7f3c1e-5a52-4a8e-9d55-2f8f1f6c9a01")
+
+
+class Trigger(StrEnum):
+    MEETING_SCHEDULED = "meeting_scheduled"
+    MEETING_RESCHEDULED = "meeting_rescheduled"
+    MEETING_CANCELLED = "meeting_cancelled"
+    MEETING_REMINDER = "meeting_reminder"
+    PETITION_RAISED = "petition_raised"
+    PETITION_DEADLINE = "petition_deadline"
+    PETITION_ESCALATED = "petition_escalated"
+    PETITION_RESOLVED = "petition_resolved"
+    PETITION_REOPENED = "petition_reopened"
+    MEETING_MISSING = "meeting_missing"
+    ATTENDANCE_LOW = "attendance_low"
+    REPORT_SUBMITTED = "report_submitted"
+    REPORT_LATE = "report_late"
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"  # goes out at once, even in quiet hours
+    NORMAL = "normal"  # held back by quiet hours
+    LOW = "low"  # held back by quiet hours; folded into the daily digest when enabled
+
+
+# Urgent: what loses its value if it waits until morning (a meeting moved, called off or
+# about to start; a deadline about to pass). Everything else can wait for 06:00.
+PRIORITY: dict[Trigger, Priority] = {
+    Trigger.MEETING_SCHEDULED: Priority.NORMAL,
+    Trigger.MEETING_RESCHEDULED: Priority.URGENT,
+    Trigger.MEETING_CANCELLED: Priority.URGENT,
+    Trigger.MEETING_REMINDER: Priority.URGENT,
+    Trigger.PETITION_RAISED: Priority.NORMAL,
+    Trigger.PETITION_DEADLINE: Priority.URGENT,
+    Trigger.PETITION_ESCALATED: Priority.NORMAL,
+    Trigger.PETITION_RESOLVED: Priority.LOW,
+    Trigger.PETITION_REOPENED: Priority.NORMAL,
+    Trigger.MEETING_MISSING: Priority.NORMAL,
+    Trigger.ATTENDANCE_LOW: Priority.LOW,
+    Trigger.REPORT_SUBMITTED: Priority.LOW,
+    Trigger.REPORT_LATE: Priority.NORMAL,
+}
+
+CHANNELS = ("email", "webhook", "log")
 
 
 @dataclass(frozen=True)
 class Notice:
-    """One message to one recipient on one channel, not yet rendered."""
+    """One trigger for a set of people: rendered once, recorded per (person, channel)."""
 
-    trigger_event_id: UUID
-    trigger: str
-    recipient: str
-    channel: str
-    template: str
-    context: dict[str, object]
+    trigger_id: UUID  # the event id, or a timer's derived id
+    trigger: Trigger
+    recipients: tuple[str, ...]  # person ids
+    context: dict[str, object] = field(default_factory=dict)
+    ref: str = ""  # the meeting, petition, cell or ward it is about (for operators)
+
+    @property
+    def priority(self) -> Priority:
+        return PRIORITY[self.trigger]
 
 
-def notices_for(
-    event_id: UUID, event: DomainEvent, recipients: list[str], channel: str = "email"
-) -> list[Notice]:
-    if isinstance(event, MeetingScheduled):
-        return [
-            Notice(
-                trigger_event_id=event_id,
-                trigger="meeting_scheduled",
-                recipient=recipient,
-                channel=channel,
-                template="meeting_scheduled",
-                context={"meeting": event},
-            )
-            for recipient in recipients
-        ]
-    return []
+def timer_trigger_id(kind: str, ref_id: str, due_at: datetime) -> UUID:
+    """A fired timer's stable trigger id: the same timer always makes the same deliveries."""
+    return uuid5(_TRIGGER_NAMESPACE, f"{kind}|{ref_id}|{due_at.isoformat()}")
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A nightly window in local time (start > end wraps past midnight); None: no window."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours | None:
+        text = text.strip()
+        if not text or text.lower() in ("off", "none"):
+            return None
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", text)
+        if not match:
+            raise ValueError(f"quiet hours must look like 22:00-06:00, not {text!r}")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        return cls(time(h1, m1), time(h2, m2))
+
+    def contains(self, at: datetime) -> bool:
+        local = at.astimezone(LOCAL_TZ).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def release(self, at: datetime) -> datetime:
+        """``at`` itself outside the window, else the window's end (local time)."""
+        if not self.contains(at):
+            return at
+        local = at.astimezone(LOCAL_TZ)
+        end = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
+        if end <= local:
+            end += timedelta(days=1)
+        return end
+
+
+def send_not_before(priority: Priority, now: datetime, quiet: QuietHours | None) -> datetime:
+    if priority is Priority.URGENT or quiet is None:
+        return now
+    return quiet.release(now)
+
+
+def parse_leads(text: str) -> list[timedelta]:
+    """Lead times like "48h,4h", "30m", "1d" (largest first); empty text: none."""
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    leads = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([dhms])", part)
+        if not match:
+            raise ValueError(f"a lead time must look like 48h, 30m or 1d, not {part!r}")
+        leads.append(timedelta(seconds=float(match.group(1)) * units[match.group(2)]))
+    return sorted(leads, reverse=True)
+
+
+def is_stale(starts_at: datetime, now: datetime) -> bool:
+    """A notice about a meeting that has already begun is history, not news: suppressed
+    (backfilled months, a consumer far behind). See docs/notifications.md."""
+    return starts_at <= now
+
+
+def local_month(at: datetime) -> str:
+    return at.astimezone(LOCAL_TZ).strftime("%Y-%m")
+
+
+def next_month(month: str) -> str:
+    year, mon = (int(p) for p in month.split("-"))
+    return f"{year + mon // 12}-{mon % 12 + 1:02d}"
+
+
+def month_day_start(month: str, day: int) -> datetime:
+    """00:00 Asia/Ho_Chi_Minh on ``day`` of ``month``."""
+    year, mon = (int(p) for p in month.split("-"))
+    return datetime(year, mon, day, tzinfo=LOCAL_TZ)
+
+
+def report_due_at(month: str) -> datetime:
+    """The ward's report of ``month`` is due before the 10th of the next month."""
+    return month_day_start(next_month(month), 10)
+
+
+def meeting_check_at(month: str, due_day: int) -> datetime:
+    """The regular meeting must be held by the end of ``due_day``: checked at the next 00:00."""
+    return month_day_start(month, due_day) + timedelta(days=1)
+
+
+def attendance_rate(roll_call: list[AttendanceEntry]) -> float | None:
+    """Present over everyone not exempt (exempt members are left out); None if nobody counts."""
+    counted = [e for e in roll_call if e.status is not Attendance.EXEMPT]
+    if not counted:
+        return None
+    return sum(1 for e in counted if e.status is Attendance.PRESENT) / len(counted)

@@ -1,37 +1,407 @@
-"""Turns each event into recorded deliveries, inside the consumer's transaction.
-
-Sending happens after commit (service_layer/dispatcher.py), so a notice is recorded
-exactly once however often the event is redelivered, and is never lost if the process
-dies before sending.
-"""
+"""Turns each event into directory updates, timers and recorded deliveries, all inside the
+consumer's transaction (shared/consumer.py), so an event's effect happens exactly once
+however often it is redelivered. Sending happens after commit (dispatcher.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import asyncpg
 
-from services.notifications.adapters import delivery_log
-from services.notifications.adapters.directory import MailboxPatternDirectory
-from services.notifications.adapters.metrics import NotificationsMetrics
-from services.notifications.adapters.templating import TemplateRenderer
-from services.notifications.domain.notices import notices_for
+from services.notifications.adapters import directory, timers
+from services.notifications.domain.notices import (
+    Notice,
+    Trigger,
+    attendance_rate,
+    is_stale,
+    local_month,
+    meeting_check_at,
+    next_month,
+    report_due_at,
+)
+from services.notifications.service_layer.outbox import Outbox
+from shared.clock import Clock
 from shared.contract import DomainEvent, EventEnvelope
+from shared.contract.events import (
+    CellRegistered,
+    MeetingCancelled,
+    MeetingKind,
+    MeetingOpened,
+    MeetingRescheduled,
+    MeetingScheduled,
+    OfficialRole,
+    PetitionEscalated,
+    PetitionMarkedOverdue,
+    PetitionRaised,
+    PetitionReopened,
+    PetitionResolved,
+    UnitRegistered,
+)
+
+REMINDER = "meeting_reminder"
+DEADLINE = "petition_deadline"
+MEETING_MISSING = "meeting_missing"
+REPORT_LATE = "report_late"
+WARD_REPORT_SUBMITTED = "WardReportSubmitted"
+
+
+async def meeting_audience(conn: asyncpg.Connection, cell_id: str) -> list[str]:
+    """The cell's members and the ward committee member in charge of it."""
+    members = await directory.cell_members(conn, cell_id)
+    supervisor = await directory.cell_officials(
+        conn, cell_id, (OfficialRole.WARD_MEMBER_IN_CHARGE,)
+    )
+    return list(dict.fromkeys([*members, *supervisor]))
+
+
+async def ward_and_above(conn: asyncpg.Connection, ward_id: str) -> list[str]:
+    """The ward's officials and those of the level above it."""
+    parent = await directory.unit_parent(conn, ward_id)
+    return [
+        *await directory.unit_officials(conn, ward_id),
+        *await directory.unit_officials(conn, parent),
+    ]
+
+
+def meeting_timer_id(meeting_id: str) -> str:
+    return meeting_id
 
 
 class Notifier:
-    def __init__(
-        self,
-        directory: MailboxPatternDirectory,
-        renderer: TemplateRenderer,
-        metrics: NotificationsMetrics,
-    ) -> None:
-        self._directory = directory
-        self._renderer = renderer
-        self._metrics = metrics
+    def __init__(self, outbox: Outbox, clock: Clock) -> None:
+        self._outbox = outbox
+        self._clock = clock
+
+    @property
+    def config(self):  # type: ignore[no-untyped-def]
+        return self._outbox.config
 
     async def __call__(
         self, conn: asyncpg.Connection, envelope: EventEnvelope, event: DomainEvent
     ) -> None:
-        for notice in notices_for(envelope.event_id, event, self._directory.recipients(event)):
-            message = self._renderer.render(notice.template, notice.context)
-            if not await delivery_log.record(conn, notice, message):
-                self._metrics.suppressed.labels(notice.channel, notice.trigger, "duplicate").inc()
+        now = self._clock.now()
+        await directory.apply_org_event(conn, event)
+        eid = envelope.event_id
+        if isinstance(event, MeetingScheduled):
+            await self._scheduled(conn, eid, event, now)
+        elif isinstance(event, MeetingRescheduled):
+            await self._rescheduled(conn, eid, event, now)
+        elif isinstance(event, MeetingCancelled):
+            await self._cancelled(conn, eid, event, now)
+        elif isinstance(event, MeetingOpened):
+            await self._opened(conn, eid, event, now)
+        elif isinstance(event, PetitionRaised):
+            await self._petition_raised(conn, eid, event, now)
+        elif isinstance(event, PetitionEscalated):
+            await self._petition_escalated(conn, eid, event, now)
+        elif isinstance(event, PetitionResolved | PetitionReopened):
+            await self._petition_closed_or_reopened(conn, eid, event, now)
+        elif isinstance(event, PetitionMarkedOverdue):
+            await directory.update_petition(
+                conn,
+                event.petition_id,
+                status="overdue",
+                history_entry={"what": "overdue", "at": event.marked_at, "level": event.level},
+            )
+            await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+        elif isinstance(event, CellRegistered):
+            month = local_month(now)
+            due_day = max(self.config.meeting_missing_day, event.meeting_day)
+            if meeting_check_at(month, due_day) <= now:
+                month = next_month(month)
+            await timers.set_timer(
+                conn,
+                MEETING_MISSING,
+                event.cell_id,
+                meeting_check_at(month, due_day),
+                {
+                    "cell_id": event.cell_id,
+                    "ward_id": event.ward_id,
+                    "month": month,
+                    "due_day": due_day,
+                },
+            )
+        elif isinstance(event, UnitRegistered) and event.level == "ward":
+            month = local_month(now)
+            await timers.set_timer(
+                conn,
+                REPORT_LATE,
+                event.unit_id,
+                report_due_at(month),
+                {"ward_id": event.unit_id, "month": month},
+            )
+        elif envelope.event_type == WARD_REPORT_SUBMITTED:
+            await self._report_submitted(conn, eid, event, now)
+
+    # -- meetings ----------------------------------------------------------------------
+
+    async def _set_reminders(
+        self, conn: asyncpg.Connection, meeting_id: str, start: datetime, now: datetime
+    ) -> None:
+        for lead in self.config.reminder_leads:
+            due = start - lead
+            if due > now:  # a reminder whose time has passed adds nothing to the notice
+                await timers.set_timer(
+                    conn,
+                    REMINDER,
+                    meeting_id,
+                    due,
+                    {"scheduled_start": start.isoformat(), "lead_s": lead.total_seconds()},
+                )
+
+    async def _scheduled(
+        self, conn: asyncpg.Connection, eid: Any, event: MeetingScheduled, now: datetime
+    ) -> None:
+        await directory.save_meeting(
+            conn,
+            event.meeting_id,
+            event.ward_id,
+            event.cell_id,
+            event.kind.value,
+            event.scheduled_start,
+            event.model_dump(mode="json"),
+        )
+        notice = Notice(
+            eid,
+            Trigger.MEETING_SCHEDULED,
+            tuple(await meeting_audience(conn, event.cell_id)),
+            {"meeting": event},
+            event.meeting_id,
+        )
+        if is_stale(event.scheduled_start, now):
+            await self._outbox.suppress_stale(conn, notice)
+            return
+        await self._outbox.record(conn, notice, now)
+        await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
+
+    async def _rescheduled(
+        self, conn: asyncpg.Connection, eid: Any, event: MeetingRescheduled, now: datetime
+    ) -> None:
+        before = await directory.meeting(conn, event.meeting_id)
+        await directory.move_meeting(conn, event.meeting_id, event.scheduled_start)
+        await timers.cancel_timers(conn, REMINDER, event.meeting_id)
+        previous = before["scheduled_start"] if before else None
+        notice = Notice(
+            eid,
+            Trigger.MEETING_RESCHEDULED,
+            tuple(await meeting_audience(conn, event.cell_id)),
+            {"meeting": event, "previous_start": previous, "kind": _kind(before)},
+            event.meeting_id,
+        )
+        if is_stale(event.scheduled_start, now):
+            await self._outbox.suppress_stale(conn, notice)
+            return
+        await self._outbox.record(conn, notice, now)
+        await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
+
+    async def _cancelled(
+        self, conn: asyncpg.Connection, eid: Any, event: MeetingCancelled, now: datetime
+    ) -> None:
+        before = await directory.meeting(conn, event.meeting_id)
+        await directory.set_meeting_status(conn, event.meeting_id, "cancelled")
+        await timers.cancel_timers(conn, REMINDER, event.meeting_id)
+        start = before["scheduled_start"] if before else None
+        notice = Notice(
+            eid,
+            Trigger.MEETING_CANCELLED,
+            tuple(await meeting_audience(conn, event.cell_id)),
+            {"meeting": event, "scheduled_start": start, "kind": _kind(before)},
+            event.meeting_id,
+        )
+        if start is not None and is_stale(start, now):
+            await self._outbox.suppress_stale(conn, notice)
+            return
+        await self._outbox.record(conn, notice, now)
+
+    async def _opened(
+        self, conn: asyncpg.Connection, eid: Any, event: MeetingOpened, now: datetime
+    ) -> None:
+        await timers.cancel_timers(conn, REMINDER, event.meeting_id)  # it has begun
+        await directory.set_meeting_status(conn, event.meeting_id, "opened")
+        known = await directory.meeting(conn, event.meeting_id)
+        if known is None or known["kind"] != MeetingKind.REGULAR.value:
+            return
+        await directory.mark_regular_held(conn, event.cell_id, local_month(event.opened_at))
+        rate = attendance_rate(event.roll_call)
+        if rate is None or rate >= self.config.attendance_threshold:
+            return
+        present = sum(1 for e in event.roll_call if e.status.value == "present")
+        counted = sum(1 for e in event.roll_call if e.status.value != "exempt")
+        notice = Notice(
+            eid,
+            Trigger.ATTENDANCE_LOW,
+            tuple(await directory.unit_officials(conn, event.ward_id)),
+            {
+                "meeting": event,
+                "rate": rate,
+                "present": present,
+                "counted": counted,
+                "threshold": self.config.attendance_threshold,
+            },
+            event.meeting_id,
+        )
+        await self._outbox.record(conn, notice, now)
+
+    # -- petitions ---------------------------------------------------------------------
+
+    async def _set_deadline_warnings(
+        self, conn: asyncpg.Connection, petition_id: str, deadline: datetime, now: datetime
+    ) -> None:
+        for lead in self.config.deadline_leads:
+            due = deadline - lead
+            if deadline <= now:
+                return
+            # A warning whose time has passed while the deadline has not goes out now.
+            await timers.set_timer(
+                conn,
+                DEADLINE,
+                petition_id,
+                max(due, now),
+                {"deadline_at": deadline.isoformat(), "lead_s": lead.total_seconds()},
+            )
+            if due <= now:
+                return  # one catch-up warning is enough
+
+    async def _petition_raised(
+        self, conn: asyncpg.Connection, eid: Any, event: PetitionRaised, now: datetime
+    ) -> None:
+        entry = {
+            "what": "raised",
+            "at": event.raised_at,
+            "level": event.level,
+            "category": event.category.value,
+            "place": event.place,
+            "text": event.text,
+        }
+        await directory.save_petition(
+            conn,
+            event.petition_id,
+            event.ward_id,
+            event.cell_id,
+            event.level,
+            event.holder_id,
+            event.deadline_at,
+            entry,
+        )
+        recipients = await directory.holder_officials(conn, event.level, event.holder_id)
+        notice = Notice(
+            eid, Trigger.PETITION_RAISED, tuple(recipients), {"petition": event}, event.petition_id
+        )
+        await self._outbox.record(conn, notice, now)
+        await self._set_deadline_warnings(conn, event.petition_id, event.deadline_at, now)
+
+    async def _petition_escalated(
+        self, conn: asyncpg.Connection, eid: Any, event: PetitionEscalated, now: datetime
+    ) -> None:
+        entry = {
+            "what": "escalated",
+            "at": event.escalated_at,
+            "level": event.to_level,
+            "from_level": event.from_level,
+            "reason": event.reason.value,
+        }
+        row = await directory.update_petition(
+            conn,
+            event.petition_id,
+            status="open",
+            history_entry=entry,
+            level=event.to_level,
+            holder_id=event.to_holder_id,
+            deadline_at=event.deadline_at,
+        )
+        await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+        history = _history(row)
+        notice = Notice(
+            eid,
+            Trigger.PETITION_ESCALATED,
+            tuple(await directory.unit_officials(conn, event.to_holder_id)),
+            {"escalation": event, "history": history, "petition": _petition_facts(row)},
+            event.petition_id,
+        )
+        await self._outbox.record(conn, notice, now)
+        await self._set_deadline_warnings(conn, event.petition_id, event.deadline_at, now)
+
+    async def _petition_closed_or_reopened(
+        self,
+        conn: asyncpg.Connection,
+        eid: Any,
+        event: PetitionResolved | PetitionReopened,
+        now: datetime,
+    ) -> None:
+        await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+        if isinstance(event, PetitionResolved):
+            entry = {"what": "resolved", "at": event.resolved_at, "level": event.level}
+            row = await directory.update_petition(
+                conn, event.petition_id, status="resolved", history_entry=entry
+            )
+            trigger = Trigger.PETITION_RESOLVED
+        else:
+            entry = {"what": "reopened", "at": event.reopened_at, "level": event.level}
+            row = await directory.update_petition(
+                conn,
+                event.petition_id,
+                status="open",
+                history_entry=entry,
+                deadline_at=event.deadline_at,
+            )
+            trigger = Trigger.PETITION_REOPENED
+            await self._set_deadline_warnings(conn, event.petition_id, event.deadline_at, now)
+        if row is None:  # raised before this service knew it: no cell to tell
+            return
+        notice = Notice(
+            eid,
+            trigger,
+            tuple(await directory.cell_officials(conn, row["cell_id"])),
+            {"event": event, "petition": _petition_facts(row)},
+            event.petition_id,
+        )
+        await self._outbox.record(conn, notice, now)
+
+    # -- the ward's monthly report -----------------------------------------------------
+
+    async def _report_submitted(
+        self, conn: asyncpg.Connection, eid: Any, event: DomainEvent, now: datetime
+    ) -> None:
+        ward_id: str = getattr(event, "ward_id")  # noqa: B009 - the event arrives with the reports issue
+        month: str = getattr(event, "month")  # noqa: B009
+        await directory.record_report(conn, ward_id, month, getattr(event, "submitted_at"))  # noqa: B009
+        notice = Notice(
+            eid,
+            Trigger.REPORT_SUBMITTED,
+            tuple(await ward_and_above(conn, ward_id)),
+            {"report": event},
+            ward_id,
+        )
+        await self._outbox.record(conn, notice, now)
+
+
+def _kind(row: Any) -> str:
+    return str(row["kind"]) if row is not None else MeetingKind.REGULAR.value
+
+
+def _history(row: Any) -> list[dict[str, Any]]:
+    import json
+
+    if row is None:
+        return []
+    raw = row["history"]
+    entries: list[dict[str, Any]] = json.loads(raw) if isinstance(raw, str) else list(raw)
+    for e in entries:
+        if isinstance(e.get("at"), str):
+            e["at"] = datetime.fromisoformat(e["at"])
+    return entries
+
+
+def _petition_facts(row: Any) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "petition_id": row["petition_id"],
+        "ward_id": row["ward_id"],
+        "cell_id": row["cell_id"],
+        "level": row["level"],
+        "holder_id": row["holder_id"],
+        "deadline_at": row["deadline_at"],
+        "history": _history(row),
+    }

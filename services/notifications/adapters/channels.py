@@ -1,0 +1,207 @@
+"""The delivery channels: e-mail over SMTP (pooled connections), a signed JSON webhook
+(the door for SMS and Zalo gateways), and a log channel for development.
+
+Each raises ``TemporaryFailure`` (worth retrying: connection refused, 4xx SMTP replies,
+HTTP 5xx/408/429) or ``PermanentFailure`` (5xx SMTP replies, other HTTP 4xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiosmtplib
+import httpx
+from pydantic import SecretStr
+
+from services.notifications.adapters.email import build_message
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Chibo-Signature"
+TIMESTAMP_HEADER = "X-Chibo-Timestamp"
+DELIVERY_HEADER = "X-Chibo-Delivery"
+
+
+class TemporaryFailure(Exception):
+    """Worth another attempt later."""
+
+
+class PermanentFailure(Exception):
+    """The same message will fail again: dead-lettered at once."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    delivery_id: int
+    message_key: str  # stable per delivery: the Message-ID / the webhook's delivery id
+    trigger: str
+    person_id: str
+    address: str  # the e-mail address or phone number, looked up just now
+    subject: str
+    text: str
+    html: str
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Outgoing) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EmailChannel:
+    """SMTP with a small pool of open connections, reused across messages: a connection
+    sends one message at a time, so the pool size is the number in flight."""
+
+    name = "email"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        *,
+        connections: int = 8,
+        start_tls: bool = False,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._host, self._port, self._sender = host, port, sender
+        self._start_tls = start_tls
+        self._username, self._password = username, password
+        self._timeout_s = timeout_s
+        self._idle: asyncio.Queue[aiosmtplib.SMTP | None] = asyncio.Queue()
+        for _ in range(connections):
+            self._idle.put_nowait(None)  # connected lazily
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout_s,
+            start_tls=self._start_tls,
+        )
+        await client.connect()
+        if self._username:
+            password = self._password.get_secret_value() if self._password else ""
+            await client.login(self._username, password)
+        return client
+
+    async def send(self, message: Outgoing) -> None:
+        client = await self._idle.get()
+        try:
+            if client is None or not client.is_connected:
+                client = await self._connect()
+            mime = build_message(
+                self._sender,
+                message.address,
+                message.subject,
+                message.text,
+                message.html,
+                message.message_key,
+            )
+            await client.send_message(mime)
+        except aiosmtplib.SMTPResponseException as exc:
+            await _drop(client)
+            client = None
+            if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                raise PermanentFailure(f"smtp {exc.code}: {exc.message}") from exc
+            raise TemporaryFailure(f"smtp {exc.code}: {exc.message}") from exc
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await _drop(client)
+            client = None
+            codes = [r.code for r in exc.recipients]
+            if codes and all(500 <= c < 600 for c in codes):
+                raise PermanentFailure(f"smtp recipient refused: {codes}") from exc
+            raise TemporaryFailure(f"smtp recipient refused: {codes}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await _drop(client)
+            client = None
+            raise TemporaryFailure(f"smtp: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._idle.put_nowait(client)
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await _drop(self._idle.get_nowait())
+
+
+async def _drop(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None and client.is_connected:
+        try:
+            await client.quit()
+        except Exception:  # a broken connection: closing it is all that is left
+            client.close()
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """HMAC-SHA256 over ``timestamp + "." + body``, hex: the X-Chibo-Signature value."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookChannel:
+    """POSTs a JSON notice to a gateway, signed with HMAC-SHA256 over timestamp and body."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, secret: SecretStr, timeout_s: float = 10.0) -> None:
+        self._url = url
+        self._secret = secret
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def send(self, message: Outgoing) -> None:
+        body = json.dumps(
+            {
+                "delivery_id": message.message_key,
+                "trigger": message.trigger,
+                "person_id": message.person_id,
+                "phone": message.address,
+                "subject": message.subject,
+                "text": message.text,
+            },
+            ensure_ascii=False,
+        ).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self._secret.get_secret_value(), timestamp, body),
+            DELIVERY_HEADER: message.message_key,  # the receiver's idempotency key
+        }
+        try:
+            response = await self._client.post(self._url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TemporaryFailure(f"webhook: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise TemporaryFailure(f"webhook: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentFailure(f"webhook: HTTP {response.status_code}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class LogChannel:
+    """Development: writes the notice to the service log (no address: logs stay clean)."""
+
+    name = "log"
+
+    async def send(self, message: Outgoing) -> None:
+        log.info(
+            "notice.logged",
+            delivery_id=message.delivery_id,
+            trigger=message.trigger,
+            subject=message.subject,
+        )
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,74 @@
+"""Records a notice as deliveries, one per (person, channel), in the caller's transaction:
+the person's channels, quiet hours, and the duplicate and stale counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.notifications.adapters import delivery_log, directory
+from services.notifications.adapters.metrics import NotificationsMetrics
+from services.notifications.adapters.templating import TemplateRenderer
+from services.notifications.domain.notices import (
+    CHANNELS,
+    Notice,
+    QuietHours,
+    parse_leads,
+    send_not_before,
+)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """The rules a deployment sets (NotificationsSettings, see docs/notifications.md)."""
+
+    default_channels: tuple[str, ...] = ("email",)
+    enabled_channels: tuple[str, ...] = CHANNELS
+    quiet_hours: QuietHours | None = None
+    reminder_leads: list[timedelta] = field(default_factory=lambda: parse_leads("24h"))
+    deadline_leads: list[timedelta] = field(default_factory=lambda: parse_leads("48h,4h"))
+    attendance_threshold: float = 0.9
+    meeting_missing_day: int = 10
+
+
+class Outbox:
+    def __init__(
+        self, renderer: TemplateRenderer, metrics: NotificationsMetrics, config: NotifyConfig
+    ) -> None:
+        self._renderer = renderer
+        self._metrics = metrics
+        self.config = config
+
+    async def pairs(self, conn: asyncpg.Connection, people: list[str]) -> list[tuple[str, str]]:
+        """(person, channel) for everyone, by their preferences; each person once."""
+        unique = list(dict.fromkeys(people))
+        chosen = await directory.channels_of(conn, unique, self.config.default_channels)
+        return [
+            (person, channel)
+            for person in unique
+            for channel in chosen[person]
+            if channel in self.config.enabled_channels
+        ]
+
+    async def suppress_stale(self, conn: asyncpg.Connection, notice: Notice) -> None:
+        for _, channel in await self.pairs(conn, list(notice.recipients)):
+            self._metrics.suppressed.labels(channel, notice.trigger.value, "stale").inc()
+
+    async def record(self, conn: asyncpg.Connection, notice: Notice, now: datetime) -> int:
+        """Record the notice's deliveries; returns how many are new."""
+        pairs = await self.pairs(conn, list(notice.recipients))
+        if not pairs:
+            return 0
+        message = self._renderer.render(notice.trigger.value, notice.context)
+        not_before = send_not_before(notice.priority, now, self.config.quiet_hours)
+        existing = await delivery_log.record(conn, notice, message, pairs, not_before)
+        trigger = notice.trigger.value
+        for _, channel in existing:
+            self._metrics.suppressed.labels(channel, trigger, "duplicate").inc()
+        if not_before > now:
+            held = set(pairs) - set(existing)
+            for _, channel in held:
+                self._metrics.suppressed.labels(channel, trigger, "quiet_hours").inc()
+        return len(pairs) - len(existing)

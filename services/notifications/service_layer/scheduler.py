@@ -1,0 +1,179 @@
+"""Fires due timers: reminders, deadline warnings and the monthly checks.
+
+Every replica scans every ``interval_s``; due rows are claimed with ``for update skip
+locked`` and each batch is fired in one transaction with the deliveries it makes, so a
+timer fires exactly once and one that fell due while the service was down fires when it
+is back. A timer checks the current state before it speaks: a meeting that was moved or
+called off, or a petition that was resolved or sent up, says nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+
+from services.notifications.adapters import delivery_log, directory, timers
+from services.notifications.adapters.metrics import NotificationsMetrics
+from services.notifications.domain.notices import (
+    Notice,
+    Trigger,
+    is_stale,
+    meeting_check_at,
+    next_month,
+    report_due_at,
+    timer_trigger_id,
+)
+from services.notifications.service_layer.notifier import (
+    DEADLINE,
+    MEETING_MISSING,
+    REMINDER,
+    REPORT_LATE,
+    _petition_facts,
+    meeting_audience,
+    ward_and_above,
+)
+from services.notifications.service_layer.outbox import Outbox
+from shared.clock import Clock
+from shared.contract.events import MeetingScheduled
+from shared.logs import get_logger
+from shared.tasks import cancel
+
+log = get_logger(__name__)
+
+
+class TimerScheduler:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        clock: Clock,
+        metrics: NotificationsMetrics,
+        after_commit: Callable[[], None],
+        *,
+        interval_s: float = 0.25,
+        batch: int = 500,
+    ) -> None:
+        self._pool = pool
+        self._outbox = outbox
+        self._clock = clock
+        self._metrics = metrics
+        self._after_commit = after_commit
+        self._interval_s = interval_s
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="timer-scheduler")
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.fire_due() >= self._batch:
+                    pass
+                now = self._clock.now()
+                n, oldest = await timers.pending_stats(self._pool, now)
+                self._metrics.scheduled.set(n)
+                self._metrics.oldest.labels("timers").set(oldest)
+                pending, age = await delivery_log.backlog(self._pool, now)
+                self._metrics.pending.set(pending)
+                self._metrics.oldest.labels("deliveries").set(age)
+            except Exception:
+                log.exception("scheduler.round_failed")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(self._interval_s)  # the scan period
+
+    async def fire_due(self) -> int:
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await timers.take_due(conn, now, self._batch)
+            for timer in due:
+                await self._fire(conn, timer, now)
+            if due:
+                await timers.mark_fired(conn, [t.timer_id for t in due], now)
+        if due:
+            self._after_commit()
+            self._metrics.fire_lag.set(max((now - t.due_at).total_seconds() for t in due))
+            log.info("timers.fired", count=len(due))
+        return len(due)
+
+    async def _fire(self, conn: asyncpg.Connection, t: timers.Timer, now: datetime) -> None:
+        trigger_id = timer_trigger_id(t.kind, t.ref_id, t.due_at)
+        if t.kind == REMINDER:
+            row = await directory.meeting(conn, t.ref_id)
+            if row is None or row["status"] != "scheduled":
+                return
+            if row["scheduled_start"].isoformat() != t.payload["scheduled_start"]:
+                return  # moved since: the new time has its own reminder
+            meeting = MeetingScheduled.model_validate_json(row["payload"])
+            notice = Notice(
+                trigger_id,
+                Trigger.MEETING_REMINDER,
+                tuple(await meeting_audience(conn, row["cell_id"])),
+                {"meeting": meeting, "lead_hours": t.payload["lead_s"] / 3600},
+                t.ref_id,
+            )
+            if is_stale(row["scheduled_start"], now):
+                await self._outbox.suppress_stale(conn, notice)
+                return
+            await self._outbox.record(conn, notice, now)
+        elif t.kind == DEADLINE:
+            row = await directory.petition(conn, t.ref_id)
+            if row is None or row["status"] != "open":
+                return
+            if row["deadline_at"].isoformat() != t.payload["deadline_at"]:
+                return
+            if row["deadline_at"] <= now:
+                return  # the deadline itself has passed: escalation speaks now
+            recipients = await directory.holder_officials(conn, row["level"], row["holder_id"])
+            notice = Notice(
+                trigger_id,
+                Trigger.PETITION_DEADLINE,
+                tuple(recipients),
+                {"petition": _petition_facts(row), "remaining": row["deadline_at"] - now},
+                t.ref_id,
+            )
+            await self._outbox.record(conn, notice, now)
+        elif t.kind == MEETING_MISSING:
+            cell_id, ward_id, month = t.payload["cell_id"], t.payload["ward_id"], t.payload["month"]
+            if not await directory.regular_held(conn, cell_id, month):
+                notice = Notice(
+                    trigger_id,
+                    Trigger.MEETING_MISSING,
+                    tuple(await directory.unit_officials(conn, ward_id)),
+                    {"cell_id": cell_id, "ward_id": ward_id, "month": month, "checked_at": now},
+                    cell_id,
+                )
+                await self._outbox.record(conn, notice, now)
+            following = next_month(month)
+            await timers.set_timer(
+                conn,
+                MEETING_MISSING,
+                cell_id,
+                meeting_check_at(following, int(t.payload["due_day"])),
+                {**t.payload, "month": following},
+            )
+        elif t.kind == REPORT_LATE:
+            ward_id, month = t.payload["ward_id"], t.payload["month"]
+            if not await directory.report_submitted(conn, ward_id, month):
+                notice = Notice(
+                    trigger_id,
+                    Trigger.REPORT_LATE,
+                    tuple(await ward_and_above(conn, ward_id)),
+                    {"ward_id": ward_id, "month": month, "due_at": t.due_at},
+                    ward_id,
+                )
+                await self._outbox.record(conn, notice, now)
+            following = next_month(month)
+            await timers.set_timer(
+                conn,
+                REPORT_LATE,
+                ward_id,
+                report_due_at(following),
+                {"ward_id": ward_id, "month": following},
+            )
