@@ -24,7 +24,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ops import demo
+from ops import demo, notifications_cli
 from ops import dlq as dlq_data
 from ops import lag as lag_data
 from ops import rebuild as rebuild_data
@@ -328,6 +328,7 @@ stream_app = typer.Typer(help="Streams in the event store (meetings.events), rea
 app.add_typer(stream_app, name="stream")
 dlq_app = typer.Typer(help="The dead-letter topics: list what was refused, and re-drive it.")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(notifications_cli.notifications_app, name="notifications")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

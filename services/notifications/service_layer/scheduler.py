@@ -108,7 +108,7 @@ class TimerScheduler:
             row = await directory.meeting(conn, t.ref_id)
             if row is None or row["status"] != "scheduled":
                 return
-            if row["scheduled_start"].isoformat() != t.payload["scheduled_start"]:
+            if row["scheduled_start"] != datetime.fromisoformat(t.payload["scheduled_start"]):
                 return  # moved since: the new time has its own reminder
             meeting = MeetingScheduled.model_validate_json(row["payload"])
             notice = Notice(
@@ -126,7 +126,7 @@ class TimerScheduler:
             row = await directory.petition(conn, t.ref_id)
             if row is None or row["status"] != "open":
                 return
-            if row["deadline_at"].isoformat() != t.payload["deadline_at"]:
+            if row["deadline_at"] != datetime.fromisoformat(t.payload["deadline_at"]):
                 return
             if row["deadline_at"] <= now:
                 return  # the deadline itself has passed: escalation speaks now

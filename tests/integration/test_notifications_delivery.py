@@ -1,0 +1,644 @@
+"""Notifications end to end on the real stack: real Kafka and PostgreSQL, the real SMTP
+sink, and a local HTTP receiver for the signed webhook. The services' clock is moved
+through the offset file (into the day, so quiet hours do not hold notices back, and
+forward by days to make reminders and deadline warnings fall due)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
+
+from ops.stack import PROJECT_ROOT, Stack, free_port
+from shared.clock import LOCAL_TZ
+from tests.integration.helpers import eventually, fetch, mails_to, read_topic
+
+DAY = 86_400.0
+SECRET = "webhook-secret-for-tests-0123456789"
+EVENTS_TOPIC = "chibo.events.v1"
+
+
+# -- a local webhook receiver (a real HTTP server on a free port) ------------------------
+
+
+@dataclass
+class Receiver:
+    port: int
+    received: list[dict[str, Any]] = field(default_factory=list)
+    refuse_person: set[str] = field(default_factory=set)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            payload = json.loads(body)
+            status = 400 if payload.get("person_id") in self.refuse_person else 200
+            if status == 200:
+                self.received.append({"headers": headers, "body": body, "json": payload})
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(free_port())
+    server = await asyncio.start_server(r.handle, "127.0.0.1", r.port)
+    yield r
+    server.close()
+
+
+def notifications_env(receiver: Receiver, **extra: str) -> dict[str, str]:
+    return {
+        "WEBHOOK_URL": f"http://127.0.0.1:{receiver.port}/hook",
+        "WEBHOOK_SECRET": SECRET,
+        "DISPATCH_LEASE_S": "3",
+        "RETRY_BASE_S": "0.5",
+        **extra,
+    }
+
+
+def restart_notifications(stack: Stack, env: dict[str, str] | None, kill: bool = False) -> None:
+    stack.stop_part("notifications", kill=kill)
+    stack.start_service("notifications", env)
+
+
+@pytest.fixture(scope="module")
+def notify(stack: Stack, receiver: Receiver) -> Iterator[Stack]:
+    """The stack with notifications started with the webhook channel configured; the
+    default service is put back afterwards."""
+    for name in ("meetings", "reports"):
+        if not stack.is_running(name):
+            stack.start_service(name)
+    restart_notifications(stack, notifications_env(receiver))
+    yield stack
+    restart_notifications(stack, None)
+
+
+@pytest.fixture()
+def clock(notify: Stack) -> Iterator[Any]:
+    """Moves the services' clock. It starts at the next 10:00 in Hà Nội, so quiet hours
+    hold nothing back; ``clock(days)`` moves it forward from there."""
+    path = notify.settings.clock_offset_file
+    assert path is not None
+    now = datetime.now(LOCAL_TZ)
+    target = now.replace(hour=10, minute=0, second=0, microsecond=0)
+    if target <= now:
+        target += timedelta(days=1)
+    base = (target - now).total_seconds()
+    state = {"offset": base}
+    path.write_text(str(base))
+
+    def move(days: float) -> datetime:
+        state["offset"] += days * DAY
+        path.write_text(str(state["offset"]))
+        return datetime.now(LOCAL_TZ) + timedelta(seconds=state["offset"])
+
+    move.now = lambda: datetime.now(LOCAL_TZ) + timedelta(seconds=state["offset"])  # type: ignore[attr-defined]
+    yield move
+    path.write_text("0")
+
+
+# -- an organisation with people and contacts -------------------------------------------
+
+
+class Org:
+    """Province → district → ward → one cell, with members, officials and contacts."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        tag = uuid.uuid4().hex[:8]
+        self.ward = f"ward-{tag}"
+        self.district = f"{self.ward}-huyen"
+        self.province = f"{self.ward}-tinh"
+        self.cell = f"{self.ward}.to-01"
+        self.members = [f"{self.cell}.dv{i}" for i in (1, 2, 3)]
+        self.supervisor = f"{self.ward}.uv1"  # the ward committee member in charge
+        self.ward_official = f"{self.ward}.bt"
+        self.district_official = f"{self.district}.bt"
+        token = stack.issue_token("province_official", "province", self.province, "test")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def email(self, person: str) -> str:
+        return f"{person}@thu.chibo.local"
+
+    async def send(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.stack.service_url("meetings")) as c:
+            r = await c.post(f"/v1/commands/{command}", json=body, headers=self.headers)
+        assert r.status_code == 201, (command, r.text)
+        return dict(r.json())
+
+    async def register(self) -> None:
+        for unit, parent, level in (
+            (self.province, None, "province"),
+            (self.district, self.province, "district"),
+            (self.ward, self.district, "ward"),
+        ):
+            await self.send(
+                "RegisterUnit",
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
+            )
+        for unit, person in (
+            (self.ward, self.ward_official),
+            (self.district, self.district_official),
+        ):
+            await self.send(
+                "AppointUnitOfficial",
+                {
+                    "unit_id": unit,
+                    "role": "secretary",
+                    "person_id": person,
+                    "full_name": "Lê Văn Bí",
+                },
+            )
+        await self.send(
+            "RegisterCell",
+            {"cell_id": self.cell, "ward_id": self.ward, "name": "Chi bộ tổ dân phố số 1"},
+        )
+        for i, member in enumerate(self.members):
+            await self.send(
+                "AdmitMember",
+                {
+                    "cell_id": self.cell,
+                    "ward_id": self.ward,
+                    "member_id": member,
+                    "full_name": f"Nguyễn Văn Thành {i}",
+                },
+            )
+        for role, person in (
+            ("secretary", self.members[0]),
+            ("ward_member_in_charge", self.supervisor),
+        ):
+            await self.send(
+                "AppointOfficial",
+                {
+                    "cell_id": self.cell,
+                    "ward_id": self.ward,
+                    "role": role,
+                    "person_id": person,
+                    "full_name": "Trần Thị Hoa",
+                },
+            )
+        # Everyone but the third member has an e-mail address; the second also a phone.
+        for person in [
+            *self.members[:2],
+            self.supervisor,
+            self.ward_official,
+            self.district_official,
+        ]:
+            body: dict[str, Any] = {
+                "person_id": person,
+                "ward_id": self.ward,
+                "email": self.email(person),
+            }
+            if person == self.members[1]:
+                body["phone"] = "+84 912 345 678"
+            await self.send("SetContactDetails", body)
+
+    async def schedule(self, start: datetime, kind: str = "regular") -> str:
+        meeting = f"{self.cell}.m{uuid.uuid4().hex[:6]}"
+        await self.send(
+            "ScheduleMeeting",
+            {
+                "meeting_id": meeting,
+                "ward_id": self.ward,
+                "cell_id": self.cell,
+                "kind": kind,
+                "scheduled_start": start.isoformat(),
+                "agenda": ["Quán triệt nghị quyết", "Kiến nghị của cử tri về đường giao thông"],
+                "location": "Nhà văn hóa tổ 1",
+            },
+        )
+        return meeting
+
+    async def raise_petition(self) -> str:
+        petition = f"{self.ward}.kn-{uuid.uuid4().hex[:6]}"
+        await self.send(
+            "RaisePetition",
+            {
+                "petition_id": petition,
+                "ward_id": self.ward,
+                "cell_id": self.cell,
+                "category": "roads_infrastructure",
+                "place": "Ngõ 5, đường Lê Lai",
+                "raised_by": "Ông Trần Văn Hùng",
+                "text": "Đường ngõ xuống cấp, đề nghị sửa chữa.",
+            },
+        )
+        return petition
+
+
+async def new_org(stack: Stack) -> Org:
+    org = Org(stack)
+    await org.register()
+    return org
+
+
+async def mails(
+    stack: Stack, person: str, subject_part: str, at_least: int = 1
+) -> list[EmailMessage]:
+    address = f"{person}@thu.chibo.local"
+
+    async def arrived() -> list[EmailMessage] | None:
+        found = [m for m in mails_to(stack.maildir, address) if subject_part in str(m["Subject"])]
+        return found if len(found) >= at_least else None
+
+    return await eventually(arrived, timeout_s=45, what=f"mail '{subject_part}' to {person}")
+
+
+def found_mails(stack: Stack, person: str, subject_part: str) -> list[EmailMessage]:
+    return [
+        m
+        for m in mails_to(stack.maildir, f"{person}@thu.chibo.local")
+        if subject_part in str(m["Subject"])
+    ]
+
+
+async def deliveries(stack: Stack, ref: str) -> list[Any]:
+    return await fetch(
+        stack.database_url,
+        "select delivery_id, trigger, recipient, channel, status, reason"
+        " from notifications.deliveries where trigger_ref = $1 order by delivery_id",
+        ref,
+    )
+
+
+async def settled(stack: Stack, ref: str, n: int) -> list[Any]:
+    """The deliveries about ``ref`` once ``n`` of them exist and none is still on its way."""
+
+    async def done() -> list[Any] | None:
+        rows = await deliveries(stack, ref)
+        busy = any(r["status"] in ("pending", "sending") for r in rows)
+        return rows if len(rows) >= n and not busy else None
+
+    return await eventually(done, timeout_s=45, what=f"deliveries about {ref} settled")
+
+
+def verify_signature(received: dict[str, Any]) -> None:
+    headers, body = received["headers"], received["body"]
+    timestamp = headers["x-chibo-timestamp"]
+    mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    assert headers["x-chibo-signature"] == "sha256=" + mac.hexdigest()
+
+
+# -- the tests ---------------------------------------------------------------------------
+
+
+async def test_meeting_notice_reaches_members_and_supervisor_once_by_mail_and_webhook(
+    notify: Stack, receiver: Receiver, clock: Any
+) -> None:
+    org = await new_org(notify)
+    async with httpx.AsyncClient(base_url=notify.service_url("notifications")) as c:
+        token = notify.issue_token("ward_official", "ward", org.ward, "ward-office")
+        auth = {"Authorization": f"Bearer {token}"}
+        bad = await c.put(
+            f"/v1/people/{org.members[1]}/preferences", json={"channels": ["fax"]}, headers=auth
+        )
+        assert bad.status_code == 422 and bad.json()["code"] == "unknown_channel"
+        other = notify.issue_token("ward_official", "ward", "another-ward", "x")
+        denied = await c.put(
+            f"/v1/people/{org.members[1]}/preferences",
+            json={"channels": ["webhook"]},
+            headers={"Authorization": f"Bearer {other}"},
+        )
+        assert denied.status_code in (403,), denied.text  # the directory may lag: retried below
+
+        async def preference_set() -> bool:
+            r = await c.put(
+                f"/v1/people/{org.members[1]}/preferences",
+                json={"channels": ["email", "webhook"]},
+                headers=auth,
+            )
+            return r.status_code == 200
+
+        await eventually(preference_set, what="preference accepted once the member is known")
+        unauth = await c.put(f"/v1/people/{org.members[1]}/preferences", json={"channels": ["log"]})
+        assert unauth.status_code == 401
+
+    start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
+    meeting = await org.schedule(start)
+    subject = f"[Chi bộ {org.cell}] Thông báo lịch sinh hoạt thường kỳ ngày {start:%d/%m/%Y}"
+    for person in (org.members[0], org.members[1], org.supervisor):
+        [mail] = await mails(notify, person, "Thông báo lịch")
+        assert str(mail["Subject"]) == subject
+        assert mail["To"] == f"{person}@thu.chibo.local"
+        assert mail["Message-ID"].startswith("<delivery-")
+        text = mail.get_body(("plain",)).get_content()
+        assert "Kính gửi các đồng chí đảng viên Chi bộ" in text
+        assert "vào lúc 19:30" in text and "Kiến nghị của cử tri về đường giao thông" in text
+        html = mail.get_body(("html",)).get_content()
+        assert "<li>Quán triệt nghị quyết</li>" in html
+
+    async def webhook() -> list[dict[str, Any]] | None:
+        got = [r for r in receiver.received if r["json"]["person_id"] == org.members[1]]
+        return got or None
+
+    [hook] = await eventually(webhook, what="webhook for the member who chose it")
+    verify_signature(hook)
+    assert hook["json"]["phone"] == "+84 912 345 678"
+    assert hook["json"]["subject"] == subject
+    assert "Kính gửi các đồng chí đảng viên" in hook["json"]["text"]
+
+    rows = await settled(notify, meeting, 5)
+    by = {(r["recipient"], r["channel"]): (r["status"], r["reason"]) for r in rows}
+    assert by[(org.members[2], "email")] == ("suppressed", "no_contact")  # no address
+    assert by[(org.members[1], "webhook")] == ("sent", None)
+    assert not any(r["recipient"] == org.ward_official for r in rows)  # not for the ward
+
+    # Redelivery: the same envelope bytes published again on the events topic change nothing.
+    records = await read_topic(
+        notify.kafka_bootstrap,
+        EVENTS_TOPIC,
+        lambda rs: any(_event_of(r) == ("MeetingScheduled", meeting) for r in rs),
+    )
+    original = next(r for r in records if _event_of(r) == ("MeetingScheduled", meeting))
+    before = await _duplicates(notify)
+    producer = AIOKafkaProducer(bootstrap_servers=notify.kafka_bootstrap)
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(EVENTS_TOPIC, original.value, key=original.key)
+    finally:
+        await producer.stop()
+
+    async def seen_twice() -> bool:
+        return await _duplicates(notify) >= before + 2
+
+    await eventually(seen_twice, what="the redelivered event counted as a duplicate")
+    assert len(await deliveries(notify, meeting)) == len(rows)
+    for person in (org.members[0], org.members[1], org.supervisor):
+        assert len(found_mails(notify, person, "Thông báo lịch")) == 1
+    assert len([r for r in receiver.received if r["json"]["person_id"] == org.members[1]]) == 1
+
+    # Erasure holds for every later message: the next notice finds no address.
+    await org.send("EraseContactDetails", {"person_id": org.members[0], "ward_id": org.ward})
+    moved = await org.send(
+        "RescheduleMeeting",
+        {
+            "meeting_id": meeting,
+            "ward_id": org.ward,
+            "cell_id": org.cell,
+            "scheduled_start": (start + timedelta(days=1)).isoformat(),
+            "reason": "Trùng lịch tổng vệ sinh",
+        },
+    )
+    assert moved["stream_version"] == 2
+    await mails(notify, org.supervisor, "Thay đổi lịch")
+    rows = await settled(notify, meeting, 10)
+    erased = [
+        r
+        for r in rows
+        if r["trigger"] == "meeting_rescheduled" and r["recipient"] == org.members[0]
+    ]
+    assert [(r["status"], r["reason"]) for r in erased] == [("suppressed", "no_contact")]
+
+
+def _event_of(record: Any) -> tuple[str, str] | None:
+    try:
+        envelope = json.loads(record.value)
+    except ValueError:
+        return None
+    return envelope.get("event_type"), envelope.get("payload", {}).get("meeting_id")
+
+
+async def _duplicates(stack: Stack) -> float:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"{stack.service_url('notifications')}/metrics")).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("chibo_consumed_events_total")
+        and 'outcome="duplicate"' in line
+        and 'consumer="notifications"' in line
+    )
+
+
+async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_cancelled(
+    notify: Stack, clock: Any
+) -> None:
+    org = await new_org(notify)
+    day0 = clock.now()
+    start_a = (day0 + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
+    meeting_a = await org.schedule(start_a)
+    meeting_b = await org.schedule(start_a)
+    meeting_c = await org.schedule(start_a, kind="thematic")
+    start_b = start_a + timedelta(days=3)
+    await org.send(
+        "RescheduleMeeting",
+        {
+            "meeting_id": meeting_b,
+            "ward_id": org.ward,
+            "cell_id": org.cell,
+            "scheduled_start": start_b.isoformat(),
+            "reason": "Trùng lịch",
+        },
+    )
+    await org.send(
+        "CancelMeeting",
+        {"meeting_id": meeting_c, "ward_id": org.ward, "cell_id": org.cell, "reason": "Mưa bão"},
+    )
+    kept = await org.raise_petition()
+    resolved = await org.raise_petition()
+    await mails(notify, org.members[0], "tiếp nhận kiến nghị", at_least=2)  # the secretary
+    await org.send(
+        "ResolvePetition",
+        {"petition_id": resolved, "ward_id": org.ward, "response": "Đã sửa xong."},
+    )
+    await mails(notify, org.members[0], "đã được giải quyết")
+
+    async def timers_state() -> dict[str, list[str]] | None:
+        rows = await fetch(
+            notify.database_url,
+            "select kind, ref_id, status from notifications.timers where ref_id = any($1)",
+            [meeting_a, meeting_b, meeting_c, kept, resolved],
+        )
+        state: dict[str, list[str]] = {}
+        for r in rows:
+            state.setdefault(r["ref_id"], []).append(r["status"])
+        return state if resolved in state and "pending" not in state[resolved] else None
+
+    state = await eventually(timers_state, what="the resolved petition's warnings cancelled")
+    assert state[resolved] == ["cancelled", "cancelled"]
+    assert sorted(state[meeting_b]) == ["cancelled", "pending"]  # moved: old one cancelled
+    assert state[meeting_c] == ["cancelled"]
+    assert state[kept] == ["pending", "pending"]
+    reminder = f"Nhắc lịch sinh hoạt thường kỳ lúc 19:30 ngày {start_a:%d/%m/%Y}"
+    assert found_mails(notify, org.supervisor, "Nhắc lịch") == []
+
+    # Day 0 is 10:00. On day 2 at 22:00: past 24 h before meeting A (19:30 on day 3), not
+    # before B (moved 3 days on).
+    clock(2.5)
+    [mail] = await mails(notify, org.supervisor, reminder)
+    assert "tại Nhà văn hóa tổ 1" in mail.get_body(("plain",)).get_content()
+    await mails(notify, org.members[1], reminder)
+    reminder_b = f"Nhắc lịch sinh hoạt thường kỳ lúc 19:30 ngày {start_b:%d/%m/%Y}"
+    assert found_mails(notify, org.supervisor, reminder_b) == []
+
+    # Day 5 at 12:24: past 48 h before the kept petition's 7-day deadline (day 7, 10:00).
+    clock(2.6)
+    [warning] = await mails(notify, org.members[0], "Sắp hết hạn giải quyết kiến nghị")
+    assert kept in str(warning["Subject"])
+    assert "còn khoảng 46 giờ" in warning.get_body(("plain",)).get_content()
+    # Day 5 at 22:00: the moved meeting B's reminder (19:30 on day 6, 24 h before).
+    clock(0.4)
+    await mails(notify, org.supervisor, reminder_b)
+
+    # Day 7 at 12:24: the deadline (day 7, 10:00) has passed, the meetings service
+    # escalates it, and the ward's officials hear it with its history. The resolved petition
+    # never warned anyone.
+    clock(1.6)
+    [escalated] = await mails(notify, org.ward_official, "được chuyển lên cấp phường, xã")
+    text = escalated.get_body(("plain",)).get_content()
+    assert "Tiếp nhận ở cấp chi bộ" in text and "quá thời hạn giải quyết" in text
+    assert all(
+        resolved not in str(m["Subject"])
+        for m in found_mails(notify, org.members[0], "Sắp hết hạn")
+    )
+    for person in (org.members[0], org.members[1], org.supervisor):
+        assert len(found_mails(notify, person, reminder)) == 1
+
+
+class HangingHandler:
+    """An SMTP server that takes the message in and then never answers: the service is
+    killed while the message is on its way."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(envelope.content)
+        await asyncio.Event().wait()  # never answers
+        return "250 OK"
+
+
+async def test_a_kill_during_sending_resends_at_most_the_one_message_in_flight(
+    notify: Stack, receiver: Receiver, clock: Any
+) -> None:
+    org = await new_org(notify)
+    handler = HangingHandler()
+    port = free_port()
+    hanging = Controller(handler, hostname="127.0.0.1", port=port)
+    hanging.start()
+    try:
+        # One SMTP connection to a server that never answers: the first message hangs.
+        restart_notifications(
+            notify, notifications_env(receiver, SMTP_PORT=str(port), SMTP_CONNECTIONS="1")
+        )
+        start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, microsecond=0)
+        meeting = await org.schedule(start)
+
+        async def in_flight() -> bool:
+            return len(handler.received) >= 1
+
+        await eventually(in_flight, timeout_s=45, what="a message in flight")
+        rows = await deliveries(notify, meeting)
+        assert sorted(r["status"] for r in rows if r["channel"] == "email") == [
+            "sending",
+            "sending",
+            "sending",
+        ]
+        notify.stop_part("notifications", kill=True)  # kill -9 between sending and recording
+    finally:
+        hanging.stop()
+    assert len(handler.received) == 1  # the duplicate window: one message per connection
+    in_flight_id = _message_id(handler.received[0])
+
+    restart_notifications(notify, notifications_env(receiver))
+    rows = await settled(notify, meeting, 4)
+    assert [r["status"] for r in rows if r["channel"] == "email" and r["reason"] is None] == [
+        "sent",
+        "sent",
+        "sent",
+    ]
+    ids = []
+    for person in (org.members[0], org.members[1], org.supervisor):
+        [mail] = found_mails(notify, person, "Thông báo lịch")  # exactly once in the sink
+        ids.append(mail["Message-ID"])
+    # The one message the dead process had on the wire came again, with the same id, so a
+    # mail client folds the two; every other message came once.
+    assert in_flight_id in ids
+
+
+def _message_id(raw: bytes) -> str:
+    import email
+    import email.policy
+
+    return str(email.message_from_bytes(raw, policy=email.policy.default)["Message-ID"])
+
+
+async def test_a_permanent_failure_is_dead_lettered_and_resent_with_the_cli(
+    notify: Stack, receiver: Receiver, clock: Any
+) -> None:
+    org = await new_org(notify)
+    receiver.refuse_person.add(org.members[1])  # the gateway answers 400 for this one
+    async with httpx.AsyncClient(base_url=notify.service_url("notifications")) as c:
+        token = notify.issue_token("system_publisher", "system", None, "ops")
+
+        async def preference_set() -> bool:
+            r = await c.put(
+                f"/v1/people/{org.members[1]}/preferences",
+                json={"channels": ["webhook"]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            return r.status_code == 200
+
+        await eventually(preference_set, what="preference set")
+    start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, microsecond=0)
+    meeting = await org.schedule(start)
+    rows = await settled(notify, meeting, 4)
+    [dead] = [r for r in rows if r["status"] == "dead"]
+    assert (dead["recipient"], dead["channel"], dead["reason"]) == (
+        org.members[1],
+        "webhook",
+        "permanent",
+    )
+    env = {"DATABASE_URL": notify.database_url, "PATH": "/usr/bin:/bin"}
+    listing = _chibo(["notifications", "dlq", "list", "--json"], env)
+    assert listing.returncode == 0, listing.stderr
+    assert dead["delivery_id"] in [d["delivery_id"] for d in json.loads(listing.stdout)["dead"]]
+    assert _chibo(["notifications", "resend"], env).returncode == 2
+    assert _chibo(["notifications", "resend", "999999999"], env).returncode == 3
+    receiver.refuse_person.discard(org.members[1])
+    resent = _chibo(["notifications", "resend", str(dead["delivery_id"])], env)
+    assert resent.returncode == 0, resent.stderr
+
+    async def arrived() -> bool:
+        return any(r["json"]["person_id"] == org.members[1] for r in receiver.received)
+
+    await eventually(arrived, what="the resent webhook")
+    rows = await settled(notify, meeting, 4)
+    assert [r["status"] for r in rows if r["delivery_id"] == dead["delivery_id"]] == ["sent"]
+    assert _chibo(["notifications", "resend", str(dead["delivery_id"])], env).returncode == 3
+
+
+def _chibo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+    )
