@@ -39,6 +39,7 @@ from shared.contract.commands import (
     RescheduleMeeting,
     ResolvePetition,
     ScheduleMeeting,
+    SetContactDetails,
     TransferMember,
 )
 from shared.contract.events import (
@@ -75,7 +76,15 @@ EVENT_OF = {
     "ResolvePetition": "PetitionResolved",
     "EscalatePetition": "PetitionEscalated",
     "ReopenPetition": "PetitionReopened",
+    "SetContactDetails": "ContactDetailsChanged",
 }
+
+# Demo addresses: deterministic, on a domain of the local SMTP sink.
+CONTACT_DOMAIN = "thu.chibo.local"
+
+
+def contact_email(person_id: str) -> str:
+    return f"{person_id}@{CONTACT_DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
                 ward.unit_id,
             )
         )
+    with_contact: set[str] = set()
     for ward in district.wards:
         ward_cells = {c.cell_id: c for c in ward.cells}
         for cell in ward.cells:
@@ -141,6 +151,18 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
                     full_name=name,
                 )
                 items.append((org_time, rest, appoint, cell.cell_id))
+            # Every member and official gets an e-mail address (the erasable contact store).
+            people = [m.member_id for m in original] + [p for _, p, _ in _officials(cell)]
+            for person_id in people:
+                if person_id not in with_contact:
+                    with_contact.add(person_id)
+                    contact = SetContactDetails(
+                        person_id=person_id,
+                        ward_id=cell.ward_id,
+                        phone=None,
+                        email=contact_email(person_id),
+                    )
+                    items.append((org_time, rest, contact, person_id))
         for t in district.transfers:
             if t.from_cell in ward_cells:
                 transfer = TransferMember(

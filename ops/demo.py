@@ -91,3 +91,57 @@ def report_differences(expected: dict[str, Any], rollup: dict[str, Any]) -> list
         want = {k: ward[k] for k in FIGURE_KEYS}
         diffs += differences(want, wards.get(ward["ward_id"], {}), ward["ward_id"])
     return diffs
+
+
+# Notices the demo's month makes. Its meetings are in the past when it is published, so
+# their notices and reminders are suppressed as stale (docs/notifications.md); the
+# petitions' notices go to the officials of their cell: raised, resolved, reopened. The
+# generator appoints no ward officials, so escalations and ward notices have no one to
+# reach here.
+PETITION_TRIGGERS = ("petition_raised", "petition_resolved", "petition_reopened")
+
+
+def expected_notices(generated: Generated) -> int:
+    from shared.contract.commands import RaisePetition, ReopenPetition, ResolvePetition
+
+    officials: dict[str, set[str]] = {}
+    for cell in generated.district.cells:
+        people = {m.member_id for m in cell.members if m.role in ("secretary", "deputy")}
+        officials[cell.cell_id] = people | {cell.in_charge[0]}
+    cell_of: dict[str, str] = {}
+    total = 0
+    for planned in generated.commands:
+        command = planned.command
+        if isinstance(command, RaisePetition):
+            cell_of[command.petition_id] = command.cell_id
+            total += len(officials[command.cell_id])
+        elif isinstance(command, ResolvePetition | ReopenPetition):
+            total += len(officials[cell_of[command.petition_id]])
+    return total
+
+
+def notice_counts(database_url: str, prefix: str) -> dict[str, int]:
+    """The demo's petition notices in the delivery log, by status ("held" = waiting for the
+    end of quiet hours)."""
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> dict[str, int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "select case when status = 'pending' and next_attempt_at > now() then 'held'"
+                " else status end as status, count(*) as n from notifications.deliveries"
+                " where trigger = any($1) and recipient like $2 and channel = 'email'"
+                " group by 1",
+                list(PETITION_TRIGGERS),
+                f"{prefix}%",
+            )
+        except asyncpg.UndefinedTableError:
+            return {}
+        finally:
+            await conn.close()
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    return asyncio.run(read())

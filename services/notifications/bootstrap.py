@@ -60,6 +60,8 @@ class NotificationsSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_connections: int = 8  # open SMTP connections: also the duplicate window on a crash
     mail_from: str = "Chibo <thong-bao@chibo.local>"
+    # The cell's shared mailbox also receives meeting notices; "" turns it off.
+    cell_mailbox_pattern: str = "chi-bo.{cell_id}@chibo.local"
     # -- webhook (SMS / Zalo gateways); enabled when both are set
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
@@ -147,7 +149,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             pool,
             broker,
             kafka,
-            Notifier(outbox, clock),
+            Notifier(outbox, clock, settings.cell_mailbox_pattern),
             registry,
             after_commit=work_available.set,  # the dispatcher sees committed rows at once
         )

@@ -9,7 +9,7 @@ import uuid
 import httpx
 
 from ops.stack import Stack
-from tests.integration.helpers import eventually, schedule_body, unique_ward, ward_auth
+from tests.integration.helpers import daytime, eventually, schedule_body, unique_ward, ward_auth
 
 
 def log_lines(stack: Stack, service: str) -> list[dict]:
@@ -31,37 +31,38 @@ def applied(stack: Stack, service: str, correlation: str) -> list[dict]:
 
 
 async def test_a_command_is_traceable_through_every_service(running_stack: Stack) -> None:
-    ward = unique_ward()
-    correlation = str(uuid.uuid4())
-    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
-        response = await client.post(
-            "/v1/meetings",
-            json=schedule_body(ward),
-            headers={**ward_auth(running_stack, ward), "X-Correlation-Id": correlation},
-        )
-    assert response.status_code == 201
-    event_id = response.json()["event_ids"][0]
+    with daytime(running_stack):  # quiet hours would hold the notice back
+        ward = unique_ward()
+        correlation = str(uuid.uuid4())
+        async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+            response = await client.post(
+                "/v1/meetings",
+                json=schedule_body(ward),
+                headers={**ward_auth(running_stack, ward), "X-Correlation-Id": correlation},
+            )
+        assert response.status_code == 201
+        event_id = response.json()["event_ids"][0]
 
-    async def traced() -> dict | None:
-        found = {
-            "meetings": [
-                line for line in log_lines(running_stack, "meetings")
-                if line.get("event") == "command.handled"
-                and line.get("correlation_id") == correlation
-            ],
-            "reports": applied(running_stack, "reports", correlation),
-            "notifications": applied(running_stack, "notifications", correlation),
-            "sent": [
-                line for line in log_lines(running_stack, "notifications")
-                if line.get("event") == "notice.sent" and line.get("causation_id") == event_id
-            ],
-        }  # fmt: skip
-        return found if all(found.values()) else None
+        async def traced() -> dict | None:
+            found = {
+                "meetings": [
+                    line for line in log_lines(running_stack, "meetings")
+                    if line.get("event") == "command.handled"
+                    and line.get("correlation_id") == correlation
+                ],
+                "reports": applied(running_stack, "reports", correlation),
+                "notifications": applied(running_stack, "notifications", correlation),
+                "sent": [
+                    line for line in log_lines(running_stack, "notifications")
+                    if line.get("event") == "notice.sent" and line.get("causation_id") == event_id
+                ],
+            }  # fmt: skip
+            return found if all(found.values()) else None
 
-    found = await eventually(traced, what="the command's trail in all three logs")
-    assert found["meetings"][0]["event_ids"] == [event_id]
-    assert found["reports"][0]["event_id"] == event_id
-    assert found["notifications"][0]["event_id"] == event_id
-    for service in ("meetings", "reports", "notifications"):
-        text = running_stack.log_path(service).read_text(encoding="utf-8", errors="replace")
-        assert f"chi-bo.{ward}" not in text  # recipients' addresses are never logged
+        found = await eventually(traced, what="the command's trail in all three logs")
+        assert found["meetings"][0]["event_ids"] == [event_id]
+        assert found["reports"][0]["event_id"] == event_id
+        assert found["notifications"][0]["event_id"] == event_id
+        for service in ("meetings", "reports", "notifications"):
+            text = running_stack.log_path(service).read_text(encoding="utf-8", errors="replace")
+            assert f"chi-bo.{ward}" not in text  # recipients' addresses are never logged

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ops.stack import SERVICES, Stack
 from tests.integration.helpers import (
+    daytime,
     eventually,
     fetch,
     mails_to,
@@ -32,64 +33,69 @@ async def _metric(stack: Stack, service: str, name: str) -> float | None:
 
 
 async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack: Stack) -> None:
-    stack = running_stack
-    ward = unique_ward()
-    body = schedule_body(ward)
+    with daytime(running_stack):  # quiet hours would hold the notice back
+        stack = running_stack
+        ward = unique_ward()
+        body = schedule_body(ward)
 
-    await asyncio.to_thread(stack.stop_kafka)
-    try:
-        async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
-            # The write side needs only Postgres: the command is accepted with Kafka down.
-            response = await client.post("/v1/meetings", json=body, headers=ward_auth(stack, ward))
-        assert response.status_code == 201, response.text
-        stream_id = response.json()["stream_id"]
+        await asyncio.to_thread(stack.stop_kafka)
+        try:
+            async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
+                # The write side needs only Postgres: the command is accepted with Kafka down.
+                response = await client.post(
+                    "/v1/meetings", json=body, headers=ward_auth(stack, ward)
+                )
+            assert response.status_code == 201, response.text
+            stream_id = response.json()["stream_id"]
 
-        async def relay_sees_backlog() -> float | None:
-            lag = await _metric(stack, "meetings", "chibo_relay_lag_events")
-            return lag if lag and lag >= 1 else None
+            async def relay_sees_backlog() -> float | None:
+                lag = await _metric(stack, "meetings", "chibo_relay_lag_events")
+                return lag if lag and lag >= 1 else None
 
-        await eventually(relay_sees_backlog, what="relay lag metric showing the stuck event")
-    finally:
-        await asyncio.to_thread(stack.start_kafka)
+            await eventually(relay_sees_backlog, what="relay lag metric showing the stuck event")
+        finally:
+            await asyncio.to_thread(stack.start_kafka)
 
-    async def in_view_once() -> list | None:
-        async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:
-            view = (await client.get(f"/v1/wards/{ward}/meetings")).json()
-        return view["meetings"] or None
+        async def in_view_once() -> list | None:
+            async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:
+                view = (await client.get(f"/v1/wards/{ward}/meetings")).json()
+            return view["meetings"] or None
 
-    meetings = await eventually(in_view_once, timeout_s=90, what="meeting in view after restart")
-    assert [m["meeting_id"] for m in meetings] == [body["meeting_id"]]
+        meetings = await eventually(
+            in_view_once, timeout_s=90, what="meeting in view after restart"
+        )
+        assert [m["meeting_id"] for m in meetings] == [body["meeting_id"]]
 
-    applied = await fetch(
-        stack.database_url,
-        "select version from reports.applied_streams where stream_id = $1",
-        stream_id,
-    )
-    assert [r["version"] for r in applied] == [1]
-    rows = await fetch(
-        stack.database_url,
-        "select count(*) as n from reports.meetings where ward_id = $1",
-        ward,
-    )
-    assert rows[0]["n"] == 1
+        applied = await fetch(
+            stack.database_url,
+            "select version from reports.applied_streams where stream_id = $1",
+            stream_id,
+        )
+        assert [r["version"] for r in applied] == [1]
+        rows = await fetch(
+            stack.database_url,
+            "select count(*) as n from reports.meetings where ward_id = $1",
+            ward,
+        )
+        assert rows[0]["n"] == 1
 
-    recipient = f"chi-bo.{body['cell_id']}@chibo.local"
+        recipient = f"chi-bo.{body['cell_id']}@chibo.local"
 
-    async def mailed() -> list | None:
-        return mails_to(stack.maildir, recipient) or None
+        async def mailed() -> list | None:
+            return mails_to(stack.maildir, recipient) or None
 
-    assert len(await eventually(mailed, timeout_s=60, what="e-mail after restart")) == 1
+        assert len(await eventually(mailed, timeout_s=60, what="e-mail after restart")) == 1
 
-    # Every service reconnects by itself and reports ready again.
-    async def all_ready() -> bool:
-        async with httpx.AsyncClient() as client:
-            codes = [
-                (await client.get(f"{stack.service_url(name)}/ready")).status_code
-                for name in SERVICES
-            ]
-        return all(code == 200 for code in codes)
+        # Every service reconnects by itself and reports ready again.
+        async def all_ready() -> bool:
+            async with httpx.AsyncClient() as client:
+                codes = [
+                    (await client.get(f"{stack.service_url(name)}/ready")).status_code
+                    for name in SERVICES
+                ]
+            return all(code == 200 for code in codes)
 
-    await eventually(all_ready, timeout_s=60, what="all services ready after broker restart")
+        await eventually(all_ready, timeout_s=60, what="all services ready after broker restart")
 
 
 async def test_unreadable_event_goes_to_dlq_and_the_partition_keeps_flowing(

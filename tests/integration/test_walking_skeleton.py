@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from ops.stack import Stack
 from tests.integration.helpers import (
+    daytime,
     eventually,
     fetch,
     mails_to,
@@ -36,54 +37,55 @@ async def _ward_view(stack: Stack, ward_id: str) -> dict:
 
 
 async def test_command_reaches_event_store_report_view_and_mailbox(running_stack: Stack) -> None:
-    ward = unique_ward()
-    body = schedule_body(ward)
-    response = await _schedule(running_stack, body)
-    assert response.status_code == 201, response.text
-    result = response.json()
-    assert result["stream_version"] == 1 and not result["replayed"]
+    with daytime(running_stack):  # quiet hours would hold the notice back
+        ward = unique_ward()
+        body = schedule_body(ward)
+        response = await _schedule(running_stack, body)
+        assert response.status_code == 201, response.text
+        result = response.json()
+        assert result["stream_version"] == 1 and not result["replayed"]
 
-    rows = await fetch(
-        running_stack.database_url,
-        "select event_type, ward_id, stream_version, payload, actor, source, occurred_at,"
-        " recorded_at from meetings.events where stream_id = $1",
-        result["stream_id"],
-    )
-    assert len(rows) == 1
-    row = rows[0]
-    assert (row["event_type"], row["ward_id"], row["stream_version"]) == (
-        "MeetingScheduled",
-        ward,
-        1,
-    )
-    assert json.loads(row["payload"])["cell_id"] == body["cell_id"]
-    assert row["occurred_at"].tzinfo is not None and row["recorded_at"].tzinfo is not None
+        rows = await fetch(
+            running_stack.database_url,
+            "select event_type, ward_id, stream_version, payload, actor, source, occurred_at,"
+            " recorded_at from meetings.events where stream_id = $1",
+            result["stream_id"],
+        )
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row["event_type"], row["ward_id"], row["stream_version"]) == (
+            "MeetingScheduled",
+            ward,
+            1,
+        )
+        assert json.loads(row["payload"])["cell_id"] == body["cell_id"]
+        assert row["occurred_at"].tzinfo is not None and row["recorded_at"].tzinfo is not None
 
-    async def view_has_meeting() -> dict | None:
-        view = await _ward_view(running_stack, ward)
-        return view if view["meetings_scheduled"] == 1 else None
+        async def view_has_meeting() -> dict | None:
+            view = await _ward_view(running_stack, ward)
+            return view if view["meetings_scheduled"] == 1 else None
 
-    view = await eventually(view_has_meeting, what="meeting visible in the report view")
-    meeting = view["meetings"][0]
-    assert meeting["meeting_id"] == body["meeting_id"]
-    assert meeting["scheduled_start"].endswith("+07:00")  # shown in Asia/Ho_Chi_Minh time
-    assert meeting["agenda"] == body["agenda"]
+        view = await eventually(view_has_meeting, what="meeting visible in the report view")
+        meeting = view["meetings"][0]
+        assert meeting["meeting_id"] == body["meeting_id"]
+        assert meeting["scheduled_start"].endswith("+07:00")  # shown in Asia/Ho_Chi_Minh time
+        assert meeting["agenda"] == body["agenda"]
 
-    recipient = f"chi-bo.{body['cell_id']}@chibo.local"
+        recipient = f"chi-bo.{body['cell_id']}@chibo.local"
 
-    async def mail_arrived() -> list | None:
-        return mails_to(running_stack.maildir, recipient) or None
+        async def mail_arrived() -> list | None:
+            return mails_to(running_stack.maildir, recipient) or None
 
-    mails = await eventually(mail_arrived, what="e-mail in the SMTP sink")
-    assert len(mails) == 1
-    mail = mails[0]
-    assert mail["Subject"].startswith(f"[Chi bộ {body['cell_id']}] Thông báo lịch sinh hoạt")
-    text = mail.get_body(("plain",)).get_content()
-    html = mail.get_body(("html",)).get_content()
-    assert "Kính gửi các đồng chí đảng viên" in text
-    assert "lúc 19:30" in text
-    assert "Kiến nghị của cử tri về đường giao thông" in text
-    assert "<li>Quán triệt nghị quyết</li>" in html
+        mails = await eventually(mail_arrived, what="e-mail in the SMTP sink")
+        assert len(mails) == 1
+        mail = mails[0]
+        assert mail["Subject"].startswith(f"[Chi bộ {body['cell_id']}] Thông báo lịch sinh hoạt")
+        text = mail.get_body(("plain",)).get_content()
+        html = mail.get_body(("html",)).get_content()
+        assert "Kính gửi các đồng chí đảng viên" in text
+        assert "lúc 19:30" in text
+        assert "Kiến nghị của cử tri về đường giao thông" in text
+        assert "<li>Quán triệt nghị quyết</li>" in html
 
 
 async def test_relayed_event_is_read_back_with_a_plain_aiokafka_consumer(

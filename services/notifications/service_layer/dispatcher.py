@@ -107,7 +107,7 @@ class Dispatcher:
             return 0
         try:
             contacts = await self._contacts.lookup(
-                [d.recipient for d in claimed if d.channel != "log"]
+                [d.recipient for d in claimed if d.channel != "log" and ":" not in d.recipient]
             )
         except TemporaryFailure as exc:
             # No addresses, no sending: the whole batch waits for its next attempt.
@@ -120,6 +120,8 @@ class Dispatcher:
     async def _deliver(self, d: delivery_log.Delivery, contacts: dict[str, Contact]) -> None:
         contact = contacts.get(d.recipient)
         address = "-" if d.channel == "log" else (contact.address(d.channel) if contact else None)
+        if d.recipient.startswith("mailbox:"):
+            address = d.recipient.removeprefix("mailbox:")
         channel = self._channels.get(d.channel)
         if address is None or channel is None:
             reason = "no_contact" if channel is not None else "no_channel"

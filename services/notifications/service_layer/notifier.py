@@ -44,6 +44,7 @@ DEADLINE = "petition_deadline"
 MEETING_MISSING = "meeting_missing"
 REPORT_LATE = "report_late"
 WARD_REPORT_SUBMITTED = "WardReportSubmitted"
+MAILBOX_PREFIX = "mailbox:"  # a recipient that is an office mailbox, not a person
 
 
 async def meeting_audience(conn: asyncpg.Connection, cell_id: str) -> list[str]:
@@ -69,9 +70,12 @@ def meeting_timer_id(meeting_id: str) -> str:
 
 
 class Notifier:
-    def __init__(self, outbox: Outbox, clock: Clock) -> None:
+    def __init__(self, outbox: Outbox, clock: Clock, cell_mailbox_pattern: str = "") -> None:
         self._outbox = outbox
         self._clock = clock
+        # A cell's shared mailbox (an office address, not a person's) also gets the
+        # meeting notice, as it did before the directory existed; empty: none.
+        self._cell_mailbox_pattern = cell_mailbox_pattern
 
     @property
     def config(self):  # type: ignore[no-untyped-def]
@@ -162,10 +166,16 @@ class Notifier:
             event.scheduled_start,
             event.model_dump(mode="json"),
         )
+        audience = await meeting_audience(conn, event.cell_id)
+        if self._cell_mailbox_pattern:
+            mailbox = self._cell_mailbox_pattern.format(
+                cell_id=event.cell_id, ward_id=event.ward_id
+            )
+            audience.append(MAILBOX_PREFIX + mailbox)
         notice = Notice(
             eid,
             Trigger.MEETING_SCHEDULED,
-            tuple(await meeting_audience(conn, event.cell_id)),
+            tuple(audience),
             {"meeting": event},
             event.meeting_id,
         )

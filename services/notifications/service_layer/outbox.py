@@ -45,6 +45,9 @@ class Outbox:
         """(person, channel) for everyone, by their preferences; each person once."""
         unique = list(dict.fromkeys(people))
         chosen = await directory.channels_of(conn, unique, self.config.default_channels)
+        for person in unique:
+            if person.startswith("mailbox:"):  # an office mailbox: e-mail only
+                chosen[person] = ("email",)
         return [
             (person, channel)
             for person in unique
