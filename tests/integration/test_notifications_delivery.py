@@ -639,3 +639,78 @@ def _chibo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
         cwd=PROJECT_ROOT,
         timeout=60,
     )
+
+
+async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward(
+    notify: Stack, clock: Any
+) -> None:
+    org = await new_org(notify)
+    idle_cell = f"{org.ward}.to-02"
+    await org.send(
+        "RegisterCell", {"cell_id": idle_cell, "ward_id": org.ward, "name": "Chi bộ tổ số 2"}
+    )
+
+    async def checks() -> dict[str, Any] | None:
+        rows = await fetch(
+            notify.database_url,
+            "select kind, ref_id, due_at, payload from notifications.timers"
+            " where ref_id = any($1) and status = 'pending'",
+            [org.cell, idle_cell, org.ward],
+        )
+        found = {r["ref_id"]: r for r in rows}
+        return found if len(found) == 3 else None
+
+    timers_now = await eventually(checks, what="the monthly checks of both cells and the ward")
+    check_at = timers_now[org.cell]["due_at"].astimezone(LOCAL_TZ)
+    assert check_at.hour == 0 and check_at.day == 11  # after the 10th, in Hà Nội
+    assert timers_now[org.ward]["due_at"].astimezone(LOCAL_TZ).day == 10
+    month = json.loads(timers_now[idle_cell]["payload"])["month"]
+
+    # The first cell holds its regular meeting the evening before the check; two of the
+    # three members come: 66.7 %, below 90 %.
+    start = check_at - timedelta(hours=4, minutes=30)
+    meeting = await org.schedule(start)
+    clock((start + timedelta(hours=1) - clock.now()).total_seconds() / DAY)
+    await org.send(
+        "OpenMeeting",
+        {
+            "meeting_id": meeting,
+            "ward_id": org.ward,
+            "cell_id": org.cell,
+            "opened_at": (start + timedelta(minutes=5)).isoformat(),
+            "roll_call": [
+                {"member_id": org.members[0], "status": "present"},
+                {"member_id": org.members[1], "status": "present"},
+                {"member_id": org.members[2], "status": "absent_unexcused"},
+            ],
+            "supervisor_present": True,
+        },
+    )
+    [low] = await mails(notify, org.ward_official, "tỷ lệ dự sinh hoạt 66,7% (dưới 90,0%)")
+    assert "có 2/3 đảng viên có mặt" in low.get_body(("plain",)).get_content()
+
+    # 10:00 on the check day: only the idle cell is reported to the ward.
+    clock((check_at + timedelta(hours=10) - clock.now()).total_seconds() / DAY)
+    label = f"{month[5:]}/{month[:4]}"
+    await mails(notify, org.ward_official, f"Chi bộ {idle_cell} chưa sinh hoạt thường kỳ")
+    missing = found_mails(notify, org.ward_official, "chưa sinh hoạt thường kỳ")
+    assert [str(m["Subject"]) for m in missing] == [
+        f"[Đảng bộ {org.ward}] Chi bộ {idle_cell} chưa sinh hoạt thường kỳ tháng {label}"
+    ]
+
+    # The ward's report for the month it was registered in is due on the 10th after it.
+    due = timers_now[org.ward]["due_at"].astimezone(LOCAL_TZ)
+    if clock.now() < due + timedelta(hours=10):
+        clock((due + timedelta(hours=10) - clock.now()).total_seconds() / DAY)
+    report_month = json.loads(timers_now[org.ward]["payload"])["month"]
+    subject = f"Chưa gửi báo cáo tháng {report_month[5:]}/{report_month[:4]}"
+    for person in (org.ward_official, org.district_official):  # the ward and the level above
+        [late] = await mails(notify, person, subject)
+        assert f"Đảng ủy {org.ward} chưa gửi báo cáo" in late.get_body(("plain",)).get_content()
+    next_check = await fetch(
+        notify.database_url,
+        "select payload->>'month' as month from notifications.timers"
+        " where ref_id = $1 and kind = 'report_late' and status = 'pending'",
+        org.ward,
+    )
+    assert [r["month"] for r in next_check] != []  # re-armed for the following month
