@@ -23,7 +23,12 @@ from services.notifications.adapters.contacts import ContactsClient
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.rate_limit import TokenBucket, parse_rates
 from services.notifications.adapters.templating import TemplateRenderer
-from services.notifications.domain.notices import CHANNELS, QuietHours, parse_leads
+from services.notifications.domain.notices import (
+    CHANNELS,
+    QuietHours,
+    parse_leads,
+    parse_local_time,
+)
 from services.notifications.entrypoints.http import preferences_router
 from services.notifications.service_layer.dispatcher import Dispatcher
 from services.notifications.service_layer.notifier import Notifier
@@ -77,6 +82,7 @@ class NotificationsSettings(ServiceSettings):
     petition_deadline_leads: str = "48h,4h"
     attendance_threshold: float = 0.9
     meeting_missing_day: int = 10  # a regular meeting not held by this day is reported
+    digest_at: str = ""  # e.g. "07:00": low notices folded into a daily digest; "" = off
     templates_dir: Path | None = None
     # -- delivery
     rate_limits: str = "email:2000,webhook:50,log:0"  # sends per second, 0 = unlimited
@@ -104,6 +110,7 @@ class NotificationsSettings(ServiceSettings):
             deadline_leads=parse_leads(self.petition_deadline_leads),
             attendance_threshold=self.attendance_threshold,
             meeting_missing_day=self.meeting_missing_day,
+            digest_at=parse_local_time(self.digest_at),
         )
 
 

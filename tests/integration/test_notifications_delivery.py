@@ -714,3 +714,39 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
         org.ward,
     )
     assert [r["month"] for r in next_check] != []  # re-armed for the following month
+
+
+async def test_low_notices_wait_for_the_daily_digest(
+    notify: Stack, receiver: Receiver, clock: Any
+) -> None:
+    restart_notifications(notify, notifications_env(receiver, DIGEST_AT="07:00"))
+    try:
+        org = await new_org(notify)
+        petitions = [await org.raise_petition() for _ in range(2)]
+        await mails(notify, org.members[0], "tiếp nhận kiến nghị", at_least=2)  # normal: now
+        for petition in petitions:
+            await org.send(
+                "ResolvePetition",
+                {"petition_id": petition, "ward_id": org.ward, "response": "Đã sửa xong."},
+            )
+
+        async def held() -> list[Any] | None:
+            rows = await fetch(
+                notify.database_url,
+                "select status from notifications.deliveries where trigger = 'petition_resolved'"
+                " and trigger_ref = any($1) and recipient = $2",
+                petitions,
+                org.members[0],
+            )
+            return rows if len(rows) == 2 else None
+
+        assert [r["status"] for r in await eventually(held, what="held")] == ["digest"] * 2
+        assert found_mails(notify, org.members[0], "đã được giải quyết") == []
+        clock(21 / 24)  # 07:00 the next morning
+        [digest] = await mails(notify, org.members[0], "Tổng hợp 2 thông báo")
+        text = digest.get_body(("plain",)).get_content()
+        assert all(f"Kiến nghị {p} đã được giải quyết" in text for p in petitions)
+        assert found_mails(notify, org.members[0], "đã được giải quyết") == []  # not one by one
+        assert [r["status"] for r in await held()] == ["digested"] * 2  # type: ignore[union-attr]
+    finally:
+        restart_notifications(notify, notifications_env(receiver))

@@ -12,13 +12,16 @@ import pytest
 from services.notifications.adapters.channels import sign
 from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.domain.notices import (
+    PRIORITY,
     Priority,
     QuietHours,
     Trigger,
     attendance_rate,
     is_stale,
     meeting_check_at,
+    next_local,
     parse_leads,
+    parse_local_time,
     report_due_at,
     send_not_before,
     timer_trigger_id,
@@ -59,6 +62,14 @@ def test_quiet_hours_hold_back_until_six_in_the_morning_local_time() -> None:
     assert QuietHours.parse("off") is None
     with pytest.raises(ValueError):
         QuietHours.parse("10pm-6am")
+
+
+def test_the_digest_time_is_the_next_one_in_local_time() -> None:
+    seven = parse_local_time("07:00")
+    assert seven is not None and parse_local_time("off") is None
+    assert next_local(local(2026, 11, 22, 23, 0), seven) == local(2026, 11, 23, 7, 0)
+    assert next_local(local(2026, 11, 23, 7, 0), seven) == local(2026, 11, 24, 7, 0)
+    assert PRIORITY[Trigger.PETITION_RESOLVED] is Priority.LOW
 
 
 def test_lead_times_and_month_rules() -> None:
@@ -264,6 +275,17 @@ CONTEXTS: dict[Trigger, tuple[dict[str, object], str, str]] = {
         {"ward_id": "nam-ngan", "month": "2026-11", "due_at": local(2026, 12, 10)},
         "Chưa gửi báo cáo tháng 11/2026 (hạn 10/12/2026)",
         "chưa gửi báo cáo tháng 11/2026",
+    ),
+    Trigger.DIGEST: (
+        {
+            "day": local(2026, 11, 23, 7, 0),
+            "items": [
+                {"subject": "Kiến nghị kn-1 đã được giải quyết", "text": "Nội dung trả lời"},
+                {"subject": "Báo cáo tháng 10/2026 đã được gửi", "text": "Đúng hạn"},
+            ],
+        },
+        "Tổng hợp 2 thông báo ngày 23/11/2026",
+        "2. Báo cáo tháng 10/2026 đã được gửi",
     ),
 }
 

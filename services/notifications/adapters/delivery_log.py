@@ -43,6 +43,7 @@ async def record(
     message: RenderedMessage,
     pairs: list[tuple[str, str]],
     not_before: datetime,
+    status: str = "pending",
 ) -> list[tuple[str, str]]:
     """Add a pending delivery per (person, channel); returns the pairs that existed already."""
     if not pairs:
@@ -51,8 +52,8 @@ async def record(
         """
         insert into notifications.deliveries
             (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html,
-             priority, next_attempt_at, trigger_ref)
-        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10
+             priority, next_attempt_at, trigger_ref, status)
+        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11
         from unnest($3::text[], $4::text[]) as r(recipient, channel)
         on conflict (trigger_event_id, recipient, channel) do nothing
         returning recipient, channel
@@ -67,6 +68,7 @@ async def record(
         notice.priority.value,
         not_before,
         notice.ref,
+        status,
     )
     inserted = {(r["recipient"], r["channel"]) for r in rows}
     return [pair for pair in pairs if pair not in inserted]
@@ -145,4 +147,24 @@ async def pending_count(pool: asyncpg.Pool) -> int:
         await pool.fetchval(
             "select count(*) from notifications.deliveries where status in ('pending', 'sending')"
         )
+    )
+
+
+async def take_digest_items(conn: asyncpg.Connection, now: datetime) -> list[asyncpg.Record]:
+    """Low notices whose digest time has come, locked for this transaction."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "select delivery_id, recipient, channel, trigger, subject, body_text, next_attempt_at"
+        " from notifications.deliveries where status = 'digest' and next_attempt_at <= $1"
+        " order by recipient, channel, delivery_id for update skip locked",
+        now,
+    )
+    return rows
+
+
+async def mark_digested(conn: asyncpg.Connection, ids: list[int], digest_ref: str) -> None:
+    await conn.execute(
+        "update notifications.deliveries set status = 'digested', reason = $2"
+        " where delivery_id = any($1)",
+        ids,
+        digest_ref,
     )

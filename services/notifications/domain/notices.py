@@ -29,6 +29,7 @@ class Trigger(StrEnum):
     ATTENDANCE_LOW = "attendance_low"
     REPORT_SUBMITTED = "report_submitted"
     REPORT_LATE = "report_late"
+    DIGEST = "digest"  # the day's low-priority notices of one person, in one message
 
 
 class Priority(StrEnum):
@@ -53,6 +54,7 @@ PRIORITY: dict[Trigger, Priority] = {
     Trigger.ATTENDANCE_LOW: Priority.LOW,
     Trigger.REPORT_SUBMITTED: Priority.LOW,
     Trigger.REPORT_LATE: Priority.NORMAL,
+    Trigger.DIGEST: Priority.NORMAL,
 }
 
 CHANNELS = ("email", "webhook", "log")
@@ -117,6 +119,28 @@ def send_not_before(priority: Priority, now: datetime, quiet: QuietHours | None)
     if priority is Priority.URGENT or quiet is None:
         return now
     return quiet.release(now)
+
+
+def parse_local_time(text: str) -> time | None:
+    """ "07:00" → 07:00; empty or "off" → None."""
+    text = text.strip()
+    if not text or text.lower() in ("off", "none"):
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not match:
+        raise ValueError(f"a time of day must look like 07:00, not {text!r}")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def next_local(at: datetime, when: time) -> datetime:
+    """The next ``when`` (local time) strictly after ``at``."""
+    local = at.astimezone(LOCAL_TZ)
+    candidate = local.replace(hour=when.hour, minute=when.minute, second=0, microsecond=0)
+    return candidate if candidate > local else candidate + timedelta(days=1)
+
+
+def digest_trigger_id(recipient: str, channel: str, at: datetime) -> UUID:
+    return uuid5(_TRIGGER_NAMESPACE, f"digest|{recipient}|{channel}|{at.isoformat()}")
 
 
 def parse_leads(text: str) -> list[timedelta]:

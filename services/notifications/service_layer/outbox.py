@@ -4,7 +4,7 @@ the person's channels, quiet hours, and the duplicate and stale counts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import asyncpg
 
@@ -14,7 +14,9 @@ from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.domain.notices import (
     CHANNELS,
     Notice,
+    Priority,
     QuietHours,
+    next_local,
     parse_leads,
     send_not_before,
 )
@@ -31,6 +33,7 @@ class NotifyConfig:
     deadline_leads: list[timedelta] = field(default_factory=lambda: parse_leads("48h,4h"))
     attendance_threshold: float = 0.9
     meeting_missing_day: int = 10
+    digest_at: time | None = None  # local time of the daily digest of low notices; None: off
 
 
 class Outbox:
@@ -66,12 +69,25 @@ class Outbox:
             return 0
         message = self._renderer.render(notice.trigger.value, notice.context)
         not_before = send_not_before(notice.priority, now, self.config.quiet_hours)
-        existing = await delivery_log.record(conn, notice, message, pairs, not_before)
+        status = "pending"
+        if notice.priority is Priority.LOW and self.config.digest_at is not None:
+            # Held for the day's digest: folded into one message per person and channel.
+            status, not_before = "digest", next_local(now, self.config.digest_at)
+        existing = await delivery_log.record(conn, notice, message, pairs, not_before, status)
         trigger = notice.trigger.value
         for _, channel in existing:
             self._metrics.suppressed.labels(channel, trigger, "duplicate").inc()
-        if not_before > now:
+        if not_before > now and status == "pending":
             held = set(pairs) - set(existing)
             for _, channel in held:
                 self._metrics.suppressed.labels(channel, trigger, "quiet_hours").inc()
+        return len(pairs) - len(existing)
+
+    async def record_for(
+        self, conn: asyncpg.Connection, notice: Notice, pairs: list[tuple[str, str]], now: datetime
+    ) -> int:
+        """Record the notice for exactly these (person, channel) pairs (the digest)."""
+        message = self._renderer.render(notice.trigger.value, notice.context)
+        not_before = send_not_before(notice.priority, now, self.config.quiet_hours)
+        existing = await delivery_log.record(conn, notice, message, pairs, not_before)
         return len(pairs) - len(existing)

@@ -20,6 +20,7 @@ from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.domain.notices import (
     Notice,
     Trigger,
+    digest_trigger_id,
     is_stale,
     meeting_check_at,
     next_month,
@@ -36,7 +37,7 @@ from services.notifications.service_layer.notifier import (
     ward_and_above,
 )
 from services.notifications.service_layer.outbox import Outbox
-from shared.clock import Clock
+from shared.clock import LOCAL_TZ, Clock
 from shared.contract.events import MeetingScheduled
 from shared.logs import get_logger
 from shared.tasks import cancel
@@ -76,6 +77,8 @@ class TimerScheduler:
             try:
                 while await self.fire_due() >= self._batch:
                     pass
+                if self._outbox.config.digest_at is not None:
+                    await self.fold_digests()
                 now = self._clock.now()
                 n, oldest = await timers.pending_stats(self._pool, now)
                 self._metrics.scheduled.set(n)
@@ -101,6 +104,36 @@ class TimerScheduler:
             self._metrics.fire_lag.set(max((now - t.due_at).total_seconds() for t in due))
             log.info("timers.fired", count=len(due))
         return len(due)
+
+    async def fold_digests(self) -> int:
+        """Fold the low notices whose digest time has come into one delivery per person
+        and channel, in one transaction (so each is folded once)."""
+        now = self._clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            items = await delivery_log.take_digest_items(conn, now)
+            groups: dict[tuple[str, str, datetime], list[asyncpg.Record]] = {}
+            for item in items:
+                key = (item["recipient"], item["channel"], item["next_attempt_at"])
+                groups.setdefault(key, []).append(item)
+            for (recipient, channel, at), rows in groups.items():
+                notice = Notice(
+                    digest_trigger_id(recipient, channel, at),
+                    Trigger.DIGEST,
+                    (recipient,),
+                    {
+                        "day": at,
+                        "items": [{"subject": r["subject"], "text": r["body_text"]} for r in rows],
+                    },
+                    f"digest:{at.astimezone(LOCAL_TZ):%Y-%m-%d}",
+                )
+                await self._outbox.record_for(conn, notice, [(recipient, channel)], now)
+                await delivery_log.mark_digested(
+                    conn, [r["delivery_id"] for r in rows], str(notice.trigger_id)
+                )
+        if groups:
+            self._after_commit()
+            log.info("digests.folded", digests=len(groups), notices=len(items))
+        return len(groups)
 
     async def _fire(self, conn: asyncpg.Connection, t: timers.Timer, now: datetime) -> None:
         trigger_id = timer_trigger_id(t.kind, t.ref_id, t.due_at)
