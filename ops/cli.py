@@ -207,7 +207,6 @@ def run_demo(
                     console.print(f"  {name}: {stack.log_path(name)}", soft_wrap=True)
                 raise typer.Exit(1)
             time.sleep(0.2)  # polling interval of a progress display, not a wait for an event
-    mails = demo.delivered_recipients(str(stack.maildir))
     console.print(
         f"[green]✓[/green] petition notices: {notices.get('sent', 0):,} e-mailed to cell "
         f"officials, {notices.get('held', 0):,} held until quiet hours end (06:00); "

@@ -715,6 +715,16 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     )
     assert [r["month"] for r in next_check] != []  # re-armed for the following month
 
+    # Submitted late after all: the ward and the level above hear that it is in.
+    await org.send(
+        "SubmitWardReport",
+        {"ward_id": org.ward, "month": report_month, "submitted_by": "Văn phòng Đảng ủy"},
+    )
+    ready = f"Báo cáo tháng {report_month[5:]}/{report_month[:4]} đã được gửi"
+    for person in (org.ward_official, org.district_official):
+        [mail] = await mails(notify, person, ready)
+        assert "chậm so với hạn" in mail.get_body(("plain",)).get_content()
+
 
 async def test_low_notices_wait_for_the_daily_digest(
     notify: Stack, receiver: Receiver, clock: Any

@@ -10,10 +10,9 @@ import asyncpg
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.meetings.entrypoints.http import _principal
 from shared.auth import AuthError, Principal
 from shared.contract.types import Identifier
-from shared.http import error_response
+from shared.http import bearer_principal, error_response
 
 
 class LookupBody(BaseModel):
@@ -22,7 +21,7 @@ class LookupBody(BaseModel):
     person_ids: list[Identifier] = Field(max_length=1000)
 
 
-def _system_only(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+def _system_only(principal: Annotated[Principal, Depends(bearer_principal)]) -> Principal:
     if principal.scope_level != "system":
         raise AuthError(
             "forbidden_scope",

@@ -8,31 +8,18 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifications.domain.notices import CHANNELS
-from shared.auth import WRITER_ROLES, Principal, TokenService, forbidden_scope, unauthenticated
+from shared.auth import WRITER_ROLES, Principal, forbidden_scope
 from shared.contract.types import Identifier
-from shared.http import error_response
-
-bearer = HTTPBearer(auto_error=False, description="JWT issued by `chibo token issue`.")
+from shared.http import bearer_principal, error_response
 
 
 class PreferencesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: list[str] = Field(min_length=1, max_length=len(CHANNELS))
-
-
-def _principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is None:
-        raise unauthenticated("no bearer token")
-    tokens: TokenService = request.app.state.tokens
-    return tokens.verify(credentials.credentials)
 
 
 async def _units_of(pool: asyncpg.Pool, person_id: str) -> tuple[set[str], set[str]]:
@@ -85,7 +72,7 @@ def preferences_router(default_channels: tuple[str, ...]) -> APIRouter:
     async def get_preferences(
         person_id: Identifier,
         request: Request,
-        principal: Annotated[Principal, Depends(_principal)],
+        principal: Annotated[Principal, Depends(bearer_principal)],
     ) -> Any:
         pool: asyncpg.Pool = request.app.state.pool
         if not await _may_manage(pool, principal, person_id):
@@ -103,7 +90,7 @@ def preferences_router(default_channels: tuple[str, ...]) -> APIRouter:
         person_id: Identifier,
         body: PreferencesBody,
         request: Request,
-        principal: Annotated[Principal, Depends(_principal)],
+        principal: Annotated[Principal, Depends(bearer_principal)],
     ) -> Any:
         unknown = sorted(set(body.channels) - set(CHANNELS))
         if unknown:

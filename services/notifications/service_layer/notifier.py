@@ -37,13 +37,13 @@ from shared.contract.events import (
     PetitionReopened,
     PetitionResolved,
     UnitRegistered,
+    WardReportSubmitted,
 )
 
 REMINDER = "meeting_reminder"
 DEADLINE = "petition_deadline"
 MEETING_MISSING = "meeting_missing"
 REPORT_LATE = "report_late"
-WARD_REPORT_SUBMITTED = "WardReportSubmitted"
 MAILBOX_PREFIX = "mailbox:"  # a recipient that is an office mailbox, not a person
 
 
@@ -135,7 +135,7 @@ class Notifier:
                 report_due_at(month),
                 {"ward_id": event.unit_id, "month": month},
             )
-        elif envelope.event_type == WARD_REPORT_SUBMITTED:
+        elif isinstance(event, WardReportSubmitted):
             await self._report_submitted(conn, eid, event, now)
 
     # -- meetings ----------------------------------------------------------------------
@@ -371,17 +371,15 @@ class Notifier:
     # -- the ward's monthly report -----------------------------------------------------
 
     async def _report_submitted(
-        self, conn: asyncpg.Connection, eid: Any, event: DomainEvent, now: datetime
+        self, conn: asyncpg.Connection, eid: Any, event: WardReportSubmitted, now: datetime
     ) -> None:
-        ward_id: str = getattr(event, "ward_id")  # noqa: B009 - the event arrives with the reports issue
-        month: str = getattr(event, "month")  # noqa: B009
-        await directory.record_report(conn, ward_id, month, getattr(event, "submitted_at"))  # noqa: B009
+        await directory.record_report(conn, event.ward_id, event.month, event.submitted_at)
         notice = Notice(
             eid,
             Trigger.REPORT_SUBMITTED,
-            tuple(await ward_and_above(conn, ward_id)),
+            tuple(await ward_and_above(conn, event.ward_id)),
             {"report": event},
-            ward_id,
+            event.ward_id,
         )
         await self._outbox.record(conn, notice, now)
 
