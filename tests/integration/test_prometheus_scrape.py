@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ops.prometheus import RULES_DIR, LocalPrometheus, scrape_config, stack_targets
 from ops.stack import SERVICES, Stack
-from tests.integration.helpers import schedule_body, unique_ward, ward_auth
+from tests.integration.helpers import daytime, schedule_body, unique_ward, ward_auth
 from tests.integration.test_deadline_scheduler import DAY, escalations, new_ward
 
 T = TypeVar("T")
@@ -168,27 +168,28 @@ def test_consumer_lag_series_reach_prometheus(
 
 
 def test_series_move_under_load(running_stack: Stack, prometheus: LocalPrometheus) -> None:
-    poll(lambda: prometheus.query("chibo_relay_is_leader == 1"), what="a relay leader")
-    before = {selector: total(prometheus, selector) for selector in MOVING}
+    with daytime(running_stack):  # quiet hours would hold the notices back
+        poll(lambda: prometheus.query("chibo_relay_is_leader == 1"), what="a relay leader")
+        before = {selector: total(prometheus, selector) for selector in MOVING}
 
-    ward = unique_ward()
-    auth = ward_auth(running_stack, ward)
-    with httpx.Client(base_url=running_stack.service_url("meetings"), timeout=10.0) as client:
-        for cell in range(1, 6):
-            response = client.post("/v1/meetings", json=schedule_body(ward, cell), headers=auth)
-            assert response.status_code == 201, response.text
+        ward = unique_ward()
+        auth = ward_auth(running_stack, ward)
+        with httpx.Client(base_url=running_stack.service_url("meetings"), timeout=10.0) as client:
+            for cell in range(1, 6):
+                response = client.post("/v1/meetings", json=schedule_body(ward, cell), headers=auth)
+                assert response.status_code == 201, response.text
 
-    def moved() -> dict[str, float] | None:
-        now = {selector: total(prometheus, selector) for selector in MOVING}
-        stuck = {s for s in MOVING if now[s] < before[s] + 5}
-        return None if stuck else now
+        def moved() -> dict[str, float] | None:
+            now = {selector: total(prometheus, selector) for selector in MOVING}
+            stuck = {s for s in MOVING if now[s] < before[s] + 5}
+            return None if stuck else now
 
-    try:
-        poll(moved, what="every key series to grow by the 5 meetings")
-    except AssertionError:
-        now = {s: total(prometheus, s) for s in MOVING}
-        raise AssertionError(f"before {before}, now {now}") from None
-    assert total(prometheus, 'chibo_commands_total{outcome="accepted",door="http"}') >= 5
+        try:
+            poll(moved, what="every key series to grow by the 5 meetings")
+        except AssertionError:
+            now = {s: total(prometheus, s) for s in MOVING}
+            raise AssertionError(f"before {before}, now {now}") from None
+        assert total(prometheus, 'chibo_commands_total{outcome="accepted",door="http"}') >= 5
 
 
 def test_every_meetings_replica_counts_scheduler_scans(
