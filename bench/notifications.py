@@ -24,7 +24,7 @@ from typing import Any
 import aiosmtplib
 import asyncpg
 
-from bench.harness import BenchContext, Figure, benchmark
+from bench.harness import BenchContext, CpuMeter, Figure, benchmark
 from services.notifications.adapters.email import build_message
 from services.notifications.adapters.templating import TemplateRenderer
 from shared.clock import LOCAL_TZ
@@ -103,6 +103,15 @@ async def wait_until(conn: asyncpg.Connection, query: str, *args: Any, timeout_s
         await asyncio.sleep(0.05)  # the probe's poll; the figures come from the rows' times
 
 
+def cpu_meter(ctx: BenchContext) -> CpuMeter:
+    """CPU of the sink, PostgreSQL (with its backends), the services and this process."""
+    processes: dict[str, tuple[int | None, bool]] = {
+        name: (pid, name == "postgres") for name, pid in ctx.pids().items() if pid is not None
+    }
+    processes["bench"] = (None, False)
+    return CpuMeter(processes)
+
+
 def service_env(ctx: BenchContext) -> dict[str, str]:
     return {
         "QUIET_HOURS": "off",
@@ -125,12 +134,16 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
     tag = ctx.run_id
     with ctx.phase("raw aiosmtplib into the sink", total=None):
         await raw_smtp(ctx.smtp_host, ctx.smtp_port, min(n // 10, 500), f"warm{tag}")
-        ceiling_rate = await raw_smtp(ctx.smtp_host, ctx.smtp_port, n, tag)
+        with cpu_meter(ctx) as ceiling_cpu:
+            ceiling_rate = await raw_smtp(ctx.smtp_host, ctx.smtp_port, n, tag)
     ceiling = Figure.reference(
         "notify.raw_smtp",
         ceiling_rate,
         "msg/s",
-        notes=f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME",
+        notes=(
+            f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME; "
+            + ceiling_cpu.summary()
+        ),
         params={"messages": n, "connections": CONNECTIONS},
     )
     await asyncio.to_thread(ctx.services.start, "meetings")
@@ -161,6 +174,7 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 f"bench-{tag}",
             )
             phase.restart_clock()
+            meter = cpu_meter(ctx).__enter__()
             await wait_until(
                 conn,
                 "select count(*) = $2 from notifications.deliveries"
@@ -169,6 +183,7 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 n,
                 timeout_s=300,
             )
+            meter.__exit__()
         row = await conn.fetchrow(
             "select min(sent_at) as first, max(sent_at) as last, count(*) as n"
             " from notifications.deliveries where trigger_ref = $1 and status = 'sent'",
@@ -189,7 +204,7 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 f"{n} deliveries from the outbox's commit to the last 'sent' mark in "
                 f"{phase.elapsed_s:.1f} s (contact look-up per batch of 500, a 'sending' claim "
                 f"per batch and a 'sent' mark per message); {verdict} the {TARGET_RATE:.0f} "
-                f"msg/s target; first-to-last sent {steady:,.0f} msg/s"
+                f"msg/s target; first-to-last sent {steady:,.0f} msg/s; {meter.summary()}"
             ),
             params={"messages": n, "connections": CONNECTIONS, "steady_msg_s": round(steady)},
         ),

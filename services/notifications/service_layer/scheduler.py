@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -56,6 +57,7 @@ class TimerScheduler:
         *,
         interval_s: float = 0.25,
         batch: int = 500,
+        gauges_every_s: float = 2.0,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
@@ -64,6 +66,8 @@ class TimerScheduler:
         self._after_commit = after_commit
         self._interval_s = interval_s
         self._batch = batch
+        self._gauges_every_s = gauges_every_s
+        self._gauges_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -79,17 +83,22 @@ class TimerScheduler:
                     pass
                 if self._outbox.config.digest_at is not None:
                     await self.fold_digests()
-                now = self._clock.now()
-                n, oldest = await timers.pending_stats(self._pool, now)
-                self._metrics.scheduled.set(n)
-                self._metrics.oldest.labels("timers").set(oldest)
-                pending, age = await delivery_log.backlog(self._pool, now)
-                self._metrics.pending.set(pending)
-                self._metrics.oldest.labels("deliveries").set(age)
+                if time.monotonic() >= self._gauges_at:  # the gauges, not every scan
+                    self._gauges_at = time.monotonic() + self._gauges_every_s
+                    await self._refresh_gauges()
             except Exception:
                 log.exception("scheduler.round_failed")
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(self._interval_s)  # the scan period
+
+    async def _refresh_gauges(self) -> None:
+        now = self._clock.now()
+        n, oldest = await timers.pending_stats(self._pool, now)
+        self._metrics.scheduled.set(n)
+        self._metrics.oldest.labels("timers").set(oldest)
+        pending, age = await delivery_log.backlog(self._pool, now)
+        self._metrics.pending.set(pending)
+        self._metrics.oldest.labels("deliveries").set(age)
 
     async def fire_due(self) -> int:
         now = self._clock.now()
