@@ -726,14 +726,21 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
         assert "chậm so với hạn" in mail.get_body(("plain",)).get_content()
 
 
-async def test_low_notices_wait_for_the_daily_digest(
+async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(
     notify: Stack, receiver: Receiver, clock: Any
 ) -> None:
-    restart_notifications(notify, notifications_env(receiver, DIGEST_AT="07:00"))
+    # A 200 h lead is already past for a 7-day deadline: one warning goes out at once,
+    # and the 4 h one still waits.
+    env = notifications_env(receiver, DIGEST_AT="07:00", PETITION_DEADLINE_LEADS="200h,4h")
+    restart_notifications(notify, env)
     try:
         org = await new_org(notify)
         petitions = [await org.raise_petition() for _ in range(2)]
         await mails(notify, org.members[0], "tiếp nhận kiến nghị", at_least=2)  # normal: now
+        warnings = await mails(notify, org.members[0], "Sắp hết hạn giải quyết", at_least=2)
+        assert len(warnings) == 2
+        for warning in warnings:
+            assert "còn khoảng 168 giờ" in warning.get_body(("plain",)).get_content()
         for petition in petitions:
             await org.send(
                 "ResolvePetition",
@@ -758,5 +765,12 @@ async def test_low_notices_wait_for_the_daily_digest(
         assert all(f"Kiến nghị {p} đã được giải quyết" in text for p in petitions)
         assert found_mails(notify, org.members[0], "đã được giải quyết") == []  # not one by one
         assert [r["status"] for r in await held()] == ["digested"] * 2  # type: ignore[union-attr]
+        warned = await fetch(
+            notify.database_url,
+            "select ref_id, status from notifications.timers where ref_id = any($1)"
+            " order by ref_id, status",
+            petitions,
+        )
+        assert sorted(r["status"] for r in warned) == ["cancelled", "cancelled", "fired", "fired"]
     finally:
         restart_notifications(notify, notifications_env(receiver))

@@ -258,20 +258,24 @@ class Notifier:
     async def _set_deadline_warnings(
         self, conn: asyncpg.Connection, petition_id: str, deadline: datetime, now: datetime
     ) -> None:
+        """A warning at each lead time still ahead; if some lead times have passed already
+        (a short deadline, a late event), one catch-up warning now."""
+        if deadline <= now:
+            return
+        payload = {"deadline_at": deadline.isoformat()}
+        passed = [lead for lead in self.config.deadline_leads if deadline - lead <= now]
         for lead in self.config.deadline_leads:
-            due = deadline - lead
-            if deadline <= now:
-                return
-            # A warning whose time has passed while the deadline has not goes out now.
-            await timers.set_timer(
-                conn,
-                DEADLINE,
-                petition_id,
-                max(due, now),
-                {"deadline_at": deadline.isoformat(), "lead_s": lead.total_seconds()},
-            )
-            if due <= now:
-                return  # one catch-up warning is enough
+            if lead not in passed:
+                await timers.set_timer(
+                    conn,
+                    DEADLINE,
+                    petition_id,
+                    deadline - lead,
+                    {**payload, "lead_s": lead.total_seconds()},
+                )
+        if passed:
+            lead_s = min(passed).total_seconds()
+            await timers.set_timer(conn, DEADLINE, petition_id, now, {**payload, "lead_s": lead_s})
 
     async def _petition_raised(
         self, conn: asyncpg.Connection, eid: Any, event: PetitionRaised, now: datetime
