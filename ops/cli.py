@@ -745,13 +745,7 @@ def reports_rebuild(
     longer holds its whole history."""
     target = Target.from_env()
     started = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_err(),
-    ) as bar:
+    with _reading_progress(_err()) as bar:
         task = bar.add_task("Rebuilding the report projections", total=None)
 
         def advance(done: int, total: int) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.auth import TokenService
+from shared.clock import Clock, OffsetClock, SystemClock
 
 
 class KafkaSettings(BaseSettings):
@@ -49,3 +53,16 @@ class ServiceSettings(BaseSettings):
     # Events a consumer reads and applies in one transaction.
     consumer_batch_size: int = 500
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    # HMAC key for bearer tokens (see ``tokens``).
+    auth_jwt_secret: SecretStr | None = None
+    # Test deployments only: a file holding seconds to add to the clock.
+    clock_offset_file: Path | None = None
+
+    def clock(self) -> Clock:
+        return OffsetClock(self.clock_offset_file) if self.clock_offset_file else SystemClock()
+
+    def tokens(self) -> TokenService:
+        """The bearer-token verifier; a service that needs one refuses to start without it."""
+        if self.auth_jwt_secret is None or len(self.auth_jwt_secret) < 32:
+            raise SystemExit("AUTH_JWT_SECRET must be set to at least 32 characters")
+        return TokenService(self.auth_jwt_secret)

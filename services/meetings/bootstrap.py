@@ -8,7 +8,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from services.meetings.adapters.event_store import PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
@@ -20,8 +19,7 @@ from services.meetings.entrypoints.http_contacts import contacts_router
 from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
-from shared.auth import TokenService
-from shared.clock import Clock, OffsetClock, SystemClock
+from shared.clock import Clock
 from shared.consumer import make_broker
 from shared.http import (
     add_operational_routes,
@@ -46,8 +44,6 @@ class MeetingsSettings(ServiceSettings):
     relay_batch_size: int = 1000
     intake_batch_size: int = 500
     aggregate_cache_streams: int = 10_000
-    # HMAC key for bearer tokens; required: the service refuses to start without it.
-    auth_jwt_secret: SecretStr | None = None
     # Upstream publishers allowed on the inbound commands topic, comma-separated.
     inbound_allowed_sources: str = ""
     # The escalation ladder from the cell up, LEVEL:DAYS to resolve at that level.
@@ -57,21 +53,16 @@ class MeetingsSettings(ServiceSettings):
     scheduler_interval_s: float = 0.25
     scheduler_batch: int = 500
     scheduler_lease_s: float = 30.0
-    # Test deployments only: a file holding seconds to add to the clock.
-    clock_offset_file: Path | None = None
 
     def allowed_sources(self) -> frozenset[str]:
         return frozenset(s.strip() for s in self.inbound_allowed_sources.split(",") if s.strip())
 
 
 def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI:
-    if settings.auth_jwt_secret is None or len(settings.auth_jwt_secret) < 32:
-        raise SystemExit("AUTH_JWT_SECRET must be set to at least 32 characters")
+    tokens = settings.tokens()  # fails fast without AUTH_JWT_SECRET
     policy = PetitionPolicy.parse(settings.petition_ladder, settings.recurring_window_days)
     if clock is None:
-        clock = (
-            OffsetClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
-        )
+        clock = settings.clock()
     registry = CollectorRegistry()
     metrics = MeetingsMetrics(registry)
     kafka = settings.kafka
@@ -110,7 +101,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         app.state.pool = pool
         state.update(relay=relay)
         app.state.bus = bus
-        app.state.tokens = TokenService(settings.auth_jwt_secret)  # type: ignore[arg-type]
+        app.state.tokens = tokens
         await relay.start()
         if settings.scheduler_enabled:
             await scheduler.start()

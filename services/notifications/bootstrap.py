@@ -35,7 +35,7 @@ from services.notifications.service_layer.notifier import Notifier
 from services.notifications.service_layer.outbox import NotifyConfig, Outbox
 from services.notifications.service_layer.scheduler import TimerScheduler
 from shared.auth import Role, TokenService
-from shared.clock import Clock, OffsetClock, SystemClock
+from shared.clock import Clock
 from shared.consumer import EventConsumer, make_broker
 from shared.http import (
     add_operational_routes,
@@ -73,7 +73,6 @@ class NotificationsSettings(ServiceSettings):
     # -- contacts, looked up at send time in the meetings service
     contacts_url: str = "http://127.0.0.1:8001"
     contacts_token: SecretStr | None = None  # else minted from AUTH_JWT_SECRET
-    auth_jwt_secret: SecretStr | None = None
     # -- rules
     notify_default_channels: str = "email"
     notify_channels: str = ",".join(CHANNELS)  # channels this deployment may use
@@ -93,8 +92,6 @@ class NotificationsSettings(ServiceSettings):
     dispatch_poll_s: float = 1.0
     retry_base_s: float = 2.0
     scheduler_interval_s: float = 0.25
-    # Test deployments only: a file holding seconds to add to the clock.
-    clock_offset_file: Path | None = None
 
     def config(self) -> NotifyConfig:
         enabled = tuple(c.strip() for c in self.notify_channels.split(",") if c.strip())
@@ -125,9 +122,7 @@ def _contacts_token(settings: NotificationsSettings) -> TokenService | str:
 def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> FastAPI:
     config = settings.config()  # fails fast on a malformed rule
     if clock is None:
-        clock = (
-            OffsetClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
-        )
+        clock = settings.clock()
     registry = CollectorRegistry()
     metrics = NotificationsMetrics(registry)
     kafka = settings.kafka

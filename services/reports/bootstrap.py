@@ -8,15 +8,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from services.reports.domain.monthly_report import QualityRubric, ReportPolicy
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project, project_batch
 from services.reports.service_layer.rebuild import rebuild_if_outdated
 from services.reports.service_layer.reports import ReportReader
-from shared.auth import TokenService
-from shared.clock import Clock, OffsetClock, SystemClock
+from shared.clock import Clock
 from shared.consumer import EventConsumer, make_broker
 from shared.http import (
     add_operational_routes,
@@ -38,8 +37,6 @@ log = get_logger(__name__)
 class ReportsSettings(ServiceSettings):
     service_name: str = "reports"
     http_port: int = 8002
-    # HMAC key for bearer tokens; required: the service refuses to start without it.
-    auth_jwt_secret: SecretStr | None = None
     # Ladder levels whose units are "wards" (đảng bộ phường / xã): they have the cells.
     report_ward_levels: str = "ward,commune"
     report_attendance_target: float = Field(default=0.9, gt=0, le=1)
@@ -47,8 +44,6 @@ class ReportsSettings(ServiceSettings):
     report_quality_rubric: QualityRubric = QualityRubric()
     # A deployment's own report templates; files there win over the packaged ones.
     report_templates_dir: Path | None = None
-    # Test deployments only: a file holding seconds to add to the clock.
-    clock_offset_file: Path | None = None
 
     def policy(self) -> ReportPolicy:
         return ReportPolicy(self.report_attendance_target, self.report_quality_rubric)
@@ -58,12 +53,9 @@ class ReportsSettings(ServiceSettings):
 
 
 def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
-    if settings.auth_jwt_secret is None or len(settings.auth_jwt_secret) < 32:
-        raise SystemExit("AUTH_JWT_SECRET must be set to at least 32 characters")
+    tokens = settings.tokens()  # fails fast without AUTH_JWT_SECRET
     if clock is None:
-        clock = (
-            OffsetClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
-        )
+        clock = settings.clock()
     registry = CollectorRegistry()
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
@@ -106,7 +98,7 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
             await pool.close()
 
     app = FastAPI(title="Chibo — reports", version="0.2.0", lifespan=lifespan)
-    app.state.tokens = TokenService(settings.auth_jwt_secret)
+    app.state.tokens = tokens
     app.state.templates_dir = settings.report_templates_dir
     install_error_handlers(app)
     app.include_router(report_router())

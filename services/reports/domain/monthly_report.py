@@ -47,15 +47,9 @@ from services.reports.domain.report import (
     WardSummary,
 )
 from shared.clock import LOCAL_TZ, ReportMonth
+from shared.contract.events import PetitionCategory
 
-CATEGORIES = (
-    "land",
-    "roads_infrastructure",
-    "security_order",
-    "environment",
-    "social_policy",
-    "other",
-)
+CATEGORIES = tuple(c.value for c in PetitionCategory)
 
 
 class QualityRubric(BaseModel):
