@@ -225,6 +225,9 @@ def test_app_service_environment(name: str) -> None:
     assert int(env["HTTP_PORT"]) == APP_PORTS[name]
     assert published_ports(service(name))[APP_PORTS[name]] == int(env["HTTP_PORT"])
 
+    # Tokens: the secret comes from the deployer, never from the file (no default).
+    assert env["AUTH_JWT_SECRET"].startswith("${AUTH_JWT_SECRET:?")
+
     # The database URL must reach the postgres service with its own credentials.
     pg = environment(service("postgres"))
     url = urlsplit(env["DATABASE_URL"])
