@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +36,7 @@ from rich.progress import (
 )
 
 from generator.commands import SOURCE, PlannedCommand
+from shared.kafka import topic_partitions
 
 COMMANDS_TOPIC = "chibo.commands.v1"
 DLQ_TOPIC = "chibo.commands.dlq.v1"
@@ -70,6 +72,7 @@ class _DlqWatch:
     """The commands DLQ from its end before publishing: rejections of our records."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
         )
@@ -77,10 +80,16 @@ class _DlqWatch:
         self.found: dict[str, dict[str, str]] = {}  # dlq_source -> headers
 
     async def start(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await admin.start()
+        try:
+            partitions = (await topic_partitions(admin, [self._topic]))[self._topic]
+        finally:
+            await admin.close()
+        if partitions is None:  # the meetings service creates it at start
+            raise RuntimeError(f"the dead-letter topic {self._topic} does not exist")
         await self._consumer.start()
-        await self._consumer.topics()  # fetch the cluster's metadata
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(self._topic, p) for p in partitions]
         self._consumer.assign(tps)
         ends = await self._consumer.end_offsets(tps)
         for tp in tps:

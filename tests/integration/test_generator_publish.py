@@ -83,3 +83,35 @@ async def test_a_small_district_month_is_accepted_whole_and_only_once(
     )
     assert marked.ok
     assert await _events_by_type(running_stack, units) == g.expected["events"]["by_type"]
+
+
+async def test_a_rejected_command_is_reported_with_its_reason_not_as_missing(
+    running_stack: Stack,
+) -> None:
+    # The same unit registered twice under two message ids: the second is a domain
+    # rejection, which the DLQ watch must see (it once assigned no partition at all).
+    unit = f"u{uuid.uuid4().hex[:10]}"
+
+    def register(n: int) -> PlannedCommand:
+        return PlannedCommand(
+            position=n,
+            message_id=f"reject-{uuid.uuid4().hex}",
+            key=unit,
+            occurred_at=datetime.now(UTC),
+            stage=n,
+            command=RegisterUnit(unit_id=unit, parent_id=None, level="ward", name="Phường Thử"),
+            correlation_id=uuid.uuid4(),
+        )
+
+    first, second = register(0), register(1)
+    report = await publish(
+        [first, second],
+        running_stack.kafka_bootstrap,
+        running_stack.database_url,
+        timeout_s=60,
+        show_progress=False,
+    )
+    assert report.accepted == 1 and report.missing == []
+    assert [(r.message_id, r.reason) for r in report.rejected] == [
+        (second.message_id, "rejected_already_exists")
+    ]
