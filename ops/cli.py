@@ -174,6 +174,12 @@ def run_demo(
             f"[red]✗ {len(report.rejected)} rejected, {len(report.missing)} missing; "
             f"see chibo dlq list and {stack.log_path('meetings')}[/red]"
         )
+        if any(r.reason.startswith("rejected_already_") for r in report.rejected):
+            # Same ids, other message ids: the month came from another generator version.
+            console.print(
+                "  This stack already holds this demo month as an older version of the "
+                f"generator made it. Start afresh: make down && rm -rf {stack.root} && make demo"
+            )
         raise typer.Exit(code=1)
     console.print(
         f"[green]✓[/green] {report.accepted:,} commands accepted through the Kafka door "
@@ -181,6 +187,8 @@ def run_demo(
     )
 
     wanted = {w["ward_id"]: demo.meetings_scheduled(w) for w in expected["wards"]}
+    district = next(u for u in expected["units"] if u["level"] == "district")
+    token = stack.issue_token("district_official", "district", district["unit_id"], "demo")
     reports_url = stack.service_url("reports")
     notices_wanted = demo.expected_notices(generated)
     prefix = generated.district.config.id_prefix
@@ -192,7 +200,7 @@ def run_demo(
         # Quiet hours (22:00-06:00 Hà Nội) hold notices back: "held" counts as done here.
         in_mail = progress.add_task("petition notices sent or held", total=notices_wanted)
         while True:
-            counts = demo.report_counts(client, reports_url)
+            counts = demo.report_counts(client, reports_url, token)
             notices = demo.notice_counts(stack.database_url, prefix)
             done = notices.get("sent", 0) + notices.get("held", 0)
             progress.update(
@@ -213,8 +221,6 @@ def run_demo(
         "the month's meeting notices are history (stale), see docs/notifications.md"
     )
 
-    district = next(u for u in expected["units"] if u["level"] == "district")
-    token = stack.issue_token("district_official", "district", district["unit_id"], "demo")
     label = f"{year}-{month:02d}"
     rollup, diffs = _demo_rollup(reports_url, district["unit_id"], label, token, expected, deadline)
     table = Table(title=f"{rollup['title']} — {district['name']} (from the reports service)")

@@ -34,8 +34,9 @@ def meetings_scheduled(ward: dict[str, Any]) -> int:
     return int(ward["regular_meetings"]["scheduled"] + ward["thematic_meetings"]["scheduled"])
 
 
-def report_counts(client: httpx.Client, reports_url: str) -> dict[str, int]:
-    wards = client.get(f"{reports_url}/v1/wards").json()["wards"]
+def report_counts(client: httpx.Client, reports_url: str, token: str) -> dict[str, int]:
+    answer = client.get(f"{reports_url}/v1/wards", headers={"Authorization": f"Bearer {token}"})
+    wards = answer.raise_for_status().json()["wards"]
     return {w["ward_id"]: w["meetings_scheduled"] for w in wards}
 
 
