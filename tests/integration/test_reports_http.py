@@ -164,3 +164,29 @@ async def test_csv_and_html_carry_the_same_figures(small: Generated, stack: Stac
     assert "BÁO CÁO KẾT QUẢ SINH HOẠT CHI BỘ" in page
     assert ward["name"].upper() in page or ward["name"] in page
     assert ward["cells_detail"][0]["name"] in page
+
+
+async def test_ward_meeting_lists_are_scoped_like_the_reports(
+    small: Generated, stack: Stack
+) -> None:
+    first, second = (w.unit_id for w in small.district.wards)
+    district = next(u.unit_id for u in small.district.units if u.level == "district")
+    base = f"{stack.service_url('reports')}/v1/wards"
+    ward_token = _headers(stack, "ward_official", "ward", first)
+    district_token = _headers(stack, "district_official", "district", district)
+    async with httpx.AsyncClient(timeout=30) as http:
+        anonymous = await http.get(base)
+        own_list = await http.get(base, headers=ward_token)
+        district_list = await http.get(base, headers=district_token)
+        own = await http.get(f"{base}/{first}/meetings", headers=ward_token)
+        other = await http.get(f"{base}/{second}/meetings", headers=ward_token)
+        below = await http.get(f"{base}/{second}/meetings", headers=district_token)
+    assert anonymous.status_code == 401
+    assert [w["ward_id"] for w in own_list.json()["wards"]] == [first]
+    assert {w["ward_id"] for w in district_list.json()["wards"]} >= {first, second}
+    assert own.status_code == 200 and own.json()["meetings_scheduled"] == len(
+        own.json()["meetings"]
+    )
+    assert own.json()["meetings"], "the generated month schedules meetings in every ward"
+    assert other.status_code == 403 and other.json()["code"] == "forbidden_scope"
+    assert below.status_code == 200 and below.json()["ward_id"] == second

@@ -58,7 +58,9 @@ async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack:
 
         async def in_view_once() -> list | None:
             async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:
-                view = (await client.get(f"/v1/wards/{ward}/meetings")).json()
+                view = (
+                    await client.get(f"/v1/wards/{ward}/meetings", headers=ward_auth(stack, ward))
+                ).json()
             return view["meetings"] or None
 
         meetings = await eventually(
@@ -119,7 +121,10 @@ async def test_unreadable_event_goes_to_dlq_and_the_partition_keeps_flowing(
 
     async def in_view() -> list | None:
         async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:
-            return (await client.get(f"/v1/wards/{ward}/meetings")).json()["meetings"] or None
+            response = await client.get(
+                f"/v1/wards/{ward}/meetings", headers=ward_auth(stack, ward)
+            )
+            return response.json()["meetings"] or None
 
     await eventually(in_view, what="valid event after the poison one")
 

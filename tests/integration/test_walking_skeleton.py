@@ -31,7 +31,9 @@ async def _schedule(stack: Stack, body: dict, **headers: str) -> httpx.Response:
 
 async def _ward_view(stack: Stack, ward_id: str) -> dict:
     async with httpx.AsyncClient(base_url=stack.service_url("reports")) as client:
-        response = await client.get(f"/v1/wards/{ward_id}/meetings")
+        response = await client.get(
+            f"/v1/wards/{ward_id}/meetings", headers=ward_auth(stack, ward_id)
+        )
         response.raise_for_status()
         return response.json()
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from services.reports.adapters import projection_store
 from services.reports.adapters.rendering import render_csv, render_html
 from services.reports.domain.report import RollupReport, WardReport
 from services.reports.service_layer.reports import NotYetApplied, ReportReader, UnknownUnit
@@ -20,10 +18,6 @@ from shared.http import bearer_principal, error_response
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 STREAM_AT = r"^[^@\s]{1,200}@[1-9][0-9]{0,9}$"
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool  # type: ignore[no-any-return]
 
 
 def _reader(request: Request) -> ReportReader:
@@ -99,15 +93,19 @@ def report_router() -> APIRouter:
         return JSONResponse(report.model_dump(mode="json", by_alias=True))
 
     @router.get("/wards")
-    async def list_wards(pool: Annotated[asyncpg.Pool, Depends(_pool)]) -> dict[str, Any]:
-        return {"wards": await projection_store.wards(pool)}
+    async def list_wards(
+        principal: Annotated[Principal, Depends(bearer_principal)],
+        reader: Annotated[ReportReader, Depends(_reader)],
+    ) -> dict[str, Any]:
+        return {"wards": await reader.wards(principal)}
 
-    @router.get("/wards/{ward_id}/meetings")
+    @router.get("/wards/{ward_id}/meetings", responses={403: {"description": "Out of scope"}})
     async def ward_meetings(
         ward_id: Annotated[Identifier, Path()],
-        pool: Annotated[asyncpg.Pool, Depends(_pool)],
+        principal: Annotated[Principal, Depends(bearer_principal)],
+        reader: Annotated[ReportReader, Depends(_reader)],
     ) -> dict[str, Any]:
-        meetings = await projection_store.ward_meetings(pool, ward_id)
+        meetings = await reader.ward_meetings(principal, ward_id)
         return {"ward_id": ward_id, "meetings_scheduled": len(meetings), "meetings": meetings}
 
     return router

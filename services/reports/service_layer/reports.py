@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -11,7 +12,7 @@ from services.reports.adapters import projection_store
 from services.reports.domain import facts
 from services.reports.domain.monthly_report import ReportPolicy, rollup_report, ward_report
 from services.reports.domain.report import RollupReport, WardReport
-from shared.auth import Principal, forbidden_scope
+from shared.auth import AuthError, Principal, forbidden_scope
 from shared.clock import Clock, ReportMonth
 
 
@@ -72,6 +73,14 @@ class Tree:
         if principal.scope_unit not in {u.unit_id for u in self.chain(unit_id)}:
             raise forbidden_scope()
 
+    def authorise_ward(self, principal: Principal, ward_id: str) -> None:
+        """``authorise`` for a ward that may not be placed in the tree yet; such a ward is
+        read only with its own token or a system one."""
+        if ward_id in self.units:
+            self.authorise(principal, ward_id)
+        elif principal.scope_level != "system" and principal.scope_unit != ward_id:
+            raise forbidden_scope()
+
 
 class ReportReader:
     def __init__(
@@ -112,6 +121,23 @@ class ReportReader:
         return rollup_report(
             unit, tree.chain(unit_id), ward_facts, chains, month, now, self._policy
         )
+
+    async def ward_meetings(self, principal: Principal, ward_id: str) -> list[dict[str, Any]]:
+        """The meetings scheduled in a ward, for a token whose scope covers it."""
+        (await self.tree()).authorise_ward(principal, ward_id)
+        return await projection_store.ward_meetings(self._pool, ward_id)
+
+    async def wards(self, principal: Principal) -> list[dict[str, Any]]:
+        """The wards with meetings, limited to those the token's scope covers."""
+        tree = await self.tree()
+        visible = []
+        for ward in await projection_store.wards(self._pool):
+            try:
+                tree.authorise_ward(principal, ward["ward_id"])
+            except AuthError:
+                continue
+            visible.append(ward)
+        return visible
 
     async def wait_until_applied(self, wanted: dict[str, int], timeout_s: float) -> None:
         """Read-your-writes: return once every stream is applied up to its version."""
