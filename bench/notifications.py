@@ -24,7 +24,7 @@ from typing import Any
 import aiosmtplib
 import asyncpg
 
-from bench.harness import BenchContext, CpuMeter, Figure, benchmark
+from bench.harness import SMTP_SINKS, BenchContext, CpuMeter, Figure, benchmark
 from services.notifications.adapters.email import build_message
 from services.notifications.adapters.templating import TemplateRenderer
 from shared.clock import LOCAL_TZ
@@ -141,8 +141,8 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
         ceiling_rate,
         "msg/s",
         notes=(
-            f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME; "
-            + ceiling_cpu.summary()
+            f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME, "
+            f"into {SMTP_SINKS.get(ctx.smtp_sink or '', 'the SMTP sink')}; " + ceiling_cpu.summary()
         ),
         params={"messages": n, "connections": CONNECTIONS},
     )
@@ -204,7 +204,8 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 f"{n} deliveries from the outbox's commit to the last 'sent' mark in "
                 f"{phase.elapsed_s:.1f} s (contact look-up per batch of 500, a 'sending' claim "
                 f"per batch and a 'sent' mark per message); {verdict} the {TARGET_RATE:.0f} "
-                f"msg/s target; first-to-last sent {steady:,.0f} msg/s; {meter.summary()}"
+                f"msg/s target; first-to-last sent {steady:,.0f} msg/s; sink {ctx.smtp_sink}; "
+                f"{meter.summary()}"
             ),
             params={"messages": n, "connections": CONNECTIONS, "steady_msg_s": round(steady)},
         ),
