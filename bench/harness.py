@@ -41,6 +41,10 @@ from shared.settings import KafkaSettings
 # benchmark itself through ``ctx.services`` (a service needs Kafka and PostgreSQL too).
 SERVICE_NEEDS = frozenset({"meetings", "reports", "notifications"})
 NEEDS = frozenset({"kafka", "postgres", "smtp"}) | SERVICE_NEEDS
+SMTP_SINKS = {
+    "postfix-smtp-sink": "Postfix's smtp-sink (C, discards every message)",
+    "aiosmtpd": "ops/smtp_sink.py (aiosmtpd, writes a Maildir)",
+}
 # Modules of this package that are not benchmarks.
 _NOT_BENCHMARKS = frozenset({"harness"})
 
@@ -383,6 +387,8 @@ class BenchContext:
     database_url: str | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
+    # Which SMTP sink answers there (SMTP_SINKS), for the figures' notes.
+    smtp_sink: str | None = None
     kafka: KafkaSettings | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -531,6 +537,8 @@ class BenchStack:
         self._used: set[str] = set()
         self._tmp_root: Path | None = None
         self._services: ServiceControl | None = None
+        self.smtp_sink_choice = env.get("BENCH_SMTP_SINK") or "auto"
+        self._smtp_sink: str | None = None
 
     @property
     def started(self) -> list[str]:
@@ -601,9 +609,19 @@ class BenchStack:
                 if "smtp-sink" not in self._started:
                     on_step("starting the SMTP sink")
                     self._started.append("smtp-sink")
-                    stack.start_smtp_sink()
+                    self._smtp_sink = self._start_smtp_sink(stack)
                 ctx.smtp_host = stack.settings.host
                 ctx.smtp_port = stack.settings.smtp_port
+                ctx.smtp_sink = self._smtp_sink
+
+    def _start_smtp_sink(self, stack: Any) -> str:
+        """Postfix's smtp-sink when scripts/setup.sh fetched it (the aiosmtpd sink cannot
+        take the rates measured), else the aiosmtpd sink; BENCH_SMTP_SINK=aiosmtpd forces
+        the latter."""
+        if self.smtp_sink_choice != "aiosmtpd" and stack.start_discarding_smtp_sink():
+            return "postfix-smtp-sink"
+        stack.start_smtp_sink()
+        return "aiosmtpd"
 
     def _service_control(self, ctx: BenchContext) -> ServiceControl:
         """The services' control, pointed at the parts ``ctx`` has now (a later benchmark
@@ -664,7 +682,7 @@ class BenchStack:
             local = "local embedded PostgreSQL"
             info["postgres"] = "external" if self.external_database else local
         if "smtp" in self._used:
-            info["smtp"] = "local SMTP sink"
+            info["smtp"] = f"local SMTP sink: {SMTP_SINKS.get(self._smtp_sink or '', '?')}"
         services = sorted(self._used & SERVICE_NEEDS)
         if services:
             info["services"] = services

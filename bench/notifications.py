@@ -6,9 +6,10 @@ timers (reminders, deadline warnings, monthly checks) fire, beside the scan peri
   transaction (what the consumer writes for N notices) with their recipients' contacts in
   the meetings service's store; the notifications service (its real process, with the
   meetings service answering its contact look-ups) sends them all. ``notify.smtp_sent``
-  is N over the time from the commit to the last ``sent`` mark; the ceiling
-  ``notify.raw_smtp`` is raw aiosmtplib with the same number of open connections and the
-  same MIME messages, into the same sink.
+  is N over the time from the commit to the last ``sent_at``; the ceiling
+  ``notify.raw_smtp`` is raw aiosmtplib (``sendmail``) with the same number of open
+  connections and the same message bytes, into the same sink: Postfix's ``smtp-sink`` when
+  scripts/setup.sh fetched it, else the aiosmtpd sink.
 - ``notifications.timers``: K timers fall due at a steady rate over a window; the lag
   from each one's due time to its firing (p50, p99) beside the configured scan period.
 """
@@ -19,13 +20,14 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosmtplib
 import asyncpg
 
-from bench.harness import BenchContext, CpuMeter, Figure, benchmark
-from services.notifications.adapters.email import build_message
+from bench.harness import SMTP_SINKS, BenchContext, CpuMeter, Figure, benchmark
+from services.notifications.adapters.email import MailBytes
 from services.notifications.adapters.templating import TemplateRenderer
 from shared.clock import LOCAL_TZ
 
@@ -34,6 +36,7 @@ TIMERS = "notifications.timers"
 CONNECTIONS = 8  # SMTP_CONNECTIONS for the service, and the raw ceiling's connections
 SCAN_INTERVAL_S = 0.25  # SCHEDULER_INTERVAL_S
 TARGET_RATE = 1_000.0
+SENDER = "Chibo <thong-bao@chibo.local>"  # MAIL_FROM's default
 TARGET_P99_S = 1.0
 
 
@@ -48,7 +51,7 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 
 def sample_message() -> Any:
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from shared.contract import MeetingKind, MeetingScheduled
 
@@ -64,9 +67,10 @@ def sample_message() -> Any:
 
 
 async def raw_smtp(host: str, port: int, n: int, tag: str) -> float:
-    """msg/s of raw aiosmtplib: CONNECTIONS persistent connections, messages built the
-    way the service builds them."""
+    """msg/s of raw aiosmtplib: CONNECTIONS persistent connections, ``SMTP.sendmail`` of
+    the bytes the service sends (the content encoded once, per-recipient headers)."""
     rendered = sample_message()
+    mail = MailBytes(SENDER)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
@@ -77,16 +81,16 @@ async def raw_smtp(host: str, port: int, n: int, tag: str) -> float:
         try:
             while not queue.empty():
                 i = queue.get_nowait()
-                await client.send_message(
-                    build_message(
-                        "Chibo <thong-bao@chibo.local>",
-                        f"raw-{tag}-{i}@thu.chibo.local",
-                        rendered.subject,
-                        rendered.text,
-                        rendered.html,
-                        f"raw-{tag}-{i}",
-                    )
+                recipient = f"raw-{tag}-{i}@thu.chibo.local"
+                data = mail.message(
+                    recipient,
+                    rendered.subject,
+                    rendered.text,
+                    rendered.html,
+                    f"raw-{tag}-{i}",
+                    datetime.now(UTC),
                 )
+                await client.sendmail("thong-bao@chibo.local", [recipient], data)
         finally:
             await client.quit()
 
@@ -95,12 +99,14 @@ async def raw_smtp(host: str, port: int, n: int, tag: str) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def wait_until(conn: asyncpg.Connection, query: str, *args: Any, timeout_s: float) -> None:
+async def wait_until(
+    conn: asyncpg.Connection, query: str, *args: Any, timeout_s: float, every_s: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not await conn.fetchval(query, *args):
         if time.monotonic() > deadline:
             raise TimeoutError(f"not done after {timeout_s:g} s: {query}")
-        await asyncio.sleep(0.05)  # the probe's poll; the figures come from the rows' times
+        await asyncio.sleep(every_s)  # the probe's poll; the figures come from the rows' times
 
 
 def cpu_meter(ctx: BenchContext) -> CpuMeter:
@@ -141,8 +147,8 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
         ceiling_rate,
         "msg/s",
         notes=(
-            f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME; "
-            + ceiling_cpu.summary()
+            f"{n} messages, {CONNECTIONS} persistent aiosmtplib connections, same MIME, "
+            f"into {SMTP_SINKS.get(ctx.smtp_sink or '', 'the SMTP sink')}; " + ceiling_cpu.summary()
         ),
         params={"messages": n, "connections": CONNECTIONS},
     )
@@ -173,8 +179,11 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 rendered.html,
                 f"bench-{tag}",
             )
+            committed = await conn.fetchval("select clock_timestamp()")
             phase.restart_clock()
             meter = cpu_meter(ctx).__enter__()
+            # The end is the last row's sent_at, so the probe (a scan: trigger_ref has no
+            # index) can poll slowly and take little from the service's PostgreSQL.
             await wait_until(
                 conn,
                 "select count(*) = $2 from notifications.deliveries"
@@ -182,6 +191,7 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
                 f"bench-{tag}",
                 n,
                 timeout_s=300,
+                every_s=0.5,
             )
             meter.__exit__()
         row = await conn.fetchrow(
@@ -191,7 +201,8 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
         )
     finally:
         await conn.close()
-    rate = n / phase.elapsed_s
+    elapsed_s = (row["last"] - committed).total_seconds()
+    rate = n / elapsed_s
     steady = (n - 1) / max((row["last"] - row["first"]).total_seconds(), 1e-9)
     verdict = "meets" if rate >= TARGET_RATE else "misses"
     return [
@@ -202,9 +213,11 @@ async def smtp_throughput(ctx: BenchContext) -> list[Figure]:
             rate,
             notes=(
                 f"{n} deliveries from the outbox's commit to the last 'sent' mark in "
-                f"{phase.elapsed_s:.1f} s (contact look-up per batch of 500, a 'sending' claim "
-                f"per batch and a 'sent' mark per message); {verdict} the {TARGET_RATE:.0f} "
-                f"msg/s target; first-to-last sent {steady:,.0f} msg/s; {meter.summary()}"
+                f"{elapsed_s:.1f} s (contact look-up per batch of 500, a 'sending' claim per "
+                "batch, 'sent' marks group-committed, each connection's next DATA after its "
+                f"last mark); {verdict} the {TARGET_RATE:.0f} "
+                f"msg/s target; first-to-last sent {steady:,.0f} msg/s; sink {ctx.smtp_sink}; "
+                f"{meter.summary()}"
             ),
             params={"messages": n, "connections": CONNECTIONS, "steady_msg_s": round(steady)},
         ),

@@ -75,6 +75,12 @@ class StackSettings(BaseSettings):
         return int(getattr(self, f"{name}_port"))
 
 
+def postfix_smtp_sink() -> Path | None:
+    """Postfix's smtp-sink binary, where scripts/setup.sh puts it (None: not fetched)."""
+    binary = PROJECT_ROOT / ".cache" / "postfix" / "sbin" / "smtp-sink"
+    return binary if os.access(binary, os.X_OK) else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -428,6 +434,30 @@ class Stack:
             log=self.log_path("smtp-sink"),
             alive=lambda: _pid_alive(pid),
         )
+
+    def start_discarding_smtp_sink(self) -> bool:
+        """Postfix's smtp-sink (C, made for benchmarks) as the part ``smtp-sink``: it
+        answers every message and keeps none. False when scripts/setup.sh could not
+        fetch it; then use :meth:`start_smtp_sink`."""
+        binary = postfix_smtp_sink()
+        if binary is None:
+            return False
+        if self.is_running("smtp-sink"):
+            return True
+        # -u is required as root (it drops to that user after binding); -c would print
+        # counters to stdout.
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        address = f"{self.settings.host}:{self.settings.smtp_port}"
+        env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent.parent / "lib")}
+        pid = self._spawn("smtp-sink", [str(binary), *user, address, "256"], env)
+        wait_for(
+            lambda: _tcp_open(self.settings.host, self.settings.smtp_port),
+            part="smtp-sink",
+            timeout_s=self.settings.startup_timeout_s,
+            log=self.log_path("smtp-sink"),
+            alive=lambda: _pid_alive(pid),
+        )
+        return True
 
     def start_service(
         self, name: str, extra_env: dict[str, str] | None = None, part: str | None = None

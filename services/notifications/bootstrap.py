@@ -173,6 +173,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
                 start_tls=settings.smtp_starttls,
                 username=settings.smtp_username,
                 password=settings.smtp_password,
+                clock=clock,
             )
         if settings.webhook_url and settings.webhook_secret:
             channels["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret)

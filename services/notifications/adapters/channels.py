@@ -12,13 +12,15 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Protocol
 
 import aiosmtplib
 import httpx
 from pydantic import SecretStr
 
-from services.notifications.adapters.email import build_message
+from services.notifications.adapters.email import MailBytes
+from shared.clock import Clock, SystemClock
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -51,14 +53,35 @@ class Outgoing:
 class Channel(Protocol):
     name: str
 
-    async def send(self, message: Outgoing) -> None: ...
+    async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
+        """Returns once the channel accepted the message. ``recorded`` resolves when the
+        dispatcher has recorded that (True) or failed to (False); a channel that keeps
+        connections waits for it before committing the next message on the same one."""
+        ...
 
     async def close(self) -> None: ...
 
 
+Recorded = asyncio.Future[bool]
+
+
+@dataclass
+class _Slot:
+    """One of the pool's connections (None until connected), and whether the last message
+    it carried is recorded yet: that future carries over a reconnect."""
+
+    client: aiosmtplib.SMTP | None = None
+    previous: Recorded | None = None
+
+
 class EmailChannel:
     """SMTP with a small pool of open connections, reused across messages: a connection
-    sends one message at a time, so the pool size is the number in flight."""
+    sends one message at a time, so the pool size is the number in flight.
+
+    A message's DATA (the point after which the server may have it) waits until the
+    previous message on the same connection is recorded ``sent``, so a crash leaves at most
+    one accepted-but-unrecorded message per connection, while MAIL and RCPT overlap that
+    write."""
 
     name = "email"
 
@@ -73,14 +96,18 @@ class EmailChannel:
         username: str | None = None,
         password: SecretStr | None = None,
         timeout_s: float = 10.0,
+        clock: Clock | None = None,
     ) -> None:
         self._host, self._port, self._sender = host, port, sender
+        self._envelope_sender = parseaddr(sender)[1] or sender
         self._start_tls = start_tls
         self._username, self._password = username, password
         self._timeout_s = timeout_s
-        self._idle: asyncio.Queue[aiosmtplib.SMTP | None] = asyncio.Queue()
+        self._clock = clock or SystemClock()
+        self._mail = MailBytes(sender)
+        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
         for _ in range(connections):
-            self._idle.put_nowait(None)  # connected lazily
+            self._idle.put_nowait(_Slot())  # connected lazily
 
     async def _connect(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
@@ -95,46 +122,67 @@ class EmailChannel:
             await client.login(self._username, password)
         return client
 
-    async def send(self, message: Outgoing) -> None:
-        client = await self._idle.get()
+    async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
+        slot = await self._idle.get()
         try:
-            if client is None or not client.is_connected:
-                client = await self._connect()
-            mime = build_message(
-                self._sender,
+            data = self._mail.message(
                 message.address,
                 message.subject,
                 message.text,
                 message.html,
                 message.message_key,
+                self._clock.now(),
             )
-            await client.send_message(mime)
+            if slot.client is None or not slot.client.is_connected:
+                slot.client = await self._connect()
+            await self._transaction(slot, message.address, data)
+            slot.previous = recorded
         except aiosmtplib.SMTPResponseException as exc:
-            await _drop(client)
-            client = None
+            await _drop(slot)
             if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                 raise PermanentFailure(f"smtp {exc.code}: {exc.message}") from exc
             raise TemporaryFailure(f"smtp {exc.code}: {exc.message}") from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            await _drop(client)
-            client = None
+            await _drop(slot)
             codes = [r.code for r in exc.recipients]
             if codes and all(500 <= c < 600 for c in codes):
                 raise PermanentFailure(f"smtp recipient refused: {codes}") from exc
             raise TemporaryFailure(f"smtp recipient refused: {codes}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            await _drop(client)
-            client = None
+            await _drop(slot)
             raise TemporaryFailure(f"smtp: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # aiosmtplib's check of an address unsafe on the wire
+            await _drop(slot)
+            raise PermanentFailure(f"smtp: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._idle.put_nowait(client)
+            self._idle.put_nowait(slot)
+
+    async def _transaction(self, slot: _Slot, recipient: str, data: bytes) -> None:
+        client = slot.client
+        assert client is not None
+        options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
+        encoding = "ascii"
+        if not recipient.isascii():
+            if not client.supports_extension("smtputf8"):
+                raise PermanentFailure("smtp: a non-ASCII address and no SMTPUTF8")
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        await client.mail(self._envelope_sender, options=options, encoding=encoding)
+        await client.rcpt(recipient, encoding=encoding)
+        previous, slot.previous = slot.previous, None
+        if previous is not None and not await previous:
+            # The last message here may be unrecorded: send nothing more on top of it.
+            await _drop(slot)
+            raise TemporaryFailure("smtp: the previous message on this connection is unrecorded")
+        await client.data(data)
 
     async def close(self) -> None:
         while not self._idle.empty():
             await _drop(self._idle.get_nowait())
 
 
-async def _drop(client: aiosmtplib.SMTP | None) -> None:
+async def _drop(slot: _Slot) -> None:
+    client, slot.client = slot.client, None
     if client is not None and client.is_connected:
         try:
             await client.quit()
@@ -158,7 +206,7 @@ class WebhookChannel:
         self._secret = secret
         self._client = httpx.AsyncClient(timeout=timeout_s)
 
-    async def send(self, message: Outgoing) -> None:
+    async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
         body = json.dumps(
             {
                 "delivery_id": message.message_key,
@@ -195,7 +243,7 @@ class LogChannel:
 
     name = "log"
 
-    async def send(self, message: Outgoing) -> None:
+    async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
         log.info(
             "notice.logged",
             delivery_id=message.delivery_id,

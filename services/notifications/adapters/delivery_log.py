@@ -106,6 +106,16 @@ async def mark_sent(pool: asyncpg.Pool, delivery_ids: list[int], now: datetime) 
     )
 
 
+async def release(pool: asyncpg.Pool, delivery_ids: list[int]) -> None:
+    """Give back claimed rows that were never handed to a channel: pending again, the
+    attempt not counted."""
+    await pool.execute(
+        "update notifications.deliveries set status = 'pending', claimed_until = null,"
+        " attempts = attempts - 1 where delivery_id = any($1) and status = 'sending'",
+        delivery_ids,
+    )
+
+
 async def mark_retry(pool: asyncpg.Pool, delivery_id: int, error: str, at: datetime) -> None:
     await pool.execute(
         "update notifications.deliveries set status = 'pending', last_error = $2,"

@@ -1,61 +1,116 @@
-"""E-mail over SMTP (aiosmtplib): plain text with an HTML alternative."""
+"""E-mail for SMTP: plain text with an HTML alternative, as bytes ready for DATA.
+
+The ``email`` package's encoding (RFC 2047 subject, base64 bodies, boundary, folding) is
+most of the CPU of a send, and every recipient of a notice gets the same content. So
+``MailBytes`` encodes each distinct content once, with the library, and per message only
+prepends the headers that differ per recipient (To, Message-ID, X-Chibo-Delivery, Date).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
+from collections import OrderedDict
+from datetime import datetime
+from email.generator import BytesGenerator
 from email.header import Header
+from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime
 
-import aiosmtplib
-from pydantic import SecretStr
+_WIRE = compat32.clone(linesep="\r\n")
+# A bare address that can go into a header as it is; anything else takes the library path.
+_PLAIN_ADDRESS = re.compile(r"[!-~]{1,900}")
 
 
-def build_message(
-    sender: str, recipient: str, subject: str, text: str, html: str, message_key: str
-) -> MIMEMultipart:
+def _content(sender: str, subject: str, text: str, html: str) -> MIMEMultipart:
     # The legacy MIME classes on purpose: Python 3.11's modern header folder drops the
     # space between RFC 2047 encoded words, which mangles long Vietnamese subjects.
     message = MIMEMultipart("alternative")
     message["From"] = sender
-    message["To"] = recipient
     message["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]
-    # A stable id per delivery lets a mail client fold the rare resend after a crash.
-    message["Message-ID"] = f"<{message_key}@chibo.local>"
-    message["X-Chibo-Delivery"] = message_key
     message.attach(MIMEText(text, "plain", "utf-8"))
     message.attach(MIMEText(html, "html", "utf-8"))
     return message
 
 
-class SmtpSender:
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        sender: str,
-        *,
-        start_tls: bool = False,
-        username: str | None = None,
-        password: SecretStr | None = None,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._sender = sender
-        self._start_tls = start_tls
-        self._username = username
-        self._password = password
-        self._timeout_s = timeout_s
+def _recipient_headers(recipient: str, message_key: str, date: datetime | None) -> list[str]:
+    # A stable id per delivery lets a mail client fold the rare resend after a crash.
+    headers = [
+        f"To: {recipient}",
+        f"Message-ID: <{message_key}@chibo.local>",
+        f"X-Chibo-Delivery: {message_key}",
+    ]
+    if date is not None:
+        headers.append(f"Date: {format_datetime(date)}")
+    return headers
 
-    async def send(
-        self, recipient: str, subject: str, text: str, html: str, message_key: str
-    ) -> None:
-        await aiosmtplib.send(
-            build_message(self._sender, recipient, subject, text, html, message_key),
-            hostname=self._host,
-            port=self._port,
-            start_tls=self._start_tls,
-            username=self._username,
-            password=self._password.get_secret_value() if self._password else None,
-            timeout=self._timeout_s,
-        )
+
+def build_message(
+    sender: str,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str,
+    message_key: str,
+    date: datetime | None = None,
+) -> MIMEMultipart:
+    """The whole message as a library object (what ``MailBytes`` produces as bytes)."""
+    message = _content(sender, subject, text, html)
+    for header in _recipient_headers(recipient, message_key, date):
+        name, _, value = header.partition(": ")
+        message[name] = value
+    return message
+
+
+def flatten(message: Message) -> bytes:
+    """The message on the wire: CRLF line ends, 7-bit (the parts are base64)."""
+    with io.BytesIO() as out:
+        BytesGenerator(out, policy=_WIRE).flatten(message)
+        return out.getvalue()
+
+
+class MailBytes:
+    """Messages as bytes for ``SMTP.sendmail``, each distinct content encoded once."""
+
+    def __init__(self, sender: str, cache_size: int = 256) -> None:
+        self._sender = sender
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache_size = cache_size
+
+    def message(
+        self,
+        recipient: str,
+        subject: str,
+        text: str,
+        html: str,
+        message_key: str,
+        date: datetime | None = None,
+    ) -> bytes:
+        if not (_PLAIN_ADDRESS.fullmatch(recipient) and _PLAIN_ADDRESS.fullmatch(message_key)):
+            # Never splice an odd value into a header: let the library encode it.
+            return flatten(
+                build_message(self._sender, recipient, subject, text, html, message_key, date)
+            )
+        head = "\r\n".join(_recipient_headers(recipient, message_key, date))
+        return head.encode("ascii") + b"\r\n" + self._content(subject, text, html)
+
+    def _content(self, subject: str, text: str, html: str) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (subject, text, html):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+        key = digest.digest()
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = flatten(_content(self._sender, subject, text, html))
+            self._cache[key] = cached
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return cached

@@ -2,33 +2,31 @@
 
 A dispatcher claims a batch (status ``sending``, with a lease), looks the recipients'
 contacts up once for the batch, and sends concurrently within each channel's rate limit;
-each message is marked ``sent`` as soon as its channel accepted it. The SMTP boundary is
-at-least-once: a process that dies after the server accepted a message and before the
-mark leaves that row ``sending``; when the lease ends it is sent again, with the same
-Message-ID. A connection carries one message at a time, so the duplicate window is at
-most one message per open connection (docs/notifications.md).
+the next batch is claimed and looked up while the current one's last messages go out. Each
+message is marked ``sent`` as soon as its channel accepted it; marks that come due together
+share one statement. The SMTP boundary is at-least-once: a process that dies after the
+server accepted a message and before the mark leaves that row ``sending``; when the lease
+ends it is sent again, with the same Message-ID. A connection commits its next message only
+once the previous one is marked, so the duplicate window is at most one message per open
+connection (docs/notifications.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from services.notifications.adapters import delivery_log
 from services.notifications.adapters.channels import (
     Channel,
     Outgoing,
     PermanentFailure,
+    Recorded,
     TemporaryFailure,
 )
 from services.notifications.adapters.contacts import Contact, ContactsClient
@@ -39,6 +37,54 @@ from shared.logs import get_logger
 from shared.tasks import cancel
 
 log = get_logger(__name__)
+
+
+@dataclass
+class _Batch:
+    claimed: list[delivery_log.Delivery]
+    contacts: dict[str, Contact] | None  # None: the look-up failed
+    error: TemporaryFailure | None = None
+
+
+class SentMarks:
+    """The ``sent`` marks, group-committed: marks that come due while one is being written
+    go together in the next statement."""
+
+    def __init__(self, pool: asyncpg.Pool, clock: Clock) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def mark(self, delivery_id: int) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery_id, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="dispatcher.sent_marks")
+        await done
+
+    async def flush(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+
+    async def _write(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await delivery_log.mark_sent(
+                    self._pool, [delivery_id for delivery_id, _ in group], self._clock.now()
+                )
+            except BaseException as exc:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
 
 
 class Dispatcher:
@@ -73,16 +119,21 @@ class Dispatcher:
         self._quick_retry_wait_s = quick_retry_wait_s
         self._retry_base_s = retry_base_s
         self._batch = batch
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._lease = timedelta(seconds=lease_s)
         self._poll_interval_s = poll_interval_s
+        self._marks = SentMarks(pool, clock)
         self._task: asyncio.Task[None] | None = None
+        self._ahead: asyncio.Task[_Batch] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
         await cancel(self._task)
+        await self._marks.flush()  # what was accepted is recorded, not resent after the lease
+        await self._release_ahead()
         for channel in self._channels.values():
             await channel.close()
         await self._contacts.close()
@@ -101,29 +152,69 @@ class Dispatcher:
             self._work_available.clear()
 
     async def dispatch_once(self) -> int:
-        """Claim and send one batch; returns how many were claimed (0: nothing due)."""
-        claimed = await delivery_log.claim(self._pool, self._clock.now(), self._batch, self._lease)
+        """Send one batch (claimed now, or ahead during the last one); returns how many
+        were claimed (0: nothing due)."""
+        ahead, self._ahead = self._ahead, None
+        batch = await ahead if ahead is not None else await self._claim()
+        claimed = batch.claimed
         if not claimed:
             return 0
+        if batch.contacts is None:
+            # No addresses, no sending: the whole batch waits for its next attempt.
+            assert batch.error is not None
+            for d in claimed:
+                await self._failed(d, batch.error)
+            return len(claimed)
+        # Claim the next batch when this one's tail starts: its lease starts then, not
+        # earlier, and the connections do not wait for the claim and the look-up.
+        unstarted = [len(claimed)]
+        low_water = min(max(self._batch // 5, self._concurrency), len(claimed) - 1)
+
+        def started() -> None:
+            unstarted[0] -= 1
+            if unstarted[0] == low_water and len(claimed) >= self._batch:
+                self._ahead = asyncio.create_task(self._claim(), name="dispatcher.claim_ahead")
+
+        await asyncio.gather(*(self._deliver(d, batch.contacts, started) for d in claimed))
+        return len(claimed)
+
+    async def _claim(self) -> _Batch:
+        claimed = await delivery_log.claim(self._pool, self._clock.now(), self._batch, self._lease)
+        if not claimed:
+            return _Batch([], {})
         try:
             contacts = await self._contacts.lookup(
                 [d.recipient for d in claimed if d.channel != "log" and ":" not in d.recipient]
             )
         except TemporaryFailure as exc:
-            # No addresses, no sending: the whole batch waits for its next attempt.
-            for d in claimed:
-                await self._failed(d, exc)
-            return len(claimed)
-        await asyncio.gather(*(self._deliver(d, contacts) for d in claimed))
-        return len(claimed)
+            return _Batch(claimed, None, exc)
+        return _Batch(claimed, contacts)
 
-    async def _deliver(self, d: delivery_log.Delivery, contacts: dict[str, Contact]) -> None:
+    async def _release_ahead(self) -> None:
+        """A batch claimed ahead and never started goes back to ``pending`` (not sent)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        try:
+            batch = await ahead
+        except Exception:
+            return
+        if batch.claimed:
+            await delivery_log.release(self._pool, [d.delivery_id for d in batch.claimed])
+
+    async def _deliver(
+        self,
+        d: delivery_log.Delivery,
+        contacts: dict[str, Contact],
+        started: Callable[[], None] = lambda: None,
+    ) -> None:
         contact = contacts.get(d.recipient)
         address = "-" if d.channel == "log" else (contact.address(d.channel) if contact else None)
         if d.recipient.startswith("mailbox:"):
             address = d.recipient.removeprefix("mailbox:")
         channel = self._channels.get(d.channel)
         if address is None or channel is None:
+            started()
             reason = "no_contact" if channel is not None else "no_channel"
             await delivery_log.mark_final(self._pool, d.delivery_id, "suppressed", reason, None)
             self._metrics.suppressed.labels(d.channel, d.trigger, "no_contact").inc()
@@ -138,34 +229,30 @@ class Dispatcher:
             text=d.body_text,
             html=d.body_html,
         )
-
-        def count_retry(_: RetryCallState) -> None:
-            self._metrics.failed.labels(d.channel, d.trigger).inc()
-            self._metrics.retried.labels(d.channel, d.trigger).inc()
-
+        # Resolved once the outcome is recorded: the channel holds its connection's next
+        # message back until then (the duplicate window).
+        recorded: Recorded = asyncio.get_running_loop().create_future()
         try:
-            async with self._slots:
-                # Quick retries in-process for blips; longer outages wait in the database.
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self._quick_retries),
-                    wait=wait_exponential(multiplier=self._quick_retry_wait_s, max=5),
-                    retry=retry_if_exception_type(TemporaryFailure),
-                    before_sleep=count_retry,
-                    reraise=True,
-                ):
-                    with attempt:
-                        limit = self._limits.get(d.channel)
-                        if limit is not None:
-                            await limit.acquire()
-                        await channel.send(message)
-        except PermanentFailure as exc:
-            self._metrics.failed.labels(d.channel, d.trigger).inc()
-            await self._dead(d, "permanent", str(exc))
-            return
-        except TemporaryFailure as exc:
-            await self._failed(d, exc)
-            return
-        await delivery_log.mark_sent(self._pool, [d.delivery_id], self._clock.now())
+            try:
+                async with self._slots:
+                    started()
+                    await self._send(d.channel, channel, message, recorded)
+            except PermanentFailure as exc:
+                self._metrics.failed.labels(d.channel, d.trigger).inc()
+                await self._dead(d, "permanent", str(exc))
+                return
+            except TemporaryFailure as exc:
+                await self._failed(d, exc)
+                return
+            try:
+                await self._marks.mark(d.delivery_id)
+            except BaseException:
+                recorded.set_result(False)
+                raise
+            recorded.set_result(True)
+        finally:
+            if not recorded.done():
+                recorded.set_result(True)  # not accepted: nothing to hold back
         self._metrics.sent.labels(d.channel, d.trigger).inc()
         # The trigger caused this notice; its log line carries the causation id (no address).
         log.info(
@@ -175,6 +262,24 @@ class Dispatcher:
             channel=d.channel,
             causation_id=str(d.trigger_event_id),
         )
+
+    async def _send(
+        self, name: str, channel: Channel, message: Outgoing, recorded: Recorded
+    ) -> None:
+        """Quick retries in-process for blips; longer outages wait in the database."""
+        limit = self._limits.get(name)
+        for attempt in range(1, self._quick_retries + 1):
+            try:
+                if limit is not None:
+                    await limit.acquire()
+                await channel.send(message, recorded)
+                return
+            except TemporaryFailure:
+                if attempt >= self._quick_retries:
+                    raise
+                self._metrics.failed.labels(name, message.trigger).inc()
+                self._metrics.retried.labels(name, message.trigger).inc()
+                await asyncio.sleep(min(self._quick_retry_wait_s * 2 ** (attempt - 1), 5.0))
 
     async def _failed(self, d: delivery_log.Delivery, exc: Exception) -> None:
         self._metrics.failed.labels(d.channel, d.trigger).inc()

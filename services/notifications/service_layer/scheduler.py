@@ -9,7 +9,6 @@ called off, or a petition that was resolved or sent up, says nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -88,8 +87,8 @@ class TimerScheduler:
                     await self._refresh_gauges()
             except Exception:
                 log.exception("scheduler.round_failed")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(self._interval_s)  # the scan period
+            # The scan period; a cancellation here ends the loop (stop() waits for it).
+            await asyncio.sleep(self._interval_s)
 
     async def _refresh_gauges(self) -> None:
         now = self._clock.now()
