@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from services.notifications.adapters import delivery_log
 from services.notifications.adapters.channels import (
@@ -268,18 +275,22 @@ class Dispatcher:
     ) -> None:
         """Quick retries in-process for blips; longer outages wait in the database."""
         limit = self._limits.get(name)
-        for attempt in range(1, self._quick_retries + 1):
-            try:
+
+        def count_retry(_: RetryCallState) -> None:
+            self._metrics.failed.labels(name, message.trigger).inc()
+            self._metrics.retried.labels(name, message.trigger).inc()
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._quick_retries),
+            wait=wait_exponential(multiplier=self._quick_retry_wait_s, max=5),
+            retry=retry_if_exception_type(TemporaryFailure),
+            before_sleep=count_retry,
+            reraise=True,
+        ):
+            with attempt:
                 if limit is not None:
                     await limit.acquire()
                 await channel.send(message, recorded)
-                return
-            except TemporaryFailure:
-                if attempt >= self._quick_retries:
-                    raise
-                self._metrics.failed.labels(name, message.trigger).inc()
-                self._metrics.retried.labels(name, message.trigger).inc()
-                await asyncio.sleep(min(self._quick_retry_wait_s * 2 ** (attempt - 1), 5.0))
 
     async def _failed(self, d: delivery_log.Delivery, exc: Exception) -> None:
         self._metrics.failed.labels(d.channel, d.trigger).inc()
