@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from tenacity import (
@@ -51,6 +51,9 @@ class _Batch:
     claimed: list[delivery_log.Delivery]
     contacts: dict[str, Contact] | None  # None: the look-up failed
     error: TemporaryFailure | None = None
+    # No send starts after this (half the lease): one that did could outlive the lease,
+    # and another dispatcher that claims the expired row would send it a second time.
+    send_by: datetime | None = None
 
 
 class SentMarks:
@@ -182,20 +185,24 @@ class Dispatcher:
             if unstarted[0] == low_water and len(claimed) >= self._batch:
                 self._ahead = asyncio.create_task(self._claim(), name="dispatcher.claim_ahead")
 
-        await asyncio.gather(*(self._deliver(d, batch.contacts, started) for d in claimed))
+        await asyncio.gather(
+            *(self._deliver(d, batch.contacts, started, batch.send_by) for d in claimed)
+        )
         return len(claimed)
 
     async def _claim(self) -> _Batch:
-        claimed = await delivery_log.claim(self._pool, self._clock.now(), self._batch, self._lease)
+        now = self._clock.now()
+        claimed = await delivery_log.claim(self._pool, now, self._batch, self._lease)
         if not claimed:
             return _Batch([], {})
+        send_by = now + self._lease / 2
         try:
             contacts = await self._contacts.lookup(
                 [d.recipient for d in claimed if d.channel != "log" and ":" not in d.recipient]
             )
         except TemporaryFailure as exc:
-            return _Batch(claimed, None, exc)
-        return _Batch(claimed, contacts)
+            return _Batch(claimed, None, exc, send_by)
+        return _Batch(claimed, contacts, None, send_by)
 
     async def _release_ahead(self) -> None:
         """A batch claimed ahead and never started goes back to ``pending`` (not sent)."""
@@ -214,6 +221,7 @@ class Dispatcher:
         d: delivery_log.Delivery,
         contacts: dict[str, Contact],
         started: Callable[[], None] = lambda: None,
+        send_by: datetime | None = None,
     ) -> None:
         contact = contacts.get(d.recipient)
         address = "-" if d.channel == "log" else (contact.address(d.channel) if contact else None)
@@ -243,6 +251,10 @@ class Dispatcher:
             try:
                 async with self._slots:
                     started()
+                    if send_by is not None and self._clock.now() > send_by:
+                        await delivery_log.release(self._pool, [d.delivery_id])
+                        log.info("dispatcher.lease_running_out", delivery_id=d.delivery_id)
+                        return
                     await self._send(d.channel, channel, message, recorded)
             except PermanentFailure as exc:
                 self._metrics.failed.labels(d.channel, d.trigger).inc()
