@@ -15,7 +15,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from ops.stack import free_port
-from services.notifications.adapters.channels import EmailChannel, Outgoing, TemporaryFailure
+from services.notifications.adapters.channels import (
+    EmailChannel,
+    Outgoing,
+    PermanentFailure,
+    TemporaryFailure,
+)
 from tests.integration.helpers import eventually
 
 SENDER = "Chibo <thong-bao@chibo.local>"
@@ -147,3 +152,26 @@ async def test_the_next_message_on_a_connection_waits_until_the_last_is_recorded
         assert len(handler.received) == 4
     finally:
         await channel.close()
+
+
+class RefusingWithTheAddress(Recording):
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return f"550 5.1.1 <{address.upper()}>: Recipient address rejected"
+
+
+async def test_an_error_text_keeps_no_address() -> None:
+    # last_error and the log keep the reason, never the (personal) address.
+    controller = Controller(RefusingWithTheAddress(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    channel = EmailChannel("127.0.0.1", controller.port, SENDER, connections=1)
+    try:
+        with pytest.raises(PermanentFailure) as refused:
+            await channel.send(outgoing(9))
+    finally:
+        await channel.close()
+        controller.stop()
+    reason = str(refused.value)
+    assert reason.startswith("smtp 550") and "Recipient address rejected" in reason
+    assert "<<recipient>>" in reason and "@" not in reason

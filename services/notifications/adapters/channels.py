@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -28,6 +29,12 @@ log = get_logger(__name__)
 SIGNATURE_HEADER = "X-Chibo-Signature"
 TIMESTAMP_HEADER = "X-Chibo-Timestamp"
 DELIVERY_HEADER = "X-Chibo-Delivery"
+
+
+def _without(address: str, text: str) -> str:
+    """A server's or library's error text with the recipient's address taken out: it is
+    kept in ``last_error`` and logged, and addresses are personal data."""
+    return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
 
 
 class TemporaryFailure(Exception):
@@ -139,9 +146,10 @@ class EmailChannel:
             slot.previous = recorded
         except aiosmtplib.SMTPResponseException as exc:
             await _drop(slot)
+            reason = _without(message.address, f"smtp {exc.code}: {exc.message}")
             if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                raise PermanentFailure(f"smtp {exc.code}: {exc.message}") from exc
-            raise TemporaryFailure(f"smtp {exc.code}: {exc.message}") from exc
+                raise PermanentFailure(reason) from exc
+            raise TemporaryFailure(reason) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await _drop(slot)
             codes = [r.code for r in exc.recipients]
@@ -150,10 +158,12 @@ class EmailChannel:
             raise TemporaryFailure(f"smtp recipient refused: {codes}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await _drop(slot)
-            raise TemporaryFailure(f"smtp: {type(exc).__name__}: {exc}") from exc
+            reason = _without(message.address, f"smtp: {type(exc).__name__}: {exc}")
+            raise TemporaryFailure(reason) from exc
         except ValueError as exc:  # aiosmtplib's check of an address unsafe on the wire
             await _drop(slot)
-            raise PermanentFailure(f"smtp: {type(exc).__name__}: {exc}") from exc
+            reason = _without(message.address, f"smtp: {type(exc).__name__}: {exc}")
+            raise PermanentFailure(reason) from exc
         finally:
             self._idle.put_nowait(slot)
 
