@@ -154,6 +154,17 @@ class Notifier:
                     {"scheduled_start": start.isoformat(), "lead_s": lead.total_seconds()},
                 )
 
+    async def _announce(
+        self, conn: asyncpg.Connection, notice: Notice, starts_at: datetime | None, now: datetime
+    ) -> bool:
+        """Record a meeting's notice, unless the meeting has begun (a backfilled month):
+        then it is suppressed as stale. True when recorded."""
+        if starts_at is not None and is_stale(starts_at, now):
+            await self._outbox.suppress_stale(conn, notice)
+            return False
+        await self._outbox.record(conn, notice, now)
+        return True
+
     async def _scheduled(
         self, conn: asyncpg.Connection, eid: Any, event: MeetingScheduled, now: datetime
     ) -> None:
@@ -179,11 +190,8 @@ class Notifier:
             {"meeting": event},
             event.meeting_id,
         )
-        if is_stale(event.scheduled_start, now):
-            await self._outbox.suppress_stale(conn, notice)
-            return
-        await self._outbox.record(conn, notice, now)
-        await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
+        if await self._announce(conn, notice, event.scheduled_start, now):
+            await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
 
     async def _rescheduled(
         self, conn: asyncpg.Connection, eid: Any, event: MeetingRescheduled, now: datetime
@@ -199,11 +207,8 @@ class Notifier:
             {"meeting": event, "previous_start": previous, "kind": _kind(before)},
             event.meeting_id,
         )
-        if is_stale(event.scheduled_start, now):
-            await self._outbox.suppress_stale(conn, notice)
-            return
-        await self._outbox.record(conn, notice, now)
-        await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
+        if await self._announce(conn, notice, event.scheduled_start, now):
+            await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
 
     async def _cancelled(
         self, conn: asyncpg.Connection, eid: Any, event: MeetingCancelled, now: datetime
@@ -219,10 +224,7 @@ class Notifier:
             {"meeting": event, "scheduled_start": start, "kind": _kind(before)},
             event.meeting_id,
         )
-        if start is not None and is_stale(start, now):
-            await self._outbox.suppress_stale(conn, notice)
-            return
-        await self._outbox.record(conn, notice, now)
+        await self._announce(conn, notice, start, now)
 
     async def _opened(
         self, conn: asyncpg.Connection, eid: Any, event: MeetingOpened, now: datetime
