@@ -14,10 +14,9 @@ from services.reports.domain import facts
 from services.reports.domain.projection import STATEMENTS, Write
 from shared.clock import LOCAL_TZ
 
-# Each statement with the columns that name the row it writes (its key), and its
-# arguments' types: a set of rows goes in one statement, its columns as arrays. The two
-# that take an array per row run row by row (key None).
-SQL: dict[str, tuple[str, tuple[int, ...] | None]] = {
+# Each statement with the columns that name the row it writes (its key): a set of rows
+# goes in one statement, its columns as arrays (a list per row comes as JSON).
+SQL: dict[str, tuple[str, tuple[int, ...]]] = {
     "unit": (
         """
         insert into reports.units (unit_id, level, name, parent_id)
@@ -88,23 +87,31 @@ SQL: dict[str, tuple[str, tuple[int, ...] | None]] = {
     ),
     "meeting_opened": (
         """
-        update reports.meetings
-        set opened_at = $2, supervisor_present = $3, first_present_ids = $4::text[],
-            present_first = $5, absent_excused = $6, absent_unexcused = $7
-        where meeting_id = $1""",
-        None,
+        update reports.meetings m
+        set opened_at = u.opened_at, supervisor_present = u.supervisor_present,
+            first_present_ids = array(select jsonb_array_elements_text(u.present)),
+            present_first = u.present_first, absent_excused = u.excused,
+            absent_unexcused = u.unexcused
+        from unnest($1::text[], $2::timestamptz[], $3::bool[], $4::jsonb[], $5::int[],
+            $6::int[], $7::int[])
+            as u(id, opened_at, supervisor_present, present, present_first, excused, unexcused)
+        where m.meeting_id = u.id""",
+        (0,),
     ),
     "meeting_closed": (
         """
-        update reports.meetings
-        set closed_at = $2,
-            present_second = cardinality($3::text[]),
-            present_both = case when $3::text[] is not null then
-                (select count(*) from unnest($3::text[]) as s(id)
-                 where s.id = any(first_present_ids)) end,
-            speakers = $4, minutes_recorded = $5, previous_resolution_carried_out = $6
-        where meeting_id = $1""",
-        None,
+        update reports.meetings m
+        set closed_at = u.closed_at,
+            present_second = jsonb_array_length(u.second),
+            present_both = case when u.second is not null then
+                (select count(*) from jsonb_array_elements_text(u.second) as s(id)
+                 where s.id = any(m.first_present_ids)) end,
+            speakers = u.speakers, minutes_recorded = u.minutes,
+            previous_resolution_carried_out = u.carried_out
+        from unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[], $5::bool[],
+            $6::bool[]) as u(id, closed_at, second, speakers, minutes, carried_out)
+        where m.meeting_id = u.id""",
+        (0,),
     ),
     "resolution": (
         """
@@ -189,8 +196,8 @@ TABLES = (
 )
 
 
-# (sql, arguments, many): ``many`` runs the statement once per row of ``arguments``.
-Statement = tuple[str, list[Any], bool]
+# (sql, arguments): arguments are the rows' columns, each a list.
+Statement = tuple[str, list[list[Any]]]
 
 
 def statements(writes: list[Write]) -> list[Statement]:
@@ -206,11 +213,8 @@ def statements(writes: list[Write]) -> list[Statement]:
         if not (rows := grouped.get(statement)):
             continue
         sql, key = SQL[statement]
-        if key is None:
-            out.append((sql, rows, True))
-            continue
         for part in _rounds(rows, key):
-            out.append((sql, [list(column) for column in zip(*part, strict=True)], False))
+            out.append((sql, [list(column) for column in zip(*part, strict=True)]))
     return out
 
 
@@ -229,11 +233,8 @@ def _rounds(rows: list[tuple[Any, ...]], key: tuple[int, ...]) -> list[list[tupl
 
 
 async def run(conn: asyncpg.Connection, prepared: list[Statement]) -> None:
-    for sql, arguments, many in prepared:
-        if many:
-            await conn.executemany(sql, arguments)
-        else:
-            await conn.execute(sql, *arguments)
+    for sql, arguments in prepared:
+        await conn.execute(sql, *arguments)
 
 
 async def apply_writes(conn: asyncpg.Connection, writes: list[Write]) -> None:

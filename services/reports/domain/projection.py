@@ -170,7 +170,7 @@ def _meeting_opened(
                 event.meeting_id,
                 event.opened_at,
                 event.supervisor_present,
-                present,
+                json.dumps(present, ensure_ascii=False),  # a list per row: JSON, for unnest
                 len(present),
                 statuses.count(Attendance.ABSENT_EXCUSED),
                 statuses.count(Attendance.ABSENT_UNEXCUSED),
@@ -184,7 +184,7 @@ def _meeting_closed(
 ) -> list[Write]:
     second = event.second_roll_call
     present_second = (
-        [e.member_id for e in second if e.status == Attendance.PRESENT]
+        json.dumps([e.member_id for e in second if e.status == Attendance.PRESENT])
         if second is not None
         else None
     )

@@ -148,7 +148,7 @@ async def _read(
             result.applied += len(fresh)
             statements = projection_store.statements(batch_writes(fresh))
             if moved:
-                statements.append((_VERSIONS, [list(moved), list(moved.values())], False))
+                statements.append((_VERSIONS, [list(moved), list(moved.values())]))
             await ready.put((read, statements))
         await ready.put(None)
     except Exception as exc:
