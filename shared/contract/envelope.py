@@ -92,6 +92,7 @@ _choices: Any = Union[tuple(_current(cls) for cls in EVENT_TYPES.values())]  # n
 _CURRENT: TypeAdapter[_TypedEnvelope] = TypeAdapter(
     Annotated[_choices, Field(discriminator="event_type")]
 )
+_VALIDATE = _CURRENT.validator.validate_json  # without TypeAdapter's per-call wrapper
 
 
 def read_event(value: bytes) -> tuple[Envelope, DomainEvent] | None:
@@ -99,7 +100,7 @@ def read_event(value: bytes) -> tuple[Envelope, DomainEvent] | None:
     and ``domain_event()`` give them; None for an unknown event type. ValidationError
     (or LookupError, for a version newer than this reader) as they raise it."""
     try:
-        typed = _CURRENT.validate_json(value)
+        typed: _TypedEnvelope = _VALIDATE(value)
     except ValidationError:
         # An older version (upcast), an unknown type, or bad input: the general path
         # decides, so the outcome is always its outcome.

@@ -12,12 +12,13 @@ from shared.contract import DomainEvent
 from shared.contract.envelope import Envelope
 
 
+def event_writes(item: tuple[Envelope, DomainEvent]) -> list[Write]:
+    envelope, event = item
+    return writes_for(event, envelope.occurred_at, envelope.stream_version)
+
+
 def batch_writes(items: Sequence[tuple[Envelope, DomainEvent]]) -> list[Write]:
-    return [
-        write
-        for envelope, event in items
-        for write in writes_for(event, envelope.occurred_at, envelope.stream_version)
-    ]
+    return [write for item in items for write in event_writes(item)]
 
 
 async def project_batch(

@@ -22,7 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from services.reports.adapters import projection_store
-from services.reports.service_layer.projector import batch_writes
+from services.reports.domain.projection import Write
+from services.reports.service_layer.projector import event_writes
 from shared.contract import DomainEvent
 from shared.contract.envelope import Envelope, read_event
 from shared.kafka import aiokafka_client_kwargs, topic_partitions
@@ -102,7 +103,7 @@ _VERSIONS = f"""
     insert into {SCHEMA}.applied_streams (stream_id, version)
     select * from unnest($1::text[], $2::int[])
     on conflict (stream_id) do update set version = excluded.version, applied_at = now()"""
-_YIELD_EVERY = 250  # records: lets the writer's statements go out between them
+_YIELD_EVERY = 20  # records: lets the writer's statements go out between them
 
 
 async def _read(
@@ -123,7 +124,8 @@ async def _read(
         read = 0
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch_size)
-            fresh: list[tuple[Envelope, DomainEvent]] = []
+            applied = 0
+            writes: list[Write] = []
             moved: dict[str, int] = {}
             for tp, records in fetched.items():
                 end = ends[tp]
@@ -141,12 +143,14 @@ async def _read(
                     if envelope.stream_version > versions.get(envelope.stream_id, 0):
                         versions[envelope.stream_id] = envelope.stream_version
                         moved[envelope.stream_id] = envelope.stream_version
-                        fresh.append(item)
+                        applied += 1
+                        # At once, while the event is fresh in the CPU's cache.
+                        writes += event_writes(item)
                 if records and records[-1].offset >= end - 1:
                     todo.discard(tp)
             result.records = read
-            result.applied += len(fresh)
-            statements = projection_store.statements(batch_writes(fresh))
+            result.applied += applied
+            statements = projection_store.statements(writes)
             if moved:
                 statements.append((_VERSIONS, [list(moved), list(moved.values())]))
             await ready.put((read, statements))
