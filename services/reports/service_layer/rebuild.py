@@ -4,8 +4,9 @@ One transaction: the live consumer waits (its first statement locks ``applied_st
 which the rebuild holds exclusively), readers keep seeing the old projection until the
 commit, and then the new one at once. The topic's end offsets are read after the lock,
 so every event the live consumer had applied is in the rebuild; what comes after is
-applied live, and the version check drops what both saw. The same batch projector as
-the live consumer makes the rows, so the result equals the live projection.
+applied live, and the version check drops what both saw. The live consumer's
+projection code (``writes_for``, then ``projection_store``'s statements) makes the rows,
+so the result equals the live projection.
 """
 
 from __future__ import annotations
