@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -13,78 +14,168 @@ from services.reports.domain import facts
 from services.reports.domain.projection import STATEMENTS, Write
 from shared.clock import LOCAL_TZ
 
-SQL: dict[str, str] = {
-    "unit": """
-        insert into reports.units (unit_id, level, name, parent_id) values ($1, $2, $3, $4)
+# Each statement with the columns that name the row it writes (its key): a set of rows
+# goes in one statement, its columns as arrays (a list per row comes as JSON).
+SQL: dict[str, tuple[str, tuple[int, ...]]] = {
+    "unit": (
+        """
+        insert into reports.units (unit_id, level, name, parent_id)
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
         on conflict (unit_id) do update
         set level = excluded.level, name = excluded.name, parent_id = excluded.parent_id""",
-    "cell": """
+        (0,),
+    ),
+    "cell": (
+        """
         insert into reports.cells (cell_id, ward_id, name, meeting_day, roll_calls)
-        values ($1, $2, $3, $4, $5)
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[])
         on conflict (cell_id) do update
         set ward_id = excluded.ward_id, name = excluded.name,
             meeting_day = excluded.meeting_day, roll_calls = excluded.roll_calls""",
-    "member_admitted": """
+        (0,),
+    ),
+    "member_admitted": (
+        """
         insert into reports.memberships
             (cell_id, member_id, admitted_version, ward_id, probationary, admitted_at)
-        values ($1, $2, $3, $4, $5, $6) on conflict do nothing""",
-    "member_left": """
-        update reports.memberships set left_at = $4
-        where cell_id = $1 and member_id = $2 and admitted_version < $3 and left_at is null""",
-    "exemption": """
+        select * from unnest(
+            $1::text[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::timestamptz[])
+        on conflict do nothing""",
+        (0, 1, 2),
+    ),
+    "member_left": (
+        """
+        update reports.memberships m set left_at = u.left_at
+        from unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])
+            as u(cell_id, member_id, version, left_at)
+        where m.cell_id = u.cell_id and m.member_id = u.member_id
+            and m.admitted_version < u.version and m.left_at is null""",
+        (0, 1),
+    ),
+    "exemption": (
+        """
         insert into reports.exemptions (cell_id, member_id, exempt_from, ward_id, exempt_until)
-        values ($1, $2, $3, $4, $5)
+        select * from unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::date[])
         on conflict (cell_id, member_id, exempt_from) do update
         set exempt_until = excluded.exempt_until""",
-    "meeting_scheduled": """
+        (0, 1, 2),
+    ),
+    "meeting_scheduled": (
+        """
         insert into reports.meetings
             (meeting_id, ward_id, cell_id, kind, agenda, first_scheduled_start, scheduled_start)
-        values ($1, $2, $3, $4, $5::jsonb, $6, $6) on conflict do nothing""",
-    "meeting_rescheduled": """
-        update reports.meetings set scheduled_start = $2, reschedules = reschedules + 1
-        where meeting_id = $1""",
-    "meeting_cancelled": "update reports.meetings set cancelled_reason = $2 where meeting_id = $1",
-    "meeting_opened": """
-        update reports.meetings
-        set opened_at = $2, supervisor_present = $3, first_present_ids = $4::text[],
-            present_first = $5, absent_excused = $6, absent_unexcused = $7
-        where meeting_id = $1""",
-    "meeting_closed": """
-        update reports.meetings
-        set closed_at = $2,
-            present_second = cardinality($3::text[]),
-            present_both = case when $3::text[] is not null then
-                (select count(*) from unnest($3::text[]) as s(id)
-                 where s.id = any(first_present_ids)) end,
-            speakers = $4, minutes_recorded = $5, previous_resolution_carried_out = $6
-        where meeting_id = $1""",
-    "resolution": """
+        select id, ward, cell, kind, agenda::jsonb, start, start from unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+            as u(id, ward, cell, kind, agenda, start)
+        on conflict do nothing""",
+        (0,),
+    ),
+    "meeting_rescheduled": (
+        """
+        update reports.meetings m
+        set scheduled_start = u.start, reschedules = m.reschedules + 1
+        from unnest($1::text[], $2::timestamptz[]) as u(id, start)
+        where m.meeting_id = u.id""",
+        (0,),
+    ),
+    "meeting_cancelled": (
+        """
+        update reports.meetings m set cancelled_reason = u.reason
+        from unnest($1::text[], $2::text[]) as u(id, reason)
+        where m.meeting_id = u.id""",
+        (0,),
+    ),
+    "meeting_opened": (
+        """
+        update reports.meetings m
+        set opened_at = u.opened_at, supervisor_present = u.supervisor_present,
+            first_present_ids = array(select jsonb_array_elements_text(u.present)),
+            present_first = u.present_first, absent_excused = u.excused,
+            absent_unexcused = u.unexcused
+        from unnest($1::text[], $2::timestamptz[], $3::bool[], $4::jsonb[], $5::int[],
+            $6::int[], $7::int[])
+            as u(id, opened_at, supervisor_present, present, present_first, excused, unexcused)
+        where m.meeting_id = u.id""",
+        (0,),
+    ),
+    "meeting_closed": (
+        """
+        update reports.meetings m
+        set closed_at = u.closed_at,
+            present_second = jsonb_array_length(u.second),
+            present_both = case when u.second is not null then
+                (select count(*) from jsonb_array_elements_text(u.second) as s(id)
+                 where s.id = any(m.first_present_ids)) end,
+            speakers = u.speakers, minutes_recorded = u.minutes,
+            previous_resolution_carried_out = u.carried_out
+        from unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[], $5::bool[],
+            $6::bool[]) as u(id, closed_at, second, speakers, minutes, carried_out)
+        where m.meeting_id = u.id""",
+        (0,),
+    ),
+    "resolution": (
+        """
         insert into reports.resolutions
             (resolution_id, meeting_id, ward_id, cell_id, title, adopted_at)
-        values ($1, $2, $3, $4, $5, $6) on conflict do nothing""",
-    "task": """
+        select * from unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+        on conflict do nothing""",
+        (0,),
+    ),
+    "task": (
+        """
         insert into reports.tasks (resolution_id, task_id, ward_id, due_on)
-        values ($1, $2, $3, $4) on conflict do nothing""",
-    "task_completed": """
-        update reports.tasks set completed_on = $3 where resolution_id = $1 and task_id = $2""",
-    "petition": """
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::date[])
+        on conflict do nothing""",
+        (0, 1),
+    ),
+    "task_completed": (
+        """
+        update reports.tasks t set completed_on = u.completed_on
+        from unnest($1::text[], $2::text[], $3::date[])
+            as u(resolution_id, task_id, completed_on)
+        where t.resolution_id = u.resolution_id and t.task_id = u.task_id""",
+        (0, 1),
+    ),
+    "petition": (
+        """
         insert into reports.petitions
             (petition_id, ward_id, cell_id, category, place, raised_at, level, holder_id,
              deadline_at, recurring)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict do nothing""",
-    "petition_step": """
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bool[])
+        on conflict do nothing""",
+        (0,),
+    ),
+    "petition_step": (
+        """
         insert into reports.petition_steps
             (petition_id, version, ward_id, at, kind, level, to_level, to_holder_id, reason,
              deadline_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict do nothing""",
-    "submission": """
+        select * from unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[],
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+        on conflict do nothing""",
+        (0, 1),
+    ),
+    "submission": (
+        """
         insert into reports.submissions
             (ward_id, month, submitted_at, due_at, on_time, submitted_by)
-        values ($1, $2, $3, $4, $5, $6) on conflict do nothing""",
-    "orientation": """
+        select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+            $5::bool[], $6::text[])
+        on conflict do nothing""",
+        (0, 1),
+    ),
+    "orientation": (
+        """
         insert into reports.orientations
             (orientation_id, ward_id, month, topics, issued_at, on_time)
-        values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing""",
+        select id, ward, month, topics::jsonb, issued, on_time from unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bool[])
+            as u(id, ward, month, topics, issued, on_time)
+        on conflict do nothing""",
+        (0,),
+    ),
 }
 assert set(SQL) == set(STATEMENTS)
 
@@ -105,14 +196,50 @@ TABLES = (
 )
 
 
-async def apply_writes(conn: asyncpg.Connection, writes: list[Write]) -> None:
-    """One pipelined statement per kind of write, in the projection's fixed order."""
+# (sql, arguments): arguments are the rows' columns, each a list.
+Statement = tuple[str, list[list[Any]]]
+
+
+def statements(writes: list[Write]) -> list[Statement]:
+    """The statements of a batch's writes, in the projection's fixed order. Pure.
+
+    Rows of one kind go in one statement; rows that name the same key go in successive
+    ones (rounds), in their order, so the effect is that of running them one by one."""
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for write in writes:
         grouped[write.statement].append(write.args)
+    out: list[Statement] = []
     for statement in STATEMENTS:
-        if rows := grouped.get(statement):
-            await conn.executemany(SQL[statement], rows)
+        if not (rows := grouped.get(statement)):
+            continue
+        sql, key = SQL[statement]
+        for part in _rounds(rows, key):
+            out.append((sql, [list(column) for column in zip(*part, strict=True)]))
+    return out
+
+
+def _rounds(rows: list[tuple[Any, ...]], key: tuple[int, ...]) -> list[list[tuple[Any, ...]]]:
+    """The n-th row of each key goes in the n-th round."""
+    of = itemgetter(*key)
+    seen: dict[Any, int] = {}
+    rounds: list[list[tuple[Any, ...]]] = []
+    for row in rows:
+        k = of(row)
+        n = seen[k] = seen.get(k, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(row)
+    return rounds
+
+
+async def run(conn: asyncpg.Connection, prepared: list[Statement]) -> None:
+    for sql, arguments in prepared:
+        await conn.execute(sql, *arguments)
+
+
+async def apply_writes(conn: asyncpg.Connection, writes: list[Write]) -> None:
+    """One statement per kind of write (and round), in the projection's fixed order."""
+    await run(conn, statements(writes))
 
 
 async def clear(conn: asyncpg.Connection) -> None:

@@ -11,9 +11,9 @@ it applies to.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.contract.events import (
     Attendance,
@@ -63,211 +63,273 @@ STATEMENTS = (
 )
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(NamedTuple):
     statement: str
     args: tuple[Any, ...]
 
 
 def writes_for(event: DomainEvent, occurred_at: datetime, stream_version: int) -> list[Write]:
     """The row writes of one event; [] for events the reports do not use."""
-    match event:
-        case UnitRegistered():
-            return [Write("unit", (event.unit_id, event.level, event.name, event.parent_id))]
-        case CellRegistered():
-            return [
-                Write(
-                    "cell",
-                    (event.cell_id, event.ward_id, event.name, event.meeting_day, event.roll_calls),
-                )
-            ]
-        case MemberAdmitted():
-            probationary = event.status == MemberStatus.PROBATIONARY
-            return [
-                Write(
-                    "member_admitted",
-                    (
-                        event.cell_id,
-                        event.member_id,
-                        stream_version,
-                        event.ward_id,
-                        probationary,
-                        occurred_at,
-                    ),
-                )
-            ]
-        case MemberTransferredOut():
-            return [
-                Write("member_left", (event.cell_id, event.member_id, stream_version, occurred_at))
-            ]
-        case MemberExempted():
-            return [
-                Write(
-                    "exemption",
-                    (
-                        event.cell_id,
-                        event.member_id,
-                        event.exempt_from,
-                        event.ward_id,
-                        event.exempt_until,
-                    ),
-                )
-            ]
-        case MeetingScheduled():
-            return [
-                Write(
-                    "meeting_scheduled",
-                    (
-                        event.meeting_id,
-                        event.ward_id,
-                        event.cell_id,
-                        event.kind.value,
-                        json.dumps(event.agenda, ensure_ascii=False),
-                        event.scheduled_start,
-                    ),
-                )
-            ]
-        case MeetingRescheduled():
-            return [Write("meeting_rescheduled", (event.meeting_id, event.scheduled_start))]
-        case MeetingCancelled():
-            return [Write("meeting_cancelled", (event.meeting_id, event.reason))]
-        case MeetingOpened():
-            present = [e.member_id for e in event.roll_call if e.status == Attendance.PRESENT]
-            statuses = [e.status for e in event.roll_call]
-            return [
-                Write(
-                    "meeting_opened",
-                    (
-                        event.meeting_id,
-                        event.opened_at,
-                        event.supervisor_present,
-                        present,
-                        len(present),
-                        statuses.count(Attendance.ABSENT_EXCUSED),
-                        statuses.count(Attendance.ABSENT_UNEXCUSED),
-                    ),
-                )
-            ]
-        case MeetingClosed():
-            second = event.second_roll_call
-            present_second = (
-                [e.member_id for e in second if e.status == Attendance.PRESENT]
-                if second is not None
-                else None
-            )
-            return [
-                Write(
-                    "meeting_closed",
-                    (
-                        event.meeting_id,
-                        event.closed_at,
-                        present_second,
-                        len(event.speakers),
-                        event.minutes_recorded,
-                        event.previous_resolution_carried_out,
-                    ),
-                )
-            ]
-        case ResolutionAdopted():
-            return [
-                Write(
-                    "resolution",
-                    (
-                        event.resolution_id,
-                        event.meeting_id,
-                        event.ward_id,
-                        event.cell_id,
-                        event.title,
-                        occurred_at,
-                    ),
-                ),
-                *(
-                    Write("task", (event.resolution_id, t.task_id, event.ward_id, t.due_on))
-                    for t in event.tasks
-                ),
-            ]
-        case TaskCompleted():
-            return [
-                Write("task_completed", (event.resolution_id, event.task_id, event.completed_on))
-            ]
-        case PetitionRaised():
-            return [
-                Write(
-                    "petition",
-                    (
-                        event.petition_id,
-                        event.ward_id,
-                        event.cell_id,
-                        event.category.value,
-                        event.place,
-                        occurred_at,
-                        event.level,
-                        event.holder_id,
-                        event.deadline_at,
-                        event.recurring,
-                    ),
-                )
-            ]
-        case PetitionAcknowledged():
-            return [_step(event, stream_version, occurred_at, "acknowledged", event.level)]
-        case PetitionResolved():
-            return [_step(event, stream_version, occurred_at, "resolved", event.level)]
-        case PetitionReopened():
-            return [
-                _step(
-                    event,
-                    stream_version,
-                    occurred_at,
-                    "reopened",
-                    event.level,
-                    deadline_at=event.deadline_at,
-                )
-            ]
-        case PetitionEscalated():
-            return [
-                _step(
-                    event,
-                    stream_version,
-                    occurred_at,
-                    "escalated",
-                    event.from_level,
-                    to_level=event.to_level,
-                    to_holder_id=event.to_holder_id,
-                    reason=event.reason.value,
-                    deadline_at=event.deadline_at,
-                )
-            ]
-        case PetitionMarkedOverdue():
-            return [_step(event, stream_version, occurred_at, "marked_overdue", event.level)]
-        case WardReportSubmitted():
-            return [
-                Write(
-                    "submission",
-                    (
-                        event.ward_id,
-                        event.month,
-                        event.submitted_at,
-                        event.due_at,
-                        event.on_time,
-                        event.submitted_by,
-                    ),
-                )
-            ]
-        case OrientationIssued():
-            return [
-                Write(
-                    "orientation",
-                    (
-                        event.orientation_id,
-                        event.ward_id,
-                        event.month,
-                        json.dumps(event.topics, ensure_ascii=False),
-                        event.issued_at,
-                        event.on_time,
-                    ),
-                )
-            ]
-    return []
+    # By exact type: a class pattern per event would be an ABC isinstance check each.
+    make = _WRITES.get(type(event))
+    return make(event, occurred_at, stream_version) if make is not None else []
+
+
+def _unit(event: UnitRegistered, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [Write("unit", (event.unit_id, event.level, event.name, event.parent_id))]
+
+
+def _cell(event: CellRegistered, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [
+        Write(
+            "cell",
+            (event.cell_id, event.ward_id, event.name, event.meeting_day, event.roll_calls),
+        )
+    ]
+
+
+def _member_admitted(
+    event: MemberAdmitted, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    probationary = event.status == MemberStatus.PROBATIONARY
+    return [
+        Write(
+            "member_admitted",
+            (
+                event.cell_id,
+                event.member_id,
+                stream_version,
+                event.ward_id,
+                probationary,
+                occurred_at,
+            ),
+        )
+    ]
+
+
+def _member_left(
+    event: MemberTransferredOut, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [Write("member_left", (event.cell_id, event.member_id, stream_version, occurred_at))]
+
+
+def _exemption(event: MemberExempted, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [
+        Write(
+            "exemption",
+            (
+                event.cell_id,
+                event.member_id,
+                event.exempt_from,
+                event.ward_id,
+                event.exempt_until,
+            ),
+        )
+    ]
+
+
+def _meeting_scheduled(
+    event: MeetingScheduled, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [
+        Write(
+            "meeting_scheduled",
+            (
+                event.meeting_id,
+                event.ward_id,
+                event.cell_id,
+                event.kind.value,
+                json.dumps(event.agenda, ensure_ascii=False),
+                event.scheduled_start,
+            ),
+        )
+    ]
+
+
+def _meeting_rescheduled(
+    event: MeetingRescheduled, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [Write("meeting_rescheduled", (event.meeting_id, event.scheduled_start))]
+
+
+def _meeting_cancelled(
+    event: MeetingCancelled, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [Write("meeting_cancelled", (event.meeting_id, event.reason))]
+
+
+def _meeting_opened(
+    event: MeetingOpened, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    present = [e.member_id for e in event.roll_call if e.status == Attendance.PRESENT]
+    statuses = [e.status for e in event.roll_call]
+    return [
+        Write(
+            "meeting_opened",
+            (
+                event.meeting_id,
+                event.opened_at,
+                event.supervisor_present,
+                json.dumps(present, ensure_ascii=False),  # a list per row: JSON, for unnest
+                len(present),
+                statuses.count(Attendance.ABSENT_EXCUSED),
+                statuses.count(Attendance.ABSENT_UNEXCUSED),
+            ),
+        )
+    ]
+
+
+def _meeting_closed(
+    event: MeetingClosed, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    second = event.second_roll_call
+    present_second = (
+        json.dumps([e.member_id for e in second if e.status == Attendance.PRESENT])
+        if second is not None
+        else None
+    )
+    return [
+        Write(
+            "meeting_closed",
+            (
+                event.meeting_id,
+                event.closed_at,
+                present_second,
+                len(event.speakers),
+                event.minutes_recorded,
+                event.previous_resolution_carried_out,
+            ),
+        )
+    ]
+
+
+def _resolution(
+    event: ResolutionAdopted, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [
+        Write(
+            "resolution",
+            (
+                event.resolution_id,
+                event.meeting_id,
+                event.ward_id,
+                event.cell_id,
+                event.title,
+                occurred_at,
+            ),
+        ),
+        *(
+            Write("task", (event.resolution_id, t.task_id, event.ward_id, t.due_on))
+            for t in event.tasks
+        ),
+    ]
+
+
+def _task_completed(
+    event: TaskCompleted, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [Write("task_completed", (event.resolution_id, event.task_id, event.completed_on))]
+
+
+def _petition(event: PetitionRaised, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [
+        Write(
+            "petition",
+            (
+                event.petition_id,
+                event.ward_id,
+                event.cell_id,
+                event.category.value,
+                event.place,
+                occurred_at,
+                event.level,
+                event.holder_id,
+                event.deadline_at,
+                event.recurring,
+            ),
+        )
+    ]
+
+
+def _acknowledged(
+    event: PetitionAcknowledged, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [_step(event, stream_version, occurred_at, "acknowledged", event.level)]
+
+
+def _resolved(event: PetitionResolved, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [_step(event, stream_version, occurred_at, "resolved", event.level)]
+
+
+def _reopened(event: PetitionReopened, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [
+        _step(
+            event,
+            stream_version,
+            occurred_at,
+            "reopened",
+            event.level,
+            deadline_at=event.deadline_at,
+        )
+    ]
+
+
+def _escalated(event: PetitionEscalated, occurred_at: datetime, stream_version: int) -> list[Write]:
+    return [
+        _step(
+            event,
+            stream_version,
+            occurred_at,
+            "escalated",
+            event.from_level,
+            to_level=event.to_level,
+            to_holder_id=event.to_holder_id,
+            reason=event.reason.value,
+            deadline_at=event.deadline_at,
+        )
+    ]
+
+
+def _marked_overdue(
+    event: PetitionMarkedOverdue, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [_step(event, stream_version, occurred_at, "marked_overdue", event.level)]
+
+
+def _submission(
+    event: WardReportSubmitted, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [
+        Write(
+            "submission",
+            (
+                event.ward_id,
+                event.month,
+                event.submitted_at,
+                event.due_at,
+                event.on_time,
+                event.submitted_by,
+            ),
+        )
+    ]
+
+
+def _orientation(
+    event: OrientationIssued, occurred_at: datetime, stream_version: int
+) -> list[Write]:
+    return [
+        Write(
+            "orientation",
+            (
+                event.orientation_id,
+                event.ward_id,
+                event.month,
+                json.dumps(event.topics, ensure_ascii=False),
+                event.issued_at,
+                event.on_time,
+            ),
+        )
+    ]
 
 
 def _step(
@@ -300,3 +362,27 @@ def _step(
             deadline_at,
         ),
     )
+
+
+_WRITES: dict[type[DomainEvent], Callable[[Any, datetime, int], list[Write]]] = {
+    UnitRegistered: _unit,
+    CellRegistered: _cell,
+    MemberAdmitted: _member_admitted,
+    MemberTransferredOut: _member_left,
+    MemberExempted: _exemption,
+    MeetingScheduled: _meeting_scheduled,
+    MeetingRescheduled: _meeting_rescheduled,
+    MeetingCancelled: _meeting_cancelled,
+    MeetingOpened: _meeting_opened,
+    MeetingClosed: _meeting_closed,
+    ResolutionAdopted: _resolution,
+    TaskCompleted: _task_completed,
+    PetitionRaised: _petition,
+    PetitionAcknowledged: _acknowledged,
+    PetitionResolved: _resolved,
+    PetitionReopened: _reopened,
+    PetitionEscalated: _escalated,
+    PetitionMarkedOverdue: _marked_overdue,
+    WardReportSubmitted: _submission,
+    OrientationIssued: _orientation,
+}

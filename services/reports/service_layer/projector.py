@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from services.reports.adapters import projection_store
-from services.reports.domain.projection import writes_for
-from shared.contract import DomainEvent, EventEnvelope
+from services.reports.domain.projection import Write, writes_for
+from shared.contract import DomainEvent
+from shared.contract.envelope import Envelope
+
+
+def event_writes(item: tuple[Envelope, DomainEvent]) -> list[Write]:
+    envelope, event = item
+    return writes_for(event, envelope.occurred_at, envelope.stream_version)
+
+
+def batch_writes(items: Sequence[tuple[Envelope, DomainEvent]]) -> list[Write]:
+    return [write for item in items for write in event_writes(item)]
 
 
 async def project_batch(
-    conn: asyncpg.Connection, items: list[tuple[EventEnvelope, DomainEvent]]
+    conn: asyncpg.Connection, items: Sequence[tuple[Envelope, DomainEvent]]
 ) -> None:
-    writes = [
-        write
-        for envelope, event in items
-        for write in writes_for(event, envelope.occurred_at, envelope.stream_version)
-    ]
-    await projection_store.apply_writes(conn, writes)
+    await projection_store.apply_writes(conn, batch_writes(items))
 
 
-async def project(conn: asyncpg.Connection, envelope: EventEnvelope, event: DomainEvent) -> None:
+async def project(conn: asyncpg.Connection, envelope: Envelope, event: DomainEvent) -> None:
     await project_batch(conn, [(envelope, event)])

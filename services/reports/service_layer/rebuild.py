@@ -4,13 +4,17 @@ One transaction: the live consumer waits (its first statement locks ``applied_st
 which the rebuild holds exclusively), readers keep seeing the old projection until the
 commit, and then the new one at once. The topic's end offsets are read after the lock,
 so every event the live consumer had applied is in the rebuild; what comes after is
-applied live, and the version check drops what both saw. The same batch projector as
-the live consumer makes the rows, so the result equals the live projection.
+applied live, and the version check drops what both saw. The live consumer's
+projection code (``writes_for``, then ``projection_store``'s statements) makes the rows,
+so the result equals the live projection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,9 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from services.reports.adapters import projection_store
-from services.reports.service_layer.projector import project_batch
-from shared.consumer import claim_batch
-from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
+from services.reports.domain.projection import Write
+from services.reports.service_layer.projector import event_writes
+from shared.contract import DomainEvent
+from shared.contract.envelope import Envelope, read_event
 from shared.kafka import aiokafka_client_kwargs, topic_partitions
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
@@ -67,37 +72,107 @@ async def rebuild(
             )
         ends = await consumer.end_offsets(partitions)
         total = sum(ends.values())
-        await projection_store.clear(conn)
-        progress(0, total)
-        todo = {tp for tp in partitions if ends[tp] > 0}
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch_size)
-            batch: list[tuple[EventEnvelope, DomainEvent]] = []
-            for tp, records in fetched.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    result.records += 1
-                    item = _read(record.value or b"")
-                    if item is None:
-                        result.skipped += 1
-                    else:
-                        batch.append(item)
-                if records and records[-1].offset >= ends[tp] - 1:
-                    todo.discard(tp)
-            if batch:
-                claimed = await claim_batch(conn, SCHEMA, [e for e, _ in batch])
-                fresh = [item for item, new in zip(batch, claimed, strict=True) if new]
-                await project_batch(conn, fresh)
-                result.applied += len(fresh)
-            progress(result.records, total)
+        ready: asyncio.Queue[_Prepared | BaseException | None] = asyncio.Queue(maxsize=2)
+        with _gc_paused():
+            # Postgres writes one batch while the next is read and parsed (the first
+            # ones while the old rows are deleted).
+            reader = asyncio.create_task(
+                _read(consumer, partitions, ends, batch_size, result, ready)
+            )
+            try:
+                await projection_store.clear(conn)
+                progress(0, total)
+                while (item := await ready.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    records, statements = item
+                    await projection_store.run(conn, statements)
+                    progress(records, total)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
         await conn.execute(f"delete from {SCHEMA}.projection_version")
         await conn.execute(
             f"insert into {SCHEMA}.projection_version (version) values ($1)", PROJECTION_VERSION
         )
     return result
+
+
+# (records read so far, the statements of the batch)
+_Prepared = tuple[int, list[projection_store.Statement]]
+_VERSIONS = f"""
+    insert into {SCHEMA}.applied_streams (stream_id, version)
+    select * from unnest($1::text[], $2::int[])
+    on conflict (stream_id) do update set version = excluded.version, applied_at = now()"""
+_YIELD_EVERY = 20  # records: lets the writer's statements go out between them
+
+
+async def _read(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    batch_size: int,
+    result: RebuildResult,
+    ready: asyncio.Queue[_Prepared | BaseException | None],
+) -> None:
+    # The tables are empty and locked: each stream's applied version is kept here, as
+    # claim_batch would keep it, and written with the batch that moved it.
+    versions: dict[str, int] = {}
+    try:
+        todo = {tp for tp in partitions if ends[tp] > 0}
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        read = 0
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch_size)
+            applied = 0
+            writes: list[Write] = []
+            moved: dict[str, int] = {}
+            for tp, records in fetched.items():
+                end = ends[tp]
+                for record in records:
+                    if record.offset >= end:
+                        break
+                    read += 1
+                    if read % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    item = _event(record.value or b"")
+                    if item is None:
+                        result.skipped += 1
+                        continue
+                    envelope = item[0]
+                    if envelope.stream_version > versions.get(envelope.stream_id, 0):
+                        versions[envelope.stream_id] = envelope.stream_version
+                        moved[envelope.stream_id] = envelope.stream_version
+                        applied += 1
+                        # At once, while the event is fresh in the CPU's cache.
+                        writes += event_writes(item)
+                if records and records[-1].offset >= end - 1:
+                    todo.discard(tp)
+            result.records = read
+            result.applied += applied
+            statements = projection_store.statements(writes)
+            if moved:
+                statements.append((_VERSIONS, [list(moved), list(moved.values())]))
+            await ready.put((read, statements))
+        await ready.put(None)
+    except Exception as exc:
+        await ready.put(exc)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while the batches are made: they hold no cycles, and each collection
+    of the older generations would walk every object the process has."""
+    enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 async def rebuild_if_outdated(
@@ -135,11 +210,8 @@ async def rebuild_if_outdated(
     return result
 
 
-def _read(value: bytes) -> tuple[EventEnvelope, DomainEvent] | None:
+def _event(value: bytes) -> tuple[Envelope, DomainEvent] | None:
     try:
-        envelope = EventEnvelope.model_validate_json(value)
-        if envelope.event_type not in EVENT_TYPES:
-            return None
-        return envelope, envelope.domain_event()
+        return read_event(value)
     except ValidationError:
-        return None
+        return None  # unreadable: the live consumer dead-lettered it
