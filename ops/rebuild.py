@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
-
-from ops.target import NotFound, Target, connect, kafka_clients
-from services.reports.service_layer.rebuild import Progress, RebuildResult, rebuild
-from shared.kafka import topic_partitions
+from ops.target import NotFound, Target, connect, kafka_kwargs
+from services.reports.service_layer.rebuild import (
+    EventsTopicMissing,
+    Progress,
+    RebuildResult,
+    rebuild_from_topic,
+)
 
 
 async def rebuild_reports(target: Target, batch_size: int, progress: Progress) -> RebuildResult:
     topic = target.kafka.events_topic
-    async with kafka_clients(target.kafka) as (admin, consumer):
-        found = (await topic_partitions(admin, [topic]))[topic]
-        if found is None:
-            raise NotFound(f"the events topic {topic} does not exist")
-        partitions = [TopicPartition(topic, p) for p in found]
-        consumer.assign(partitions)
-        async with connect(target.database_url) as conn:
-            return await rebuild(conn, consumer, partitions, batch_size, progress)
+    async with connect(target.database_url) as conn:
+        try:
+            return await rebuild_from_topic(
+                conn, kafka_kwargs(target.kafka), topic, batch_size, progress
+            )
+        except EventsTopicMissing:
+            raise NotFound(f"the events topic {topic} does not exist") from None

@@ -16,6 +16,7 @@ import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,6 +48,7 @@ class RebuildResult:
     records: int = 0
     applied: int = 0
     skipped: int = 0  # unreadable or of an unknown type: the live consumer dead-lettered them
+    already_current: bool = False  # only_if_outdated, and another process had rebuilt
 
 
 Progress = Callable[[int, int], None]  # (records read, records in all)
@@ -58,11 +60,16 @@ async def rebuild(
     partitions: list[TopicPartition],
     batch_size: int = 5_000,
     progress: Progress = lambda done, total: None,
+    only_if_outdated: bool = False,
 ) -> RebuildResult:
     """``consumer`` is started, group-less, and assigned ``partitions``."""
     result = RebuildResult()
     async with conn.transaction():
         await conn.execute(f"lock table {SCHEMA}.applied_streams in exclusive mode")
+        # Replicas starting together after an upgrade queue on the lock: the first
+        # rebuilds, the others find its version and stop here.
+        if only_if_outdated and await _built_version(conn) == PROJECTION_VERSION:
+            return RebuildResult(already_current=True)
         starts = await consumer.beginning_offsets(partitions)
         truncated = {tp.partition: o for tp, o in starts.items() if o > 0}
         if truncated:
@@ -175,31 +182,55 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class EventsTopicMissing(LookupError):
+    pass
+
+
+async def rebuild_from_topic(
+    conn: asyncpg.Connection,
+    client_kwargs: dict[str, Any],
+    topic: str,
+    batch_size: int = 5_000,
+    progress: Progress = lambda done, total: None,
+    only_if_outdated: bool = False,
+) -> RebuildResult:
+    """Rebuild from every partition of ``topic`` (aiokafka ``client_kwargs``)."""
+    admin = AIOKafkaAdminClient(**client_kwargs)
+    await admin.start()
+    try:
+        found = (await topic_partitions(admin, [topic]))[topic]
+    finally:
+        await admin.close()
+    if found is None:
+        raise EventsTopicMissing(topic)
+    consumer = AIOKafkaConsumer(**client_kwargs, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in found]
+        consumer.assign(partitions)
+        return await rebuild(conn, consumer, partitions, batch_size, progress, only_if_outdated)
+    finally:
+        await consumer.stop()
+
+
 async def rebuild_if_outdated(
     pool: asyncpg.Pool, kafka: KafkaSettings, batch_size: int = 5_000
 ) -> RebuildResult | None:
     """Rebuild when the tables were built by another version of the projection code
     (or never: a new install, or an upgrade that added projections)."""
-    built = await pool.fetchval(f"select max(version) from {SCHEMA}.projection_version")
-    if built == PROJECTION_VERSION:
+    async with pool.acquire() as conn:
+        built = await _built_version(conn)
+        if built == PROJECTION_VERSION:
+            return None
+        result = await rebuild_from_topic(
+            conn,
+            aiokafka_client_kwargs(kafka),
+            kafka.events_topic,
+            batch_size,
+            only_if_outdated=True,
+        )
+    if result.already_current:
         return None
-    consumer = AIOKafkaConsumer(
-        **aiokafka_client_kwargs(kafka), group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        admin = AIOKafkaAdminClient(**aiokafka_client_kwargs(kafka))
-        await admin.start()
-        try:
-            found = (await topic_partitions(admin, [kafka.events_topic]))[kafka.events_topic]
-        finally:
-            await admin.close()
-        partitions = [TopicPartition(kafka.events_topic, p) for p in found or []]
-        consumer.assign(partitions)
-        async with pool.acquire() as conn:
-            result = await rebuild(conn, consumer, partitions, batch_size)
-    finally:
-        await consumer.stop()
     log.info(
         "projections.rebuilt",
         from_version=built,
@@ -208,6 +239,10 @@ async def rebuild_if_outdated(
         applied=result.applied,
     )
     return result
+
+
+async def _built_version(conn: asyncpg.Connection) -> int | None:
+    return await conn.fetchval(f"select max(version) from {SCHEMA}.projection_version")  # type: ignore[no-any-return]
 
 
 def _event(value: bytes) -> tuple[Envelope, DomainEvent] | None:

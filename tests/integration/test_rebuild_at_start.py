@@ -1,0 +1,41 @@
+"""Replicas of the reports service that start together after an upgrade (a new projection
+version) queue on the rebuild's lock: the first rebuilds, the others find the new version
+under the lock and do not rebuild again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from ops.stack import Stack
+from services.reports.bootstrap import MIGRATIONS
+from services.reports.service_layer.rebuild import PROJECTION_VERSION, rebuild_if_outdated
+from shared.kafka import ensure_topics
+from shared.postgres import migrate
+from shared.settings import KafkaSettings
+
+
+async def test_replicas_starting_together_rebuild_once(stack: Stack) -> None:
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+    pools = [
+        await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2) for _ in range(3)
+    ]
+    try:
+        await migrate(pools[0], "reports", MIGRATIONS)
+        await pools[0].execute("delete from reports.projection_version")  # "an upgrade"
+
+        results = await asyncio.gather(*(rebuild_if_outdated(pool, kafka) for pool in pools))
+
+        assert sum(r is not None for r in results) == 1, results
+        assert await pools[0].fetchval("select max(version) from reports.projection_version") == (
+            PROJECTION_VERSION
+        )
+        assert (
+            await asyncio.gather(*(rebuild_if_outdated(pool, kafka) for pool in pools))
+            == [None] * 3
+        )
+    finally:
+        for pool in pools:
+            await pool.close()
