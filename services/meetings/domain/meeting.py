@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import reject
+from services.meetings.domain.facts import event_from
 from shared.clock import LOCAL_TZ
 from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
 from shared.contract.commands import (
@@ -97,15 +98,15 @@ class Meeting:
                 f"Meeting {cmd.meeting_id} is already scheduled.",
                 meeting_id=cmd.meeting_id,
             )
-        return [MeetingScheduled(**cmd.model_dump())]
+        return [event_from(cmd, MeetingScheduled)]
 
     def reschedule(self, cmd: RescheduleMeeting) -> list[DomainEvent]:
         self._require_pending(cmd.ward_id, cmd.cell_id)
-        return [MeetingRescheduled(**cmd.model_dump())]
+        return [event_from(cmd, MeetingRescheduled)]
 
     def cancel(self, cmd: CancelMeeting) -> list[DomainEvent]:
         self._require_pending(cmd.ward_id, cmd.cell_id)
-        return [MeetingCancelled(**cmd.model_dump())]
+        return [event_from(cmd, MeetingCancelled)]
 
     def open(self, cmd: OpenMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
@@ -158,7 +159,7 @@ class Meeting:
         task_ids = [t.task_id for t in cmd.tasks]
         if len(set(task_ids)) != len(task_ids):
             raise _duplicate("task_id")
-        return [ResolutionAdopted(**cmd.model_dump())]
+        return [event_from(cmd, ResolutionAdopted)]
 
     def complete_task(self, cmd: CompleteTask, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
@@ -182,7 +183,7 @@ class Meeting:
             <= (now + CLOCK_SKEW).astimezone(LOCAL_TZ).date()
         ):
             raise _implausible("completed_on", cmd.completed_on)
-        return [TaskCompleted(**cmd.model_dump())]
+        return [event_from(cmd, TaskCompleted)]
 
     def close(self, cmd: CloseMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
