@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -136,6 +137,19 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
     return app
 
 
+def tune_gc() -> None:
+    """The intake allocates a few hundred thousand short-lived objects per second beside a
+    large long-lived heap (the stream cache). With the default gen-0 threshold (700) a
+    batch's objects outlive several collections, reach the old generations and make full
+    collections walk the cache: about a sixth of the intake's time in a profile. A larger
+    gen-0 threshold lets them die young; freezing what start-up built keeps it out of
+    every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def main() -> None:
     settings = MeetingsSettings()
+    tune_gc()
     serve(build_app(settings), settings)
