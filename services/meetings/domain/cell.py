@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from services.meetings.domain.errors import reject
-from services.meetings.domain.facts import event_from
 from shared.contract import DomainEvent
 from shared.contract.commands import (
     AdmitMember,
@@ -95,7 +94,7 @@ class Cell:
                 f"Chi bộ {cmd.cell_id} đã được đăng ký.",
                 f"Cell {cmd.cell_id} is already registered.",
             )
-        return [event_from(cmd, CellRegistered)]
+        return [CellRegistered(**cmd.model_dump())]
 
     def admit(self, cmd: AdmitMember) -> list[DomainEvent]:
         self._require_registered(cmd.ward_id)
@@ -105,7 +104,7 @@ class Cell:
                 f"Đảng viên {cmd.member_id} đã sinh hoạt tại chi bộ này.",
                 f"Member {cmd.member_id} is already in this cell.",
             )
-        return [event_from(cmd, MemberAdmitted)]
+        return [MemberAdmitted(**cmd.model_dump())]
 
     def exempt(self, cmd: ExemptMember) -> list[DomainEvent]:
         self._require_registered(cmd.ward_id)
@@ -116,7 +115,7 @@ class Cell:
                 "Ngày kết thúc miễn sinh hoạt phải sau ngày bắt đầu.",
                 "The exemption must end after it starts.",
             )
-        return [event_from(cmd, MemberExempted)]
+        return [MemberExempted(**cmd.model_dump())]
 
     def transfer_out(self, cmd: TransferMember) -> list[DomainEvent]:
         self._require_registered(cmd.ward_id)
@@ -127,7 +126,7 @@ class Cell:
                 "Không thể chuyển sinh hoạt đến chính chi bộ này.",
                 "A member cannot be transferred to the same cell.",
             )
-        return [event_from(cmd, MemberTransferredOut)]
+        return [MemberTransferredOut(**cmd.model_dump())]
 
     def appoint(self, cmd: AppointOfficial) -> list[DomainEvent]:
         self._require_registered(cmd.ward_id)

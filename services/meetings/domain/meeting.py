@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import reject
-from services.meetings.domain.facts import event_from
 from shared.clock import LOCAL_TZ
 from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
 from shared.contract.commands import (
@@ -98,15 +97,15 @@ class Meeting:
                 f"Meeting {cmd.meeting_id} is already scheduled.",
                 meeting_id=cmd.meeting_id,
             )
-        return [event_from(cmd, MeetingScheduled)]
+        return [MeetingScheduled(**cmd.model_dump())]
 
     def reschedule(self, cmd: RescheduleMeeting) -> list[DomainEvent]:
         self._require_pending(cmd.ward_id, cmd.cell_id)
-        return [event_from(cmd, MeetingRescheduled)]
+        return [MeetingRescheduled(**cmd.model_dump())]
 
     def cancel(self, cmd: CancelMeeting) -> list[DomainEvent]:
         self._require_pending(cmd.ward_id, cmd.cell_id)
-        return [event_from(cmd, MeetingCancelled)]
+        return [MeetingCancelled(**cmd.model_dump())]
 
     def open(self, cmd: OpenMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
@@ -159,7 +158,7 @@ class Meeting:
         task_ids = [t.task_id for t in cmd.tasks]
         if len(set(task_ids)) != len(task_ids):
             raise _duplicate("task_id")
-        return [event_from(cmd, ResolutionAdopted)]
+        return [ResolutionAdopted(**cmd.model_dump())]
 
     def complete_task(self, cmd: CompleteTask, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
@@ -183,7 +182,7 @@ class Meeting:
             <= (now + CLOCK_SKEW).astimezone(LOCAL_TZ).date()
         ):
             raise _implausible("completed_on", cmd.completed_on)
-        return [event_from(cmd, TaskCompleted)]
+        return [TaskCompleted(**cmd.model_dump())]
 
     def close(self, cmd: CloseMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
