@@ -17,7 +17,7 @@ from services.meetings.adapters.relay import EventRelay
 from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.entrypoints.http import command_router
 from services.meetings.entrypoints.http_contacts import contacts_router
-from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
+from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake, undecoded
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
 from shared.clock import Clock
@@ -44,6 +44,7 @@ class MeetingsSettings(ServiceSettings):
     http_port: int = 8001
     relay_batch_size: int = 1000
     intake_batch_size: int = 500
+    intake_consumers: int = 2
     aggregate_cache_streams: int = 10_000
     # Upstream publishers allowed on the inbound commands topic, comma-separated.
     inbound_allowed_sources: str = ""
@@ -90,15 +91,23 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         relay = EventRelay(
             pool, settings.database_url, kafka, metrics, batch_size=settings.relay_batch_size
         )
-        intake = KafkaCommandIntake(bus, broker, kafka, settings.allowed_sources(), clock, registry)
-        broker.subscriber(
-            kafka.commands_topic,
-            group_id=INTAKE_GROUP,
-            batch=True,
-            max_records=settings.intake_batch_size,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
-        )(intake)
+        dead_lettered = KafkaCommandIntake.dlq_counter(kafka, registry)
+        # Several consumers of the group in this process, each with its own partitions and
+        # its own database connection per batch: one batch is decided in Python while
+        # another waits for PostgreSQL. A partition (so a ward) still has one reader.
+        for _ in range(settings.intake_consumers):
+            intake = KafkaCommandIntake(
+                bus, broker, kafka, settings.allowed_sources(), clock, dead_lettered
+            )
+            broker.subscriber(
+                kafka.commands_topic,
+                group_id=INTAKE_GROUP,
+                batch=True,
+                max_records=settings.intake_batch_size,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
+                decoder=undecoded,
+            )(intake)
         app.state.pool = pool
         state.update(relay=relay)
         app.state.bus = bus
