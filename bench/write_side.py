@@ -820,9 +820,9 @@ async def relay(ctx: BenchContext) -> list[Figure]:
 # -- 3. the gap-safe read order ------------------------------------------------------------
 
 _SELECT_NAIVE = """
-select transaction_id::text::bigint as txid, global_position, event_id, event_type,
+select transaction_id::text::bigint as txid, global_position, event_id::text, event_type,
        schema_version, stream_id, stream_version, ward_id, payload, occurred_at, recorded_at,
-       correlation_id, causation_id, actor, source
+       correlation_id::text, causation_id::text, actor, source
 from meetings.events
 where global_position > $1
 order by global_position
