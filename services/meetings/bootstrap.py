@@ -44,7 +44,9 @@ class MeetingsSettings(ServiceSettings):
     http_port: int = 8001
     relay_batch_size: int = 1000
     intake_batch_size: int = 500
-    intake_consumers: int = 2
+    # More than one helped where PostgreSQL answers slowly, and hurt in the benchmark
+    # (docs/benchmarks.md, "Write side"): one by default.
+    intake_consumers: int = 1
     aggregate_cache_streams: int = 10_000
     # Upstream publishers allowed on the inbound commands topic, comma-separated.
     inbound_allowed_sources: str = ""
@@ -92,9 +94,9 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
             pool, settings.database_url, kafka, metrics, batch_size=settings.relay_batch_size
         )
         dead_lettered = KafkaCommandIntake.dlq_counter(kafka, registry)
-        # Several consumers of the group in this process, each with its own partitions and
-        # its own database connection per batch: one batch is decided in Python while
-        # another waits for PostgreSQL. A partition (so a ward) still has one reader.
+        # INTAKE_CONSUMERS > 1: several consumers of the group in this process, each with its
+        # own partitions and connection, so one batch is decided while another waits for
+        # PostgreSQL. A partition (so a ward) still has one reader.
         for _ in range(settings.intake_consumers):
             intake = KafkaCommandIntake(
                 bus, broker, kafka, settings.allowed_sources(), clock, dead_lettered
