@@ -298,15 +298,20 @@ class CommandBus:
         await self._authorise(items, outcomes)
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
         keys = [k for i in todo if (k := items[i][1].idempotency_key)]
-        async with self._store.transaction() as conn:
-            earlier = await self._store.results_for_keys(keys, conn)
-            try:
-                async with conn.transaction():  # all of the batch, or none of it
-                    written = await self._run(todo, items, outcomes, earlier, conn)
-            except ConcurrencyConflict:
-                written = Written([], [])
-                for i in todo:
-                    outcomes[i] = None
+        try:
+            # All of the batch or none of it, in one transaction (no savepoint: two round
+            # trips fewer per batch on the path taken when no other writer raced us).
+            async with self._store.transaction() as conn:
+                earlier = await self._store.results_for_keys(keys, conn)
+                written = await self._run(todo, items, outcomes, earlier, conn)
+        except ConcurrencyConflict:
+            # Another writer moved one of the streams: redo one command per savepoint, in a
+            # new transaction that sees what the rival committed, so only the loser fails.
+            written = Written([], [])
+            for i in todo:
+                outcomes[i] = None
+            async with self._store.transaction() as conn:
+                earlier = await self._store.results_for_keys(keys, conn)
                 for i in todo:
                     try:
                         async with conn.transaction():
