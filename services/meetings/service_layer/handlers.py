@@ -376,7 +376,7 @@ class CommandBus:
                 child = self._metrics.commands.labels(command_type, door, label)
                 self._command_counters[command_type, door, label] = child
             child.inc(n)
-        if not each_at_info:
+        if len(items) > 1:
             log.info(
                 "commands.batch_handled",
                 commands=len(items),
