@@ -27,6 +27,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -215,21 +216,71 @@ def streams_of(tag: str) -> str:
     return f"meeting-%.{tag}-%"
 
 
-async def applied_count(conn: asyncpg.Connection, tag: str) -> int:
-    return int(
-        await conn.fetchval(
-            "select count(*) from reports.applied_streams where stream_id like $1",
-            streams_of(tag),
-        )
-    )
+# The probes count incrementally: a whole-table `count(*) ... like` every poll cost more
+# PostgreSQL CPU than the system under test (0.13 s of CPU per poll at 240k events).
+@dataclass
+class _Seen:
+    """What the probes have read of one tag's streams so far."""
+
+    after: tuple[int, int] = (0, 0)  # (transaction id, position) read up to, in relay order
+    appended: int = 0
+    pending: set[str] = field(default_factory=set)  # appended, not yet seen applied
+    applied: int = 0
+
+
+_SEEN: dict[str, _Seen] = {}
 
 
 async def appended_count(conn: asyncpg.Connection, tag: str) -> int:
-    return int(
-        await conn.fetchval(
-            "select count(*) from meetings.events where stream_id like $1", streams_of(tag)
+    """Events of the tag's streams committed in meetings.events. Each poll reads only the
+    rows after the last one it read, in the relay's gap-safe order (below the oldest
+    running transaction, so a late commit is never skipped); the first poll of a tag reads
+    the table once."""
+    seen = _SEEN.setdefault(tag, _Seen())
+    row = await conn.fetchrow(
+        """
+        with last as (
+            select transaction_id, global_position from meetings.events
+            where (transaction_id, global_position) > ($1::text::xid8, $2)
+              and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+            order by transaction_id desc, global_position desc limit 1
+        ), ours as (
+            select e.stream_id from meetings.events e, last
+            where (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+              and (e.transaction_id, e.global_position)
+                  <= (last.transaction_id, last.global_position)
+              and e.stream_id like $3
         )
+        select (select transaction_id::text::bigint from last) as txid,
+               (select global_position from last) as position,
+               (select count(*) from ours) as events,
+               (select coalesce(array_agg(distinct stream_id), '{}') from ours) as streams
+        """,
+        str(seen.after[0]),
+        seen.after[1],
+        streams_of(tag),
     )
+    if row["txid"] is not None:
+        seen.after = (int(row["txid"]), int(row["position"]))
+        seen.appended += int(row["events"])
+        seen.pending.update(row["streams"])
+    return seen.appended
+
+
+async def applied_count(conn: asyncpg.Connection, tag: str) -> int:
+    """The tag's streams in reports.applied_streams. A stream is applied only after it was
+    appended and relayed, so only the appended ones not yet seen applied are looked up
+    (by primary key): a handful per poll while the reports keep up."""
+    await appended_count(conn, tag)
+    seen = _SEEN[tag]
+    if seen.pending:
+        found = await conn.fetch(
+            "select stream_id from reports.applied_streams where stream_id = any($1::text[])",
+            list(seen.pending),
+        )
+        seen.pending.difference_update(r["stream_id"] for r in found)
+        seen.applied += len(found)
+    return seen.applied
 
 
 async def create_topic(kwargs: dict[str, Any], topic: str, replication: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from services.meetings.adapters.relay import EventRelay
 from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.entrypoints.http import command_router
 from services.meetings.entrypoints.http_contacts import contacts_router
-from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
+from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake, undecoded
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
 from shared.clock import Clock
@@ -43,6 +44,9 @@ class MeetingsSettings(ServiceSettings):
     http_port: int = 8001
     relay_batch_size: int = 1000
     intake_batch_size: int = 500
+    # More than one helped where PostgreSQL answers slowly, and hurt in the benchmark
+    # (docs/benchmarks.md, "Write side"): one by default.
+    intake_consumers: int = 1
     aggregate_cache_streams: int = 10_000
     # Upstream publishers allowed on the inbound commands topic, comma-separated.
     inbound_allowed_sources: str = ""
@@ -89,15 +93,23 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
         relay = EventRelay(
             pool, settings.database_url, kafka, metrics, batch_size=settings.relay_batch_size
         )
-        intake = KafkaCommandIntake(bus, broker, kafka, settings.allowed_sources(), clock, registry)
-        broker.subscriber(
-            kafka.commands_topic,
-            group_id=INTAKE_GROUP,
-            batch=True,
-            max_records=settings.intake_batch_size,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
-        )(intake)
+        dead_lettered = KafkaCommandIntake.dlq_counter(kafka, registry)
+        # INTAKE_CONSUMERS > 1: several consumers of the group in this process, each with its
+        # own partitions and connection, so one batch is decided while another waits for
+        # PostgreSQL. A partition (so a ward) still has one reader.
+        for _ in range(settings.intake_consumers):
+            intake = KafkaCommandIntake(
+                bus, broker, kafka, settings.allowed_sources(), clock, dead_lettered
+            )
+            broker.subscriber(
+                kafka.commands_topic,
+                group_id=INTAKE_GROUP,
+                batch=True,
+                max_records=settings.intake_batch_size,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.MANUAL,  # the intake acks, or rewinds every partition
+                decoder=undecoded,
+            )(intake)
         app.state.pool = pool
         state.update(relay=relay)
         app.state.bus = bus
@@ -136,6 +148,19 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
     return app
 
 
+def tune_gc() -> None:
+    """The intake allocates a few hundred thousand short-lived objects per second beside a
+    large long-lived heap (the stream cache). With the default gen-0 threshold (700) a
+    batch's objects outlive several collections, reach the old generations and make full
+    collections walk the cache: about a sixth of the intake's time in a profile. A larger
+    gen-0 threshold lets them die young; freezing what start-up built keeps it out of
+    every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def main() -> None:
     settings = MeetingsSettings()
+    tune_gc()
     serve(build_app(settings), settings)

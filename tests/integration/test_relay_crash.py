@@ -66,8 +66,9 @@ async def test_kill_9_mid_batch_loses_nothing_and_keeps_order(running_stack: Sta
     finally:
         await pool.close()
 
-    # Small relay batches, so that the kill lands between a send and its checkpoint.
-    await asyncio.to_thread(stack.start_service, "meetings", {"RELAY_BATCH_SIZE": "200"})
+    # Small relay batches, so that the kill lands between a send and its checkpoint (and
+    # mid-backlog: with one record batch per partition, 200 could relay all 30,000 first).
+    await asyncio.to_thread(stack.start_service, "meetings", {"RELAY_BATCH_SIZE": "50"})
 
     async def relay_under_way() -> float | None:
         published = await _published(stack)

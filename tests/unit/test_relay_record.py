@@ -1,13 +1,20 @@
-"""The relay's hand-built Kafka value reads back as the contract's EventEnvelope."""
+"""The relay's hand-built Kafka value reads back as the contract's EventEnvelope; a relayed
+batch goes to each key's partition in relay order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
 
-from services.meetings.adapters.relay import kafka_record
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry
+
+from services.meetings.adapters.metrics import MeetingsMetrics
+from services.meetings.adapters.relay import EventRelay, kafka_record
 from shared.contract import EventEnvelope, MeetingScheduled
+from shared.settings import KafkaSettings
 
 PAYLOAD = {
     "meeting_id": "nam-ngan.to-01.2026-12",
@@ -52,3 +59,72 @@ def test_the_relayed_value_is_a_valid_envelope_with_the_stored_payload() -> None
     assert isinstance(envelope.domain_event(), MeetingScheduled)
     assert record["key"] == b"nam-ngan"
     assert dict(record["headers"])["event_type"] == b"MeetingScheduled"
+
+
+class _Batch:
+    def __init__(self, capacity: int) -> None:
+        self.records: list[dict[str, object]] = []
+        self._capacity = capacity
+
+    def append(self, *, timestamp: None, **record: object) -> object | None:
+        if len(self.records) >= self._capacity:
+            return None
+        self.records.append(record)
+        return object()
+
+
+class _Producer:
+    """Records what the relay hands over, per partition, in order."""
+
+    def __init__(self, capacity: int) -> None:
+        self.sent: list[tuple[int, list[dict[str, object]]]] = []
+        self._capacity = capacity
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(6))
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self._capacity)
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> asyncio.Future:
+        self.sent.append((partition, batch.records))
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class _Pool:
+    def __init__(self, rows: list[dict[str, object]]) -> None:
+        self.rows = rows
+        self.checkpoints: list[tuple[object, ...]] = []
+
+    async def fetch(self, *_args: object) -> list[dict[str, object]]:
+        return self.rows
+
+    async def execute(self, _sql: str, *args: object) -> None:
+        self.checkpoints.append(args)
+
+
+async def test_a_batch_goes_out_per_partition_in_relay_order_with_the_keys_partition() -> None:
+    wards = ["nam-ngan", "ben-nghe", "da-kao", "tan-dinh", "hang-bac", "cua-nam", "an-hoa"]
+    rows = [
+        row(ward_id=wards[i % len(wards)], global_position=i, stream_version=i + 1, txid=7)
+        for i in range(50)
+    ]
+    pool, producer = _Pool(rows), _Producer(capacity=3)  # small batches: some fill up
+    relay = EventRelay(pool, "", KafkaSettings(), MeetingsMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    assert await relay._publish_batch(producer) == 50  # type: ignore[arg-type]
+
+    by_partition: dict[int, list[int]] = {}
+    for partition, records in producer.sent:
+        assert 0 < len(records) <= 3
+        for record in records:
+            key = record["key"]
+            assert isinstance(key, bytes)
+            assert partition == DefaultPartitioner()(key, list(range(6)), list(range(6)))
+            value = json.loads(record["value"])  # type: ignore[arg-type]
+            by_partition.setdefault(partition, []).append(value["global_position"])
+    assert sorted(p for positions in by_partition.values() for p in positions) == list(range(50))
+    for positions in by_partition.values():
+        assert positions == sorted(positions)  # relay order within each partition
+    assert pool.checkpoints[-1][1:] == ("7", 49)  # moved past the last row, after the acks

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -127,6 +127,7 @@ class PostgresEventStore:
         self._pool = pool
         self._metrics = metrics
         self._cache = StreamCache(cache_capacity)
+        self._appended: dict[str, Any] = {}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -231,8 +232,13 @@ class PostgresEventStore:
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyConflict(events[0].stream_id if events else "", -1, None) from exc
-        for e in events:
-            self._metrics.events_appended.labels(e.event.event_type).inc()
+        for event_type, n in Counter(e.event.event_type for e in events).items():
+            child = self._appended.get(event_type)
+            if child is None:  # labels() takes a lock and builds a key: once per type
+                child = self._appended[event_type] = self._metrics.events_appended.labels(
+                    event_type
+                )
+            child.inc(n)
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         return [r["global_position"] for r in rows]
 

@@ -20,12 +20,24 @@ from shared.contract.events import (
     UnitRegistered,
 )
 
+_MODELLED = frozenset(
+    {
+        UnitRegistered,
+        PetitionRaised,
+        PetitionEscalated,
+        PetitionReopened,
+        PetitionMarkedOverdue,
+        PetitionResolved,
+    }
+)
+
 
 async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
     # The last word per petition wins: (ward, level, deadline) while open, None once closed.
     open_petitions: dict[str, tuple[str, str, datetime | None] | None] = {}
     raised: list[PetitionRaised] = []
-    for event in events:
+    # Most events touch no lookup: skip them before the class patterns (ABCMeta checks).
+    for event in [e for e in events if type(e) in _MODELLED]:
         match event:
             case UnitRegistered():
                 await conn.execute(

@@ -10,9 +10,11 @@ every partition in it is rewound and read again after a pause.
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -40,6 +42,12 @@ DOOR_REASONS = (
 )
 
 
+async def undecoded(message: StreamMessage[Any]) -> Any:
+    """The subscriber's decoder: the intake parses each record itself (batch_records), so
+    FastStream's own per-record parse and JSON decode would be thrown away."""
+    return message.body
+
+
 class DeadLetter(Exception):
     def __init__(self, reason: str, detail: str, message_id: str | None = None) -> None:
         super().__init__(detail)
@@ -56,7 +64,7 @@ class KafkaCommandIntake:
         settings: KafkaSettings,
         allowed_sources: frozenset[str],
         clock: Clock,
-        registry: CollectorRegistry,
+        dead_lettered: Counter,
     ) -> None:
         self._bus = bus
         self._broker = broker
@@ -65,14 +73,20 @@ class KafkaCommandIntake:
         self._clock = clock
         self._failures_in_a_row = 0
         self._publishers: dict[str, Principal] = {}
-        self.dead_lettered = Counter(
+        self.dead_lettered = dead_lettered
+
+    @staticmethod
+    def dlq_counter(settings: KafkaSettings, registry: CollectorRegistry) -> Counter:
+        """One counter for every consumer of the intake."""
+        counter = Counter(
             "chibo_dlq_records_total",
             "Records sent to a dead-letter topic, by topic and reason.",
             ["topic", "reason"],
             registry=registry,
         )
         for reason in DOOR_REASONS:  # visible at 0 from the start: the first one alerts
-            self.dead_lettered.labels(settings.dlq_topic, reason)
+            counter.labels(settings.dlq_topic, reason)
+        return counter
 
     async def __call__(self, message: KafkaMessage) -> None:
         records = batch_records(message)
