@@ -11,6 +11,7 @@ events in order, so an event whose version is not above the recorded one is a du
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -39,6 +40,15 @@ async def undecoded(message: StreamMessage[Any]) -> Any:
     ``json.loads`` every record of a batch before the handler runs, for nothing (about a
     third of the consumer's CPU per event)."""
     return message.body
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive after start-up (modules, the app,
+    pydantic's schemas, the pool) out of the cyclic GC's reach. Each full collection
+    otherwise walks them all again: in the reports service about 50 ms each, a fifth of
+    its CPU on a 30,000-event backlog. Call it once, when start-up is done."""
+    gc.collect()
+    gc.freeze()
 
 
 def batch_records(message: KafkaMessage) -> list[ConsumerRecord]:

@@ -36,7 +36,7 @@ from services.notifications.service_layer.outbox import NotifyConfig, Outbox
 from services.notifications.service_layer.scheduler import TimerScheduler
 from shared.auth import Role, TokenService
 from shared.clock import Clock
-from shared.consumer import EventConsumer, make_broker, undecoded
+from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
 from shared.http import (
     add_operational_routes,
     broker_check,
@@ -203,6 +203,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             work_available.set,
             interval_s=settings.scheduler_interval_s,
         )
+        freeze_startup_objects()  # before the first batch
         await broker.start()
         await dispatcher.start()
         await scheduler.start()
