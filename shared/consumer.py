@@ -11,23 +11,44 @@ events in order, so an event whose version is not above the recorded one is a du
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
 import asyncio
+import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
+from shared.contract.envelope import ConsumedEnvelope, Envelope, read_current
 from shared.kafka import faststream_security
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
 
 log = get_logger(__name__)
+
+
+async def undecoded(message: StreamMessage[Any]) -> Any:
+    """The subscriber's decoder: the record values as they are. ``EventConsumer`` reads the
+    raw records itself, and FastStream's default decoder would build a message object and
+    ``json.loads`` every record of a batch before the handler runs, for nothing (about
+    10 µs per record)."""
+    return message.body
+
+
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object alive after start-up (modules, the app,
+    pydantic's schemas, the pool) out of the cyclic GC's reach. Each full collection
+    otherwise walks them all again: in the reports service 50-110 ms each, about a sixth
+    of its CPU on a 30,000-event backlog. Call it once, when start-up is done."""
+    gc.collect()
+    gc.freeze()
 
 
 def batch_records(message: KafkaMessage) -> list[ConsumerRecord]:
@@ -69,7 +90,7 @@ class ClaimRace(RuntimeError):
 
 
 async def claim_batch(
-    conn: asyncpg.Connection, schema: str, envelopes: list[EventEnvelope]
+    conn: asyncpg.Connection, schema: str, envelopes: Sequence[Envelope]
 ) -> list[bool]:
     """Record a batch's events as applied, in two round trips; for each envelope, whether
     it is new (False: it, or a later event of its stream, was applied already).
@@ -116,9 +137,11 @@ async def claim_batch(
     return new
 
 
-Apply = Callable[[asyncpg.Connection, EventEnvelope, DomainEvent], Awaitable[None]]
+# The envelope is an ``EventEnvelope``, or (an event of a known type at its current
+# version, read in one pass) a typed one with the same fields but ``payload``.
+Apply = Callable[[asyncpg.Connection, ConsumedEnvelope, DomainEvent], Awaitable[None]]
 ApplyBatch = Callable[
-    [asyncpg.Connection, list[tuple[EventEnvelope, DomainEvent]]], Awaitable[None]
+    [asyncpg.Connection, list[tuple[ConsumedEnvelope, DomainEvent]]], Awaitable[None]
 ]
 
 
@@ -157,8 +180,10 @@ class EventConsumer:
         )
         # Every outcome exists from the start, so the first failure after a restart is a
         # rise that alerts can see, not a series appearing from nothing.
-        for outcome in ("applied", "duplicate", "ignored", "dead_lettered", "failed"):
-            self.outcomes.labels(service, outcome)
+        self._outcome = {
+            outcome: self.outcomes.labels(service, outcome)
+            for outcome in ("applied", "duplicate", "ignored", "dead_lettered", "failed")
+        }
         self.applied_offset = Gauge(
             "chibo_consumer_applied_offset",
             "Offset of the last record each partition has committed the effect of.",
@@ -171,6 +196,8 @@ class EventConsumer:
             ["consumer"],
             registry=registry,
         )
+        self._event_time = self.applied_event_time.labels(service)
+        self._offsets: dict[tuple[str, int], Any] = {}  # (topic, partition) -> its child
 
     async def __call__(self, message: KafkaMessage) -> None:
         """One batch of records: what cannot be read is dead-lettered, the rest is applied
@@ -182,7 +209,7 @@ class EventConsumer:
             # A valid event that failed to apply (database down, say) is retried, never
             # skipped: the batch is rewound and read again.
             self._failures_in_a_row += 1
-            self.outcomes.labels(self._service, "failed").inc(len(records))
+            self._outcome["failed"].inc(len(records))
             log.exception("consumer.apply_failed", records=len(records))
             await rewind_and_pause(message, records, self._failures_in_a_row)
             return
@@ -190,25 +217,31 @@ class EventConsumer:
         await message.ack()
 
     async def _process(self, records: list[ConsumerRecord]) -> None:
-        readable: list[tuple[EventEnvelope, DomainEvent]] = []
+        readable: list[tuple[ConsumedEnvelope, DomainEvent]] = []
         dead: list[tuple[ConsumerRecord, str, str]] = []
         for record in records:
             raw_value: bytes = record.value or b""
             try:
-                envelope = EventEnvelope.model_validate_json(raw_value)
+                # One pass, for an event of a known type at its current version.
+                readable.append(read_current(raw_value))
+                continue
+            except ValidationError:
+                pass  # anything else: the two-pass path below decides, as it always did
+            try:
+                general = EventEnvelope.model_validate_json(raw_value)
             except ValidationError as exc:
                 dead.append((record, "malformed_envelope", str(exc)))
                 continue
-            if envelope.event_type not in EVENT_TYPES:
+            if general.event_type not in EVENT_TYPES:
                 # A newer publisher's event type: nothing here depends on it yet.
-                self.outcomes.labels(self._service, "ignored").inc()
-                log.info("consumer.unknown_event_type", event_type=envelope.event_type)
+                self._outcome["ignored"].inc()
+                log.info("consumer.unknown_event_type", event_type=general.event_type)
                 continue
             try:
-                readable.append((envelope, envelope.domain_event()))
+                readable.append((general, general.domain_event()))
             except ValidationError as exc:
                 dead.append((record, "invalid_payload", str(exc)))
-        applied: list[EventEnvelope] = []
+        applied: list[ConsumedEnvelope] = []
         if readable:
             async with self._pool.acquire() as conn, conn.transaction():
                 claimed = await claim_batch(conn, self._schema, [e for e, _ in readable])
@@ -219,15 +252,14 @@ class EventConsumer:
                     for envelope, event in fresh:
                         await self._apply(conn, envelope, event)
                 applied = [envelope for envelope, _ in fresh]
-            self.outcomes.labels(self._service, "duplicate").inc(len(readable) - len(fresh))
+            self._outcome["duplicate"].inc(len(readable) - len(fresh))
         if applied:
             self._after_commit()
-            self.outcomes.labels(self._service, "applied").inc(len(applied))
-            self.applied_event_time.labels(self._service).set(
-                max(e.recorded_at for e in applied).timestamp()
-            )
+            self._outcome["applied"].inc(len(applied))
+            self._event_time.set(max(e.recorded_at for e in applied).timestamp())
+        info = log.info
         for envelope in applied:
-            log.info(
+            info(
                 "event.applied",
                 consumer=self._service,
                 event_type=envelope.event_type,
@@ -239,10 +271,16 @@ class EventConsumer:
             )
         for record, reason, detail in dead:
             await self._dead_letter(record, reason, detail)
-        for record in records:  # every record of the batch is done with, in any outcome
-            self.applied_offset.labels(self._service, record.topic, record.partition).set(
-                record.offset
-            )
+        # Every record of the batch is done with, in any outcome: each partition's gauge
+        # is set once, to its last record's offset (a partition's records are in order).
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[(record.topic, record.partition)] = record.offset
+        for key, offset in last.items():
+            gauge = self._offsets.get(key)
+            if gauge is None:
+                gauge = self._offsets[key] = self.applied_offset.labels(self._service, *key)
+            gauge.set(offset)
 
     async def _dead_letter(self, source: ConsumerRecord, reason: str, detail: str) -> None:
         await self._broker.publish(
@@ -257,7 +295,7 @@ class EventConsumer:
                 "dlq_at": datetime.now(UTC).isoformat(),
             },
         )
-        self.outcomes.labels(self._service, "dead_lettered").inc()
+        self._outcome["dead_lettered"].inc()
         log.warning(
             "consumer.dead_lettered",
             reason=reason,

@@ -36,7 +36,7 @@ from services.notifications.service_layer.outbox import NotifyConfig, Outbox
 from services.notifications.service_layer.scheduler import TimerScheduler
 from shared.auth import Role, TokenService
 from shared.clock import Clock
-from shared.consumer import EventConsumer, make_broker
+from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
 from shared.http import (
     add_operational_routes,
     broker_check,
@@ -162,6 +162,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             batch=True,
             max_records=settings.consumer_batch_size,
             ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
+            decoder=undecoded,  # it reads the raw records itself
         )(consumer)
         channels: dict[str, Channel] = {"log": LogChannel()}
         if "email" in config.enabled_channels:
@@ -202,6 +203,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             work_available.set,
             interval_s=settings.scheduler_interval_s,
         )
+        freeze_startup_objects()  # before the first batch
         await broker.start()
         await dispatcher.start()
         await scheduler.start()

@@ -16,7 +16,7 @@ from services.reports.service_layer.projector import project, project_batch
 from services.reports.service_layer.rebuild import rebuild_if_outdated
 from services.reports.service_layer.reports import ReportReader
 from shared.clock import Clock
-from shared.consumer import EventConsumer, make_broker
+from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
 from shared.http import (
     add_operational_routes,
     broker_check,
@@ -86,7 +86,9 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
             batch=True,
             max_records=settings.consumer_batch_size,
             ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
+            decoder=undecoded,  # it reads the raw records itself
         )(consumer)
+        freeze_startup_objects()  # before the first batch
         await broker.start()
         await lag.start()
         log.info("service.started", port=settings.http_port)

@@ -55,6 +55,30 @@ class Envelope(Protocol):
     def recorded_at(self) -> datetime: ...
 
 
+class ConsumedEnvelope(Envelope, Protocol):
+    """The envelope's fields but ``payload``, whichever way it was read: what a live
+    consumer's ``apply`` gets beside the typed event (``EventEnvelope`` has them all)."""
+
+    @property
+    def event_id(self) -> UUID: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def global_position(self) -> int: ...
+    @property
+    def ward_id(self) -> str: ...
+    @property
+    def correlation_id(self) -> UUID | None: ...
+    @property
+    def causation_id(self) -> UUID | None: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+
 class _TypedEnvelope(BaseModel):
     """``EventEnvelope`` with the payload typed: the envelope's fields but ``payload``."""
 
@@ -93,6 +117,15 @@ _CURRENT: TypeAdapter[_TypedEnvelope] = TypeAdapter(
     Annotated[_choices, Field(discriminator="event_type")]
 )
 _VALIDATE = _CURRENT.validator.validate_json  # without TypeAdapter's per-call wrapper
+
+
+def read_current(value: bytes) -> tuple[ConsumedEnvelope, DomainEvent]:
+    """The envelope and its typed event in one validation pass, for an event of a known
+    type at its current schema version. ValidationError for anything else (an older
+    version, an unknown type, bad input): the caller then takes the general path,
+    ``EventEnvelope.model_validate_json`` and ``domain_event()``, which decides."""
+    typed = _VALIDATE(value)
+    return typed, typed.payload
 
 
 def read_event(value: bytes) -> tuple[Envelope, DomainEvent] | None:

@@ -22,7 +22,8 @@ from services.notifications.domain.notices import (
 )
 from services.notifications.service_layer.outbox import Outbox
 from shared.clock import Clock
-from shared.contract import DomainEvent, EventEnvelope
+from shared.contract import DomainEvent
+from shared.contract.envelope import ConsumedEnvelope
 from shared.contract.events import (
     CellRegistered,
     MeetingCancelled,
@@ -82,7 +83,7 @@ class Notifier:
         return self._outbox.config
 
     async def __call__(
-        self, conn: asyncpg.Connection, envelope: EventEnvelope, event: DomainEvent
+        self, conn: asyncpg.Connection, envelope: ConsumedEnvelope, event: DomainEvent
     ) -> None:
         now = self._clock.now()
         await directory.apply_org_event(conn, event)

@@ -1,0 +1,113 @@
+"""What ``EventConsumer`` makes of each record of a batch: a current event is read in one
+pass, an older version is upcast, an unknown type is ignored, and what cannot be read
+is dead-lettered with its reason, the same outcomes as the two-pass read always gave.
+The broker and the database are stand-ins; the integration tests use the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from shared.consumer import EventConsumer
+from shared.contract import EventEnvelope, MeetingScheduled
+from shared.settings import KafkaSettings
+from tests.unit.test_event_reading import PAYLOAD, value
+
+
+class FakeConnection:
+    """Enough of asyncpg for ``claim_batch``: no stream applied before, no race."""
+
+    async def fetch(self, _sql: str, *_args: Any) -> list[Any]:
+        return []
+
+    async def fetchval(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> int:
+        return len(stream_ids)
+
+    @asynccontextmanager
+    async def transaction(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.conn = FakeConnection()
+
+    @asynccontextmanager
+    async def acquire(self):  # type: ignore[no-untyped-def]
+        yield self.conn
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.published: list[tuple[bytes, dict[str, Any]]] = []
+
+    async def publish(self, body: bytes, **kwargs: Any) -> None:
+        self.published.append((body, kwargs))
+
+
+def record(offset: int, raw: bytes) -> ConsumerRecord:
+    return ConsumerRecord(
+        "chibo.events.v1", 0, offset, 0, 0, b"nam-ngan", raw, None, 8, len(raw), []
+    )
+
+
+def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
+    applied: list[tuple[Any, Any]] = []
+
+    async def apply(_conn: Any, envelope: Any, event: Any) -> None:
+        applied.append((envelope, event))
+
+    broker = FakeBroker()
+    registry = CollectorRegistry()
+    consumer = EventConsumer(
+        "reports",
+        "reports",
+        FakePool(),  # type: ignore[arg-type]
+        broker,  # type: ignore[arg-type]
+        KafkaSettings(),
+        apply,
+        registry,
+    )
+    current = value()
+    older = value(
+        stream_id="meeting-b",
+        schema_version=1,
+        payload={k: v for k, v in PAYLOAD.items() if k != "location"},
+    )
+    malformed = b"\xff\xfe not json"
+    invalid = value(stream_id="meeting-c", payload={**PAYLOAD, "scheduled_start": "tomorrow"})
+    unknown = value(stream_id="meeting-d", event_type="SomethingNew", payload={"x": 1})
+    records = [
+        record(i, raw) for i, raw in enumerate([current, older, malformed, invalid, unknown])
+    ]
+
+    asyncio.run(consumer._process(records))
+
+    assert [type(event) for _, event in applied] == [MeetingScheduled, MeetingScheduled]
+    for (envelope, event), raw in zip(applied, [current, older], strict=True):
+        expected = EventEnvelope.model_validate_json(raw)
+        assert repr(event) == repr(expected.domain_event())
+        for field in EventEnvelope.model_fields.keys() - {"payload"}:
+            assert getattr(envelope, field) == getattr(expected, field), field
+    reasons = [(body, kwargs["headers"]["dlq_reason"]) for body, kwargs in broker.published]
+    assert reasons == [(malformed, "malformed_envelope"), (invalid, "invalid_payload")]
+    assert broker.published[1][1]["headers"]["dlq_source"] == "chibo.events.v1/0/3"
+
+    def outcome(name: str) -> float | None:
+        return registry.get_sample_value(
+            "chibo_consumed_events_total", {"consumer": "reports", "outcome": name}
+        )
+
+    assert outcome("applied") == 2
+    assert outcome("ignored") == 1
+    assert outcome("dead_lettered") == 2
+    assert outcome("duplicate") == 0
+    offset = registry.get_sample_value(
+        "chibo_consumer_applied_offset",
+        {"consumer": "reports", "topic": "chibo.events.v1", "partition": "0"},
+    )
+    assert offset == 4
