@@ -18,6 +18,7 @@ import fnmatch
 import importlib
 import inspect
 import json
+import math
 import os
 import pkgutil
 import platform
@@ -28,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +207,17 @@ def select(patterns: Iterable[str], registry: dict[str, Benchmark] | None = None
 
 
 # -- memory -----------------------------------------------------------------------------
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linear between the closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = (len(ordered) - 1) * q
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def rss_mib(pid: int | None = None) -> float:

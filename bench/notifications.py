@@ -17,16 +17,14 @@ timers (reminders, deadline warnings, monthly checks) fire, beside the scan peri
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import aiosmtplib
 import asyncpg
 
-from bench.harness import SMTP_SINKS, BenchContext, CpuMeter, Figure, benchmark
+from bench.harness import SMTP_SINKS, BenchContext, CpuMeter, Figure, benchmark, quantile
 from services.notifications.adapters.email import MailBytes
 from services.notifications.adapters.templating import TemplateRenderer
 from shared.clock import LOCAL_TZ
@@ -38,16 +36,6 @@ SCAN_INTERVAL_S = 0.25  # SCHEDULER_INTERVAL_S
 TARGET_RATE = 1_000.0
 SENDER = "Chibo <thong-bao@chibo.local>"  # MAIL_FROM's default
 TARGET_P99_S = 1.0
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    pos = (len(ordered) - 1) * q
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def sample_message() -> Any:

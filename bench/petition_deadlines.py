@@ -19,7 +19,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import BenchContext, Figure, MetricsSnapshot, PeakRss, benchmark
+from bench.harness import BenchContext, Figure, MetricsSnapshot, PeakRss, benchmark, quantile
 from bench.kafka_ceiling import NAME as KAFKA_CEILING
 from bench.kafka_ceiling import RAW_PRODUCE
 from bench.write_side import (
@@ -106,17 +106,6 @@ def raise_commands(start: int, count: int, tag: str) -> list[tuple[bytes, bytes]
 
 def streams_like(tag: str) -> str:
     return f"petition-kn-{tag}-%"
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, linear between the closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    pos = (len(ordered) - 1) * q
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def write_offset(path: Path, seconds: float) -> None:

@@ -35,8 +35,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.harness import BenchContext, Figure, benchmark
-from bench.petition_deadlines import quantile
+from bench.harness import BenchContext, Figure, benchmark, quantile
 from bench.write_side import (
     POLL_S,
     SOURCES,
