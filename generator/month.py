@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from generator.model import Cell, District, Member, Ward, person_name
+from shared.contract.events import PetitionCategory
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -25,22 +26,7 @@ EXCUSED = "absent_excused"
 UNEXCUSED = "absent_unexcused"
 EXEMPT = "exempt"
 
-CATEGORIES = (
-    "land",
-    "roads_infrastructure",
-    "security_order",
-    "environment",
-    "social_policy",
-    "other",
-)
-CATEGORY_NAMES = {
-    "land": "Đất đai",
-    "roads_infrastructure": "Giao thông, hạ tầng",
-    "security_order": "An ninh, trật tự",
-    "environment": "Môi trường",
-    "social_policy": "Chính sách xã hội",
-    "other": "Khác",
-}
+CATEGORIES = tuple(c.value for c in PetitionCategory)  # in the contract's order (seeded draws)
 _PETITION_TEXTS = {
     "land": (
         "Đề nghị giải quyết dứt điểm việc cấp giấy chứng nhận quyền sử dụng đất cho các hộ"
