@@ -8,10 +8,9 @@ prepends the headers that differ per recipient (To, Message-ID, X-Chibo-Delivery
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import io
 import re
-from collections import OrderedDict
 from datetime import datetime
 from email.generator import BytesGenerator
 from email.header import Header
@@ -78,8 +77,8 @@ class MailBytes:
 
     def __init__(self, sender: str, cache_size: int = 256) -> None:
         self._sender = sender
-        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
-        self._cache_size = cache_size
+        # Keyed by the texts themselves: a notice to N people encodes its content once.
+        self._encoded = functools.lru_cache(maxsize=cache_size)(self._encode)
 
     def message(
         self,
@@ -96,21 +95,7 @@ class MailBytes:
                 build_message(self._sender, recipient, subject, text, html, message_key, date)
             )
         head = "\r\n".join(_recipient_headers(recipient, message_key, date))
-        return head.encode("ascii") + b"\r\n" + self._content(subject, text, html)
+        return head.encode("ascii") + b"\r\n" + self._encoded(subject, text, html)
 
-    def _content(self, subject: str, text: str, html: str) -> bytes:
-        digest = hashlib.blake2b(digest_size=16)
-        for part in (subject, text, html):
-            data = part.encode("utf-8", "surrogatepass")
-            digest.update(len(data).to_bytes(8, "big"))
-            digest.update(data)
-        key = digest.digest()
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = flatten(_content(self._sender, subject, text, html))
-            self._cache[key] = cached
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return cached
+    def _encode(self, subject: str, text: str, html: str) -> bytes:
+        return flatten(_content(self._sender, subject, text, html))
