@@ -427,6 +427,9 @@ class Stack:
                 str(self.maildir),
             ],
         )
+        self._wait_for_smtp_sink(pid)
+
+    def _wait_for_smtp_sink(self, pid: int) -> None:
         wait_for(
             lambda: _tcp_open(self.settings.host, self.settings.smtp_port),
             part="smtp-sink",
@@ -450,13 +453,7 @@ class Stack:
         address = f"{self.settings.host}:{self.settings.smtp_port}"
         env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent.parent / "lib")}
         pid = self._spawn("smtp-sink", [str(binary), *user, address, "256"], env)
-        wait_for(
-            lambda: _tcp_open(self.settings.host, self.settings.smtp_port),
-            part="smtp-sink",
-            timeout_s=self.settings.startup_timeout_s,
-            log=self.log_path("smtp-sink"),
-            alive=lambda: _pid_alive(pid),
-        )
+        self._wait_for_smtp_sink(pid)
         return True
 
     def start_service(
