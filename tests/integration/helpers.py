@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import httpx
 
 from ops.stack import Stack
 from shared.clock import LOCAL_TZ
@@ -139,3 +140,35 @@ def daytime(stack: Stack) -> Iterator[None]:
         yield
     finally:
         path.write_text("0")
+
+
+class UnitLadder:
+    """A ward in a district in a province, with a token that may act on all of it, and
+    its commands sent over the meetings service's HTTP door."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ward = unique_ward()
+        self.district = f"{self.ward}-huyen"
+        self.province = f"{self.ward}-tinh"
+        token = stack.issue_token("province_official", "province", self.province, "test")
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def send(
+        self, command_type: str, body: dict[str, Any], url: str | None = None
+    ) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=url or self.stack.service_url("meetings")) as c:
+            response = await c.post(f"/v1/commands/{command_type}", json=body, headers=self.headers)
+        assert response.status_code == 201, (command_type, response.text)
+        return dict(response.json())
+
+    async def register(self) -> None:
+        for unit, parent, level in (
+            (self.province, None, "province"),
+            (self.district, self.province, "district"),
+            (self.ward, self.district, "ward"),
+        ):
+            await self.send(
+                "RegisterUnit",
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
+            )

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ops.stack import Stack, free_port
-from tests.integration.helpers import eventually, fetch, unique_ward
+from tests.integration.helpers import UnitLadder, eventually, fetch
 
 DAY = 86_400.0
 
@@ -32,33 +32,8 @@ def clock(running_stack: Stack) -> Iterator[Any]:
     path.write_text("0")
 
 
-class Ward:
+class Ward(UnitLadder):
     """A ward in a district in a province, with a token that may act on all of it."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.ward = unique_ward()
-        self.district = f"{self.ward}-huyen"
-        self.province = f"{self.ward}-tinh"
-        token = stack.issue_token("province_official", "province", self.province, "test")
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def send(self, command_type: str, body: dict[str, Any], url: str | None = None) -> dict:
-        async with httpx.AsyncClient(base_url=url or self.stack.service_url("meetings")) as c:
-            response = await c.post(f"/v1/commands/{command_type}", json=body, headers=self.headers)
-        assert response.status_code == 201, (command_type, response.text)
-        return response.json()
-
-    async def register(self) -> None:
-        for unit, parent, level in (
-            (self.province, None, "province"),
-            (self.district, self.province, "district"),
-            (self.ward, self.district, "ward"),
-        ):
-            await self.send(
-                "RegisterUnit",
-                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
-            )
 
     async def raise_petition(self, n: int = 1, url: str | None = None) -> str:
         petition_id = f"{self.ward}.kn-{n}-{uuid.uuid4().hex[:6]}"

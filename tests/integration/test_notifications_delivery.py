@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 
 from ops.stack import PROJECT_ROOT, Stack, free_port
 from shared.clock import LOCAL_TZ
-from tests.integration.helpers import eventually, fetch, mails_to, read_topic
+from tests.integration.helpers import UnitLadder, eventually, fetch, mails_to, read_topic
 
 DAY = 86_400.0
 SECRET = "webhook-secret-for-tests-0123456789"
@@ -124,42 +124,22 @@ def clock(notify: Stack) -> Iterator[Any]:
 # -- an organisation with people and contacts -------------------------------------------
 
 
-class Org:
+class Org(UnitLadder):
     """Province → district → ward → one cell, with members, officials and contacts."""
 
     def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        tag = uuid.uuid4().hex[:8]
-        self.ward = f"ward-{tag}"
-        self.district = f"{self.ward}-huyen"
-        self.province = f"{self.ward}-tinh"
+        super().__init__(stack)
         self.cell = f"{self.ward}.to-01"
         self.members = [f"{self.cell}.dv{i}" for i in (1, 2, 3)]
         self.supervisor = f"{self.ward}.uv1"  # the ward committee member in charge
         self.ward_official = f"{self.ward}.bt"
         self.district_official = f"{self.district}.bt"
-        token = stack.issue_token("province_official", "province", self.province, "test")
-        self.headers = {"Authorization": f"Bearer {token}"}
 
     def email(self, person: str) -> str:
         return f"{person}@thu.chibo.local"
 
-    async def send(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.stack.service_url("meetings")) as c:
-            r = await c.post(f"/v1/commands/{command}", json=body, headers=self.headers)
-        assert r.status_code == 201, (command, r.text)
-        return dict(r.json())
-
     async def register(self) -> None:
-        for unit, parent, level in (
-            (self.province, None, "province"),
-            (self.district, self.province, "district"),
-            (self.ward, self.district, "ward"),
-        ):
-            await self.send(
-                "RegisterUnit",
-                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
-            )
+        await super().register()
         for unit, person in (
             (self.ward, self.ward_official),
             (self.district, self.district_official),
