@@ -257,18 +257,8 @@ class EventConsumer:
             self._after_commit()
             self._outcome["applied"].inc(len(applied))
             self._event_time.set(max(e.recorded_at for e in applied).timestamp())
-        info = log.info
-        for envelope in applied:
-            info(
-                "event.applied",
-                consumer=self._service,
-                event_type=envelope.event_type,
-                event_id=str(envelope.event_id),
-                stream_id=envelope.stream_id,
-                stream_version=envelope.stream_version,
-                correlation_id=str(envelope.correlation_id) if envelope.correlation_id else None,
-                causation_id=str(envelope.causation_id) if envelope.causation_id else None,
-            )
+        if applied:
+            self._log_applied(applied, duplicates=len(readable) - len(applied))
         for record, reason, detail in dead:
             await self._dead_letter(record, reason, detail)
         # Every record of the batch is done with, in any outcome: each partition's gauge
@@ -281,6 +271,38 @@ class EventConsumer:
             if gauge is None:
                 gauge = self._offsets[key] = self.applied_offset.labels(self._service, *key)
             gauge.set(offset)
+
+    def _log_applied(self, applied: list[ConsumedEnvelope], duplicates: int) -> None:
+        """The correlation trail. A batch of one gets its ``event.applied`` line at info; a
+        larger batch gets one ``events.batch_applied`` line at info, with the batch's event
+        ids and their correlation ids (in the same order), and each event's own line at
+        debug: a JSON line per event cost about a quarter of the live consumer's CPU."""
+        if len(applied) == 1 or log.is_enabled_for(logging.DEBUG):
+            each = log.info if len(applied) == 1 else log.debug
+            for envelope in applied:
+                each(
+                    "event.applied",
+                    consumer=self._service,
+                    event_type=envelope.event_type,
+                    event_id=str(envelope.event_id),
+                    stream_id=envelope.stream_id,
+                    stream_version=envelope.stream_version,
+                    correlation_id=str(envelope.correlation_id)
+                    if envelope.correlation_id
+                    else None,
+                    causation_id=str(envelope.causation_id) if envelope.causation_id else None,
+                )
+        if len(applied) > 1:
+            log.info(
+                "events.batch_applied",
+                consumer=self._service,
+                events=len(applied),
+                duplicates=duplicates,
+                event_ids=[str(e.event_id) for e in applied],
+                correlation_ids=[
+                    str(e.correlation_id) if e.correlation_id else None for e in applied
+                ],
+            )
 
     async def _dead_letter(self, source: ConsumerRecord, reason: str, detail: str) -> None:
         await self._broker.publish(
