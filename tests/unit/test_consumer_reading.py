@@ -20,13 +20,10 @@ from tests.unit.test_event_reading import PAYLOAD, value
 
 
 class FakeConnection:
-    """Enough of asyncpg for ``claim_batch``: no stream applied before, no race."""
+    """Enough of asyncpg for ``claim_batch``: no stream applied before."""
 
-    async def fetch(self, _sql: str, *_args: Any) -> list[Any]:
-        return []
-
-    async def fetchval(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> int:
-        return len(stream_ids)
+    async def fetch(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> list[Any]:
+        return [(stream_id, 0) for stream_id in stream_ids]
 
     @asynccontextmanager
     async def transaction(self):  # type: ignore[no-untyped-def]
