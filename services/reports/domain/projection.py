@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
 from shared.contract.envelope import Envelope
@@ -64,8 +65,11 @@ STATEMENTS = (
 )
 
 
-# json.dumps(..., ensure_ascii=False) builds a new encoder on every call (~1.5 us).
-_json = json.JSONEncoder(ensure_ascii=False).encode
+def _json(texts: list[str]) -> str:
+    """``json.dumps(texts, ensure_ascii=False)``, the same text, for a list of strings:
+    each string is quoted by the C function json uses, with no encoder built per call
+    (0.4 us against 2.2 us per list)."""
+    return "[" + ", ".join(map(encode_basestring, texts)) + "]"
 
 
 class Write(NamedTuple):
