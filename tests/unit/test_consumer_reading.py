@@ -6,7 +6,10 @@ The broker and the database are stand-ins; the integration tests use the real on
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -175,3 +178,16 @@ def test_a_batch_logs_its_event_ids_and_their_correlation_ids_in_one_line() -> N
             "correlation_ids": [c for _, c in events],
         }
     ]
+
+
+def test_after_start_up_the_youngest_generation_is_collected_less_often() -> None:
+    # In a child process: freezing would move the test run's own objects.
+    script = (
+        "import gc\n"
+        "from shared.consumer import GC_YOUNG_THRESHOLD, freeze_startup_objects\n"
+        "_, older, oldest = gc.get_threshold()\n"
+        "freeze_startup_objects()\n"
+        "assert gc.get_freeze_count() > 0\n"
+        "assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, older, oldest), gc.get_threshold()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
