@@ -106,12 +106,12 @@ async def claim_batch(
     it is new (False: it, or a later event of its stream, was applied already).
 
     Must run first in the transaction that makes the batch's effects. Each stream's row
-    is moved up to the batch's last version, or inserted, and locked (in stream order,
-    as concurrent batches take them); ``old.version`` (PostgreSQL 18) says where it
-    stood. A row another transaction holds is waited for, and its committed version is
-    the one compared, so a rebalance overlap finds its duplicates without a retry.
-    A stream whose row is not returned was applied up to the batch's last version or
-    beyond (its row is locked all the same): all its events here are duplicates.
+    is moved up to the batch's highest version of it, or inserted, and locked (in stream
+    order, as concurrent batches take them); ``old.version`` (PostgreSQL 18) says where
+    it stood. A row another transaction holds is waited for, and its committed version
+    is the one compared, so a rebalance overlap finds its duplicates without a retry.
+    A stream whose row is not returned was applied up to that version or beyond (its
+    row is locked all the same): all its events here are duplicates.
     """
     latest: dict[str, int] = {}
     for envelope in envelopes:
