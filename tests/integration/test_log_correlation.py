@@ -23,11 +23,22 @@ def log_lines(stack: Stack, service: str) -> list[dict]:
 
 
 def applied(stack: Stack, service: str, correlation: str) -> list[dict]:
-    return [
-        line
-        for line in log_lines(stack, service)
-        if line.get("event") == "event.applied" and line.get("correlation_id") == correlation
-    ]
+    """The service's trail entries for a correlation id: an ``event.applied`` line (a
+    batch of one), or an event of an ``events.batch_applied`` line, whose event ids and
+    correlation ids are in the same order."""
+    found = []
+    for line in log_lines(stack, service):
+        if line.get("event") == "event.applied" and line.get("correlation_id") == correlation:
+            found.append(line)
+        elif line.get("event") == "events.batch_applied":
+            ids, correlations = line["event_ids"], line["correlation_ids"]
+            assert len(ids) == len(correlations) == line["events"]
+            found.extend(
+                {"event_id": event_id, "correlation_id": correlation}
+                for event_id, c in zip(ids, correlations, strict=True)
+                if c == correlation
+            )
+    return found
 
 
 async def test_a_command_is_traceable_through_every_service(running_stack: Stack) -> None:

@@ -6,9 +6,13 @@ The broker and the database are stand-ins; the integration tests use the real on
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -19,13 +23,10 @@ from tests.unit.test_event_reading import PAYLOAD, value
 
 
 class FakeConnection:
-    """Enough of asyncpg for ``claim_batch``: no stream applied before, no race."""
+    """Enough of asyncpg for ``claim_batch``: no stream applied before."""
 
-    async def fetch(self, _sql: str, *_args: Any) -> list[Any]:
-        return []
-
-    async def fetchval(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> int:
-        return len(stream_ids)
+    async def fetch(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> list[Any]:
+        return [(stream_id, 0) for stream_id in stream_ids]
 
     @asynccontextmanager
     async def transaction(self):  # type: ignore[no-untyped-def]
@@ -111,3 +112,82 @@ def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
         {"consumer": "reports", "topic": "chibo.events.v1", "partition": "0"},
     )
     assert offset == 4
+
+
+def applied_lines(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+    """What the consumer logs at info for one batch whose records are all applied."""
+
+    async def apply(_conn: Any, _envelope: Any, _event: Any) -> None:
+        return None
+
+    consumer = EventConsumer(
+        "reports",
+        "reports",
+        FakePool(),  # type: ignore[arg-type]
+        FakeBroker(),  # type: ignore[arg-type]
+        KafkaSettings(),
+        apply,
+        CollectorRegistry(),
+    )
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(consumer._process(records))
+    return [line for line in logs if line["log_level"] == "info"]
+
+
+def test_a_batch_of_one_keeps_its_event_applied_line() -> None:
+    raw = value(causation_id="1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e")
+
+    lines = applied_lines([record(0, raw)])
+
+    assert lines == [
+        {
+            "event": "event.applied",
+            "log_level": "info",
+            "consumer": "reports",
+            "event_type": "MeetingScheduled",
+            "event_id": "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f",
+            "stream_id": "meeting-nam-ngan.to-01.2026-12",
+            "stream_version": 1,
+            "correlation_id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "causation_id": "1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e",
+        }
+    ]
+
+
+def test_a_batch_logs_its_event_ids_and_their_correlation_ids_in_one_line() -> None:
+    events = [
+        ("11111111-1111-4111-8111-111111111111", "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"),
+        ("22222222-2222-4222-8222-222222222222", None),
+        ("33333333-3333-4333-8333-333333333333", "cccccccc-cccc-4ccc-8ccc-cccccccccccc"),
+    ]
+    records = [
+        record(i, value(event_id=e, correlation_id=c, stream_id=f"meeting-{i}"))
+        for i, (e, c) in enumerate(events)
+    ]
+
+    lines = applied_lines(records)
+
+    assert lines == [
+        {
+            "event": "events.batch_applied",
+            "log_level": "info",
+            "consumer": "reports",
+            "events": 3,
+            "duplicates": 0,
+            "event_ids": [e for e, _ in events],
+            "correlation_ids": [c for _, c in events],
+        }
+    ]
+
+
+def test_after_start_up_the_youngest_generation_is_collected_less_often() -> None:
+    # In a child process: freezing would move the test run's own objects.
+    script = (
+        "import gc\n"
+        "from shared.consumer import GC_YOUNG_THRESHOLD, freeze_startup_objects\n"
+        "_, older, oldest = gc.get_threshold()\n"
+        "freeze_startup_objects()\n"
+        "assert gc.get_freeze_count() > 0\n"
+        "assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, older, oldest), gc.get_threshold()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])

@@ -11,10 +11,12 @@ it applies to.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
+from shared.contract.envelope import Envelope
 from shared.contract.events import (
     Attendance,
     CellRegistered,
@@ -63,6 +65,13 @@ STATEMENTS = (
 )
 
 
+def _json(texts: list[str]) -> str:
+    """``json.dumps(texts, ensure_ascii=False)``, the same text, for a list of strings:
+    each string is quoted by the C function json uses, with no encoder built per call
+    (0.4 us against 2.2 us per list)."""
+    return "[" + ", ".join(map(encode_basestring, texts)) + "]"
+
+
 class Write(NamedTuple):
     statement: str
     args: tuple[Any, ...]
@@ -73,6 +82,17 @@ def writes_for(event: DomainEvent, occurred_at: datetime, stream_version: int) -
     # By exact type: a class pattern per event would be an ABC isinstance check each.
     make = _WRITES.get(type(event))
     return make(event, occurred_at, stream_version) if make is not None else []
+
+
+def batch_writes_for(items: Iterable[tuple[Envelope, DomainEvent]]) -> list[Write]:
+    """The row writes of a batch's events, in order: ``writes_for`` of each, in one loop."""
+    writes: list[Write] = []
+    get = _WRITES.get
+    for envelope, event in items:
+        make = get(type(event))
+        if make is not None:
+            writes += make(event, envelope.occurred_at, envelope.stream_version)
+    return writes
 
 
 def _unit(event: UnitRegistered, occurred_at: datetime, stream_version: int) -> list[Write]:
@@ -139,7 +159,7 @@ def _meeting_scheduled(
                 event.ward_id,
                 event.cell_id,
                 event.kind.value,
-                json.dumps(event.agenda, ensure_ascii=False),
+                _json(event.agenda),
                 event.scheduled_start,
             ),
         )
@@ -170,7 +190,7 @@ def _meeting_opened(
                 event.meeting_id,
                 event.opened_at,
                 event.supervisor_present,
-                json.dumps(present, ensure_ascii=False),  # a list per row: JSON, for unnest
+                _json(present),  # a list per row: JSON, for unnest
                 len(present),
                 statuses.count(Attendance.ABSENT_EXCUSED),
                 statuses.count(Attendance.ABSENT_UNEXCUSED),
@@ -324,7 +344,7 @@ def _orientation(
                 event.orientation_id,
                 event.ward_id,
                 event.month,
-                json.dumps(event.topics, ensure_ascii=False),
+                _json(event.topics),
                 event.issued_at,
                 event.on_time,
             ),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.reports.adapters import projection_store
-from services.reports.domain.projection import Write, writes_for
+from services.reports.domain.projection import Write, batch_writes_for, writes_for
 from shared.contract import DomainEvent
 from shared.contract.envelope import Envelope
 
@@ -18,7 +18,7 @@ def event_writes(item: tuple[Envelope, DomainEvent]) -> list[Write]:
 
 
 def batch_writes(items: Sequence[tuple[Envelope, DomainEvent]]) -> list[Write]:
-    return [write for item in items for write in event_writes(item)]
+    return batch_writes_for(items)
 
 
 async def project_batch(
