@@ -4,6 +4,7 @@ upcasting from stored rows, and a transaction that commits late."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ops.stack import Stack
 from services.meetings.adapters.event_store import (
+    AppendResult,
     ConcurrencyConflict,
     EventMetadata,
     PostgresEventStore,
@@ -99,6 +101,46 @@ async def test_idempotency_key_returns_the_first_result_and_appends_nothing(
         "select count(*) from meetings.events where stream_id = $1", f"meeting-{ward}"
     )
     assert count == 1
+
+
+async def test_a_replay_reads_the_whole_first_result_back_from_the_events(
+    pool: asyncpg.Pool,
+) -> None:
+    ward = unique_ward()
+    store = new_store(pool)
+    stream = f"meeting-{ward}"
+    async with store.transaction() as conn:
+        await store.append(conn, stream, ward, 0, [scheduled(ward)], META)
+    key = f"test:{uuid.uuid4()}"
+    async with store.transaction() as conn:  # two events, at versions 2 and 3
+        first = await store.append(
+            conn, stream, ward, 1, [scheduled(ward, 2), scheduled(ward, 3)], META, key
+        )
+    empty_key = f"test:{uuid.uuid4()}"
+    async with store.transaction() as conn:  # a command that appended nothing
+        await store.record_keys(conn, [(empty_key, AppendResult(stream, 3))])
+    again = await store.results_for_keys([key, empty_key])
+    assert again[key] == dataclasses.replace(first, replayed=True)
+    assert len(first.global_positions) == 2 and first.stream_version == 3
+    assert again[empty_key] == AppendResult(stream, 3, [], [], replayed=True)
+
+
+async def test_a_key_kept_with_its_result_as_json_replays_that_result(
+    pool: asyncpg.Pool,
+) -> None:
+    """Keys written before migration 007 carry a JSON copy of the result."""
+    ward = unique_ward()
+    key = f"test:{uuid.uuid4()}"
+    kept = AppendResult(f"meeting-{ward}", 1, [41], [uuid.uuid4()])
+    await pool.execute(
+        "insert into meetings.idempotency_keys (idempotency_key, stream_id, result)"
+        " values ($1, $2, $3::jsonb)",
+        key,
+        kept.stream_id,
+        json.dumps(kept.to_json()),
+    )
+    again = await new_store(pool).results_for_keys([key])
+    assert again[key] == dataclasses.replace(kept, replayed=True)
 
 
 async def test_a_stored_v1_row_loads_upcast_and_the_cache_sees_later_appends(

@@ -25,6 +25,7 @@ from services.meetings.adapters.event_store import (
     AppendResult,
     ConcurrencyConflict,
     EventMetadata,
+    KeyedResult,
     NewEvent,
     PostgresEventStore,
     StreamAdvance,
@@ -447,26 +448,32 @@ class CommandBus:
             StreamAdvance(sid, wards[sid], loaded_versions[sid], len(histories[sid]))
             for sid in touched
         ]
-        positions = iter(await self._store.write(conn, advances, new_events) if new_events else [])
+        keys = [
+            KeyedResult(key, stream_id, first + count - 1, count)
+            for i, stream_id, first, count in planned
+            if (key := items[i][1].idempotency_key) is not None
+        ]
+        positions = (
+            await self._store.write(conn, advances, new_events, keys) if new_events or keys else []
+        )
         await write_models.apply(conn, [e.event for e in new_events])
         for i, _, _, count in planned:
             route = ROUTES[type(items[i][0])]
             if route.store is not None and count:
                 await route.store(conn, items[i][0])
-        events = iter(new_events)
         keyed: list[tuple[str, AppendResult]] = []
+        at = 0
         for i, stream_id, first, count in planned:
-            mine = [next(events) for _ in range(count)]
             result = AppendResult(
                 stream_id=stream_id,
                 stream_version=first + count - 1,
-                global_positions=[next(positions) for _ in range(count)],
-                event_ids=[e.event_id for e in mine],
+                global_positions=positions[at : at + count],
+                event_ids=[e.event_id for e in new_events[at : at + count]],
             )
+            at += count
             outcomes[i] = result
             if (key := items[i][1].idempotency_key) is not None:
                 keyed.append((key, result))
-        await self._store.record_keys(conn, keyed)
         replayed = {key: r for key, r in keyed} | earlier
         for i in indices:
             key = items[i][1].idempotency_key
