@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from services.meetings.adapters.ids import new_uuid
 from services.meetings.adapters.metrics import MeetingsMetrics
 from shared.contract import DomainEvent
 from shared.contract.events import load_event
@@ -72,7 +73,7 @@ class NewEvent:
     ward_id: str
     event: DomainEvent
     meta: EventMetadata
-    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = field(default_factory=new_uuid)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from services.meetings.adapters.event_store import (
     PostgresEventStore,
     StreamAdvance,
 )
+from services.meetings.adapters.ids import new_uuid
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.domain import (
@@ -91,7 +92,7 @@ class CommandContext:
     source: str
     door: str  # "http" or "kafka"
     idempotency_key: str | None = None
-    correlation_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    correlation_id: uuid.UUID = field(default_factory=new_uuid)
     causation_id: uuid.UUID | None = None
     occurred_at: datetime | None = None  # when it happened at the source; else when received
 
