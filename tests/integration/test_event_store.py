@@ -76,6 +76,8 @@ async def test_two_writers_on_one_version_one_wins_one_gets_a_conflict(
     with pytest.raises(ConcurrencyConflict) as conflict:
         await racing
     assert conflict.value.stream_id == stream
+    # The loser learns the version it lost to, read once its statement was rolled back.
+    assert (conflict.value.expected, conflict.value.actual) == (0, 1)
     # A stale expected version further on is a conflict too, not a gap in the stream.
     with pytest.raises(ConcurrencyConflict) as stale:
         async with second.transaction() as conn_b:

@@ -8,6 +8,7 @@ so a batch of commands commits once while a rejected command leaves no trace.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -99,14 +100,15 @@ class KeyedResult(NamedTuple):
 # One statement per append, whatever the number of streams and events: the streams move
 # (a new one is inserted, a known one moves from the version its writer loaded), the
 # events of the streams that moved are inserted, and the idempotency keys are remembered.
-# A stream that did not move (another writer got there first) is named in `stuck`, and
-# none of its events is written. Identity positions are handed out in insertion order,
-# which is the events' order (`order by e.ord`), so sorted positions are in that order.
+# A new stream another writer created first fails the statement on streams_pkey (a plain
+# insert: `on conflict do nothing` doubled the insert's cost); a known stream that did not
+# move is named in `stuck`, and none of its events is written. Identity positions are
+# handed out in insertion order, which is the events' order (`order by e.ord`), so sorted
+# positions are in that order.
 _WRITE = """
 with created as (
     insert into meetings.streams (stream_id, ward_id, version)
     select * from unnest($1::text[], $2::text[], $3::int[])
-    on conflict do nothing
     returning stream_id
 ), moved as (
     update meetings.streams s set version = u.new_version
@@ -159,6 +161,9 @@ left join lateral (
 ) ev on k.result is null
 where k.idempotency_key = any($1::text[])
 """
+
+
+_KEY_TAKEN = re.compile(r"^Key \(stream_id\)=\((.*)\) already exists\.$")
 
 
 class ConcurrencyConflict(Exception):
@@ -311,6 +316,12 @@ class PostgresEventStore:
                 [k.event_count for k in keys],
             )
         except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "streams_pkey" and created:
+                # Another writer created the stream first. Its version cannot be read in
+                # this failed transaction: conflict_details() reads it after the rollback.
+                taken = _KEY_TAKEN.search(exc.detail or "")
+                stream_id = taken.group(1) if taken else created[0].stream_id
+                raise ConcurrencyConflict(stream_id, 0, None) from exc
             if exc.constraint_name == "idempotency_keys_pkey" and keys:
                 raise ConcurrencyConflict(keys[0].stream_id, -1, None) from exc
             raise ConcurrencyConflict(events[0].stream_id if events else "", -1, None) from exc
@@ -352,11 +363,27 @@ class PostgresEventStore:
         keys = (
             [KeyedResult(idempotency_key, stream_id, version, len(new))] if idempotency_key else []
         )
-        async with conn.transaction():
-            positions = await self.write(
-                conn, [StreamAdvance(stream_id, ward_id, expected_version, version)], new, keys
-            )
+        try:
+            async with conn.transaction():
+                positions = await self.write(
+                    conn, [StreamAdvance(stream_id, ward_id, expected_version, version)], new, keys
+                )
+        except ConcurrencyConflict as exc:
+            raise await self.conflict_details(conn, exc) from exc
         return AppendResult(stream_id, version, positions, [e.event_id for e in new])
+
+    @staticmethod
+    async def conflict_details(
+        conn: asyncpg.Connection, conflict: ConcurrencyConflict
+    ) -> ConcurrencyConflict:
+        """The conflict with the stream's actual version, once the statement that found it
+        has been rolled back (to a savepoint): a stream created by another writer first."""
+        if conflict.actual is not None or conflict.expected < 0:
+            return conflict
+        actual = await conn.fetchval(
+            "select version from meetings.streams where stream_id = $1", conflict.stream_id
+        )
+        return ConcurrencyConflict(conflict.stream_id, conflict.expected, actual)
 
     async def record_keys(
         self, conn: asyncpg.Connection, keys: list[tuple[str, AppendResult]]

@@ -319,7 +319,8 @@ class CommandBus:
                         async with conn.transaction():
                             written += await self._run([i], items, outcomes, earlier, conn)
                     except ConcurrencyConflict as exc:
-                        outcomes[i] = Rejection.of(exc)
+                        conflict = await self._store.conflict_details(conn, exc)
+                        outcomes[i] = Rejection.of(conflict)
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
         self._count_decisions(written)
