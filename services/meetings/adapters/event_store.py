@@ -65,20 +65,19 @@ class AppendResult:
         )
 
 
-@dataclass(frozen=True)
-class NewEvent:
-    """One event to write, at its place in its stream."""
+class NewEvent(NamedTuple):
+    """One event to write, at its place in its stream, under a new id (``new_uuid()``).
+    A named tuple: one is made per event, and a frozen dataclass costs three times more."""
 
     stream_id: str
     stream_version: int
     ward_id: str
     event: DomainEvent
     meta: EventMetadata
-    event_id: uuid.UUID = field(default_factory=new_uuid)
+    event_id: uuid.UUID
 
 
-@dataclass(frozen=True)
-class StreamAdvance:
+class StreamAdvance(NamedTuple):
     """A stream moving from the version its writer loaded to the version it leaves."""
 
     stream_id: str
@@ -356,7 +355,7 @@ class PostgresEventStore:
     ) -> AppendResult:
         """One stream's events, in a savepoint of the caller's transaction."""
         new = [
-            NewEvent(stream_id, expected_version + n, ward_id, event, meta)
+            NewEvent(stream_id, expected_version + n, ward_id, event, meta, new_uuid())
             for n, event in enumerate(events, start=1)
         ]
         version = expected_version + len(events)

@@ -434,7 +434,7 @@ class CommandBus:
             meta = self._metadata(ctx)
             first = len(history) + 1
             new_events += [
-                NewEvent(stream_id, first + n, ward_id, event, meta)
+                NewEvent(stream_id, first + n, ward_id, event, meta, new_uuid())
                 for n, event in enumerate(decided)
             ]
             history.extend(decided)
