@@ -76,7 +76,15 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        # Nothing here leaves session state on a pooled connection (the relay's advisory lock
+        # has a connection of its own; the migration lock is released in a finally), so a
+        # release skips the reset query: a round trip per batch, relay poll and check.
+        pool = await create_pool(
+            settings.database_url,
+            settings.db_pool_min,
+            settings.db_pool_max,
+            reset_session=False,
+        )
         await migrate(pool, "meetings", MIGRATIONS)
         await ensure_topics(kafka, [kafka.events_topic, kafka.commands_topic, kafka.dlq_topic])
         store = PostgresEventStore(pool, metrics, settings.aggregate_cache_streams)

@@ -25,6 +25,7 @@ from services.meetings.adapters.event_store import (
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.relay import _SELECT_BATCH
 from shared.contract import MeetingKind, MeetingScheduled
+from shared.postgres import create_pool
 from tests.integration.helpers import eventually, unique_ward
 
 META = EventMetadata(actor="test", source="test", occurred_at=datetime.now(UTC))
@@ -228,3 +229,19 @@ async def test_a_late_committing_transaction_is_relayed_not_skipped(
     finally:
         await consumer.stop()
     assert offsets["a"] < offsets["b"]  # same ward, same partition: relay order is kept
+
+
+async def test_a_pool_without_the_session_reset_still_rolls_back_what_was_left_open(
+    running_stack: Stack,
+) -> None:
+    """The meetings service's pool skips asyncpg's reset query on release."""
+    pool = await create_pool(running_stack.database_url, 1, 1, reset_session=False)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("begin")  # not a managed conn.transaction(): left open
+            await conn.execute("create temp table left_open (x int)")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("select to_regclass('pg_temp.left_open')") is None
+    finally:
+        await pool.close()
