@@ -13,10 +13,22 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, *, reset_session: bool = True
+) -> asyncpg.Pool:
+    """``reset_session=False`` is for a service whose pooled connections never leave session
+    state behind (no SET, LISTEN, held cursor or advisory lock outlives its use): a released
+    connection then skips asyncpg's reset query (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN
+    *, RESET ALL), a round trip per release. A transaction left open is still rolled back."""
+    reset = None if reset_session else _keep_session
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=reset)
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset when the session has nothing to reset: asyncpg has already rolled
+    back a transaction left open before it calls this."""
 
 
 async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list[str]:

@@ -4,6 +4,7 @@ upcasting from stored rows, and a transaction that commits late."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from ops.stack import Stack
 from services.meetings.adapters.event_store import (
+    AppendResult,
     ConcurrencyConflict,
     EventMetadata,
     PostgresEventStore,
@@ -23,6 +25,7 @@ from services.meetings.adapters.event_store import (
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.relay import _SELECT_BATCH
 from shared.contract import MeetingKind, MeetingScheduled
+from shared.postgres import create_pool
 from tests.integration.helpers import eventually, unique_ward
 
 META = EventMetadata(actor="test", source="test", occurred_at=datetime.now(UTC))
@@ -74,6 +77,8 @@ async def test_two_writers_on_one_version_one_wins_one_gets_a_conflict(
     with pytest.raises(ConcurrencyConflict) as conflict:
         await racing
     assert conflict.value.stream_id == stream
+    # The loser learns the version it lost to, read once its statement was rolled back.
+    assert (conflict.value.expected, conflict.value.actual) == (0, 1)
     # A stale expected version further on is a conflict too, not a gap in the stream.
     with pytest.raises(ConcurrencyConflict) as stale:
         async with second.transaction() as conn_b:
@@ -99,6 +104,46 @@ async def test_idempotency_key_returns_the_first_result_and_appends_nothing(
         "select count(*) from meetings.events where stream_id = $1", f"meeting-{ward}"
     )
     assert count == 1
+
+
+async def test_a_replay_reads_the_whole_first_result_back_from_the_events(
+    pool: asyncpg.Pool,
+) -> None:
+    ward = unique_ward()
+    store = new_store(pool)
+    stream = f"meeting-{ward}"
+    async with store.transaction() as conn:
+        await store.append(conn, stream, ward, 0, [scheduled(ward)], META)
+    key = f"test:{uuid.uuid4()}"
+    async with store.transaction() as conn:  # two events, at versions 2 and 3
+        first = await store.append(
+            conn, stream, ward, 1, [scheduled(ward, 2), scheduled(ward, 3)], META, key
+        )
+    empty_key = f"test:{uuid.uuid4()}"
+    async with store.transaction() as conn:  # a command that appended nothing
+        await store.record_keys(conn, [(empty_key, AppendResult(stream, 3))])
+    again = await store.results_for_keys([key, empty_key])
+    assert again[key] == dataclasses.replace(first, replayed=True)
+    assert len(first.global_positions) == 2 and first.stream_version == 3
+    assert again[empty_key] == AppendResult(stream, 3, [], [], replayed=True)
+
+
+async def test_a_key_kept_with_its_result_as_json_replays_that_result(
+    pool: asyncpg.Pool,
+) -> None:
+    """Keys written before migration 007 carry a JSON copy of the result."""
+    ward = unique_ward()
+    key = f"test:{uuid.uuid4()}"
+    kept = AppendResult(f"meeting-{ward}", 1, [41], [uuid.uuid4()])
+    await pool.execute(
+        "insert into meetings.idempotency_keys (idempotency_key, stream_id, result)"
+        " values ($1, $2, $3::jsonb)",
+        key,
+        kept.stream_id,
+        json.dumps(kept.to_json()),
+    )
+    again = await new_store(pool).results_for_keys([key])
+    assert again[key] == dataclasses.replace(kept, replayed=True)
 
 
 async def test_a_stored_v1_row_loads_upcast_and_the_cache_sees_later_appends(
@@ -184,3 +229,19 @@ async def test_a_late_committing_transaction_is_relayed_not_skipped(
     finally:
         await consumer.stop()
     assert offsets["a"] < offsets["b"]  # same ward, same partition: relay order is kept
+
+
+async def test_a_pool_without_the_session_reset_still_rolls_back_what_was_left_open(
+    running_stack: Stack,
+) -> None:
+    """The meetings service's pool skips asyncpg's reset query on release."""
+    pool = await create_pool(running_stack.database_url, 1, 1, reset_session=False)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("begin")  # not a managed conn.transaction(): left open
+            await conn.execute("create temp table left_open (x int)")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("select to_regclass('pg_temp.left_open')") is None
+    finally:
+        await pool.close()

@@ -61,6 +61,33 @@ def test_the_relayed_value_is_a_valid_envelope_with_the_stored_payload() -> None
     assert dict(record["headers"])["event_type"] == b"MeetingScheduled"
 
 
+def test_the_relayed_value_is_json_dumps_of_the_head_then_the_stored_payload() -> None:
+    """The hand-formatted value is byte for byte what json.dumps made of the row."""
+    for text in ('say "hi"\\ \n\t', "Việt Nam \u2028 😀", "\x00"):
+        stored = row(actor=text, source=text, stream_id=f"meeting-{text}", ward_id=text)
+        for overrides in (
+            {},
+            {"event_id": str(stored["event_id"]), "correlation_id": None},
+            {"recorded_at": datetime(2026, 11, 22, 10, 0, tzinfo=UTC)},  # no microseconds
+        ):
+            stored = {**stored, **overrides}
+            head = {k: stored[k] for k in HEAD_FIELDS}
+            for k in ("event_id", "correlation_id", "causation_id"):
+                head[k] = str(head[k]) if head[k] else None
+            for k in ("occurred_at", "recorded_at"):
+                head[k] = head[k].isoformat()  # type: ignore[attr-defined]
+            expected = json.dumps(head, ensure_ascii=False)[:-1]
+            expected += f', "payload": {stored["payload"]}}}'
+            assert kafka_record(stored)["value"] == expected.encode()
+
+
+HEAD_FIELDS = (
+    "event_id", "event_type", "schema_version", "stream_id", "stream_version",
+    "global_position", "ward_id", "occurred_at", "recorded_at", "correlation_id",
+    "causation_id", "actor", "source",
+)  # fmt: skip
+
+
 class _Batch:
     def __init__(self, capacity: int) -> None:
         self.records: list[dict[str, object]] = []

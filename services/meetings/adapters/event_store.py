@@ -8,6 +8,7 @@ so a batch of commands commits once while a rejected command leaves no trace.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -15,10 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
+from services.meetings.adapters.ids import new_uuid
 from services.meetings.adapters.metrics import MeetingsMetrics
 from shared.contract import DomainEvent
 from shared.contract.events import load_event
@@ -63,26 +65,104 @@ class AppendResult:
         )
 
 
-@dataclass(frozen=True)
-class NewEvent:
-    """One event to write, at its place in its stream."""
+class NewEvent(NamedTuple):
+    """One event to write, at its place in its stream, under a new id (``new_uuid()``).
+    A named tuple: one is made per event, and a frozen dataclass costs three times more."""
 
     stream_id: str
     stream_version: int
     ward_id: str
     event: DomainEvent
     meta: EventMetadata
-    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID
 
 
-@dataclass(frozen=True)
-class StreamAdvance:
+class StreamAdvance(NamedTuple):
     """A stream moving from the version its writer loaded to the version it leaves."""
 
     stream_id: str
     ward_id: str
     expected_version: int
     new_version: int
+
+
+class KeyedResult(NamedTuple):
+    """Where the events of a command sent with an idempotency key are: its stream, the
+    stream's version after them, and how many there were (a replay reads them back)."""
+
+    idempotency_key: str
+    stream_id: str
+    stream_version: int
+    event_count: int
+
+
+# One statement per append, whatever the number of streams and events: the streams move
+# (a new one is inserted, a known one moves from the version its writer loaded), the
+# events of the streams that moved are inserted, and the idempotency keys are remembered.
+# A new stream another writer created first fails the statement on streams_pkey (a plain
+# insert: `on conflict do nothing` doubled the insert's cost); a known stream that did not
+# move is named in `stuck`, and none of its events is written. Identity positions are
+# handed out in insertion order, which is the events' order (`order by e.ord`), so sorted
+# positions are in that order.
+_WRITE = """
+with created as (
+    insert into meetings.streams (stream_id, ward_id, version)
+    select * from unnest($1::text[], $2::text[], $3::int[])
+    returning stream_id
+), moved as (
+    update meetings.streams s set version = u.new_version
+    from unnest($4::text[], $5::int[], $6::int[], $7::text[])
+         as u(stream_id, expected, new_version, ward_id)
+    where s.stream_id = u.stream_id and s.version = u.expected and s.ward_id = u.ward_id
+    returning s.stream_id
+), advanced as (
+    select stream_id from created union all select stream_id from moved
+), appended as (
+    insert into meetings.events (
+        event_id, stream_id, stream_version, event_type, schema_version, ward_id,
+        payload, occurred_at, correlation_id, causation_id, actor, source)
+    select e.event_id, e.stream_id, e.stream_version, e.event_type,
+           e.schema_version, e.ward_id, e.payload::jsonb, e.occurred_at,
+           e.correlation_id, e.causation_id, e.actor, e.source
+    from unnest($8::uuid[], $9::text[], $10::int[], $11::text[], $12::int[],
+                $13::text[], $14::text[], $15::timestamptz[], $16::uuid[],
+                $17::uuid[], $18::text[], $19::text[])
+         with ordinality as e(event_id, stream_id, stream_version, event_type,
+                              schema_version, ward_id, payload, occurred_at,
+                              correlation_id, causation_id, actor, source, ord)
+    where e.stream_id in (select stream_id from advanced)
+    order by e.ord
+    returning global_position
+), keyed as (
+    insert into meetings.idempotency_keys
+        (idempotency_key, stream_id, stream_version, event_count)
+    select * from unnest($20::text[], $21::text[], $22::int[], $23::int[])
+)
+select array(select global_position from appended order by global_position) as positions,
+       case when (select count(*) from advanced) < cardinality($1::text[]) + cardinality($4::text[])
+            then array(select unnest($1::text[] || $4::text[])
+                       except select stream_id from advanced)
+       end as stuck
+"""
+
+# A key's result: kept as JSON by rows written before migration 007, else read back from
+# the events it names.
+_RESULTS_FOR_KEYS = """
+select k.idempotency_key, k.result, k.stream_id, k.stream_version, ev.positions, ev.event_ids
+from meetings.idempotency_keys k
+left join lateral (
+    select array_agg(e.global_position order by e.stream_version) as positions,
+           array_agg(e.event_id order by e.stream_version) as event_ids
+    from meetings.events e
+    where e.stream_id = k.stream_id
+      and e.stream_version > k.stream_version - k.event_count
+      and e.stream_version <= k.stream_version
+) ev on k.result is null
+where k.idempotency_key = any($1::text[])
+"""
+
+
+_KEY_TAKEN = re.compile(r"^Key \(stream_id\)=\((.*)\) already exists\.$")
 
 
 class ConcurrencyConflict(Exception):
@@ -177,13 +257,17 @@ class PostgresEventStore:
     ) -> dict[str, AppendResult]:
         if not keys:
             return {}
-        rows = await (conn or self._pool).fetch(
-            "select idempotency_key, result from meetings.idempotency_keys"
-            " where idempotency_key = any($1::text[])",
-            keys,
-        )
+        rows = await (conn or self._pool).fetch(_RESULTS_FOR_KEYS, keys)
         return {
             r["idempotency_key"]: AppendResult.from_json(json.loads(r["result"]), replayed=True)
+            if r["result"] is not None
+            else AppendResult(
+                stream_id=r["stream_id"],
+                stream_version=r["stream_version"],
+                global_positions=list(r["positions"] or []),
+                event_ids=list(r["event_ids"] or []),
+                replayed=True,
+            )
             for r in rows
         }
 
@@ -192,31 +276,27 @@ class PostgresEventStore:
         conn: asyncpg.Connection,
         advances: list[StreamAdvance],
         events: list[NewEvent],
+        keys: list[KeyedResult] | None = None,
     ) -> list[int]:
-        """Move the streams and insert the events, in a few statements whatever their
-        number; returns each event's global position. Raises ConcurrencyConflict, and
-        leaves the caller's transaction to be rolled back, if any stream moved meanwhile.
+        """Move the streams, insert the events and remember the idempotency keys, in one
+        statement whatever their number; returns each event's global position. Raises
+        ConcurrencyConflict, and leaves the caller's transaction to be rolled back, if any
+        stream moved meanwhile or a key was taken meanwhile.
         """
         started = time.perf_counter()
+        keys = keys or []
+        created = [a for a in advances if a.expected_version == 0]
+        moved = [a for a in advances if a.expected_version > 0]
         try:
-            await self._advance_streams(conn, advances)
-            rows = await conn.fetch(
-                """
-                insert into meetings.events (
-                    event_id, stream_id, stream_version, event_type, schema_version, ward_id,
-                    payload, occurred_at, correlation_id, causation_id, actor, source)
-                select e.event_id, e.stream_id, e.stream_version, e.event_type,
-                       e.schema_version, e.ward_id, e.payload::jsonb, e.occurred_at,
-                       e.correlation_id, e.causation_id, e.actor, e.source
-                from unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[],
-                            $6::text[], $7::text[], $8::timestamptz[], $9::uuid[],
-                            $10::uuid[], $11::text[], $12::text[])
-                     with ordinality as e(event_id, stream_id, stream_version, event_type,
-                                          schema_version, ward_id, payload, occurred_at,
-                                          correlation_id, causation_id, actor, source, ord)
-                order by e.ord
-                returning global_position
-                """,
+            row = await conn.fetchrow(
+                _WRITE,
+                [a.stream_id for a in created],
+                [a.ward_id for a in created],
+                [a.new_version for a in created],
+                [a.stream_id for a in moved],
+                [a.expected_version for a in moved],
+                [a.new_version for a in moved],
+                [a.ward_id for a in moved],
                 [e.event_id for e in events],
                 [e.stream_id for e in events],
                 [e.stream_version for e in events],
@@ -229,9 +309,29 @@ class PostgresEventStore:
                 [e.meta.causation_id for e in events],
                 [e.meta.actor for e in events],
                 [e.meta.source for e in events],
+                [k.idempotency_key for k in keys],
+                [k.stream_id for k in keys],
+                [k.stream_version for k in keys],
+                [k.event_count for k in keys],
             )
         except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "streams_pkey" and created:
+                # Another writer created the stream first. Its version cannot be read in
+                # this failed transaction: conflict_details() reads it after the rollback.
+                taken = _KEY_TAKEN.search(exc.detail or "")
+                stream_id = taken.group(1) if taken else created[0].stream_id
+                raise ConcurrencyConflict(stream_id, 0, None) from exc
+            if exc.constraint_name == "idempotency_keys_pkey" and keys:
+                raise ConcurrencyConflict(keys[0].stream_id, -1, None) from exc
             raise ConcurrencyConflict(events[0].stream_id if events else "", -1, None) from exc
+        if row["stuck"]:
+            # Only the events of the streams that moved were inserted; the caller rolls back.
+            stuck = set(row["stuck"])
+            a = next(a for a in advances if a.stream_id in stuck)
+            actual = await conn.fetchval(
+                "select version from meetings.streams where stream_id = $1", a.stream_id
+            )
+            raise ConcurrencyConflict(a.stream_id, a.expected_version, actual)
         for event_type, n in Counter(e.event.event_type for e in events).items():
             child = self._appended.get(event_type)
             if child is None:  # labels() takes a lock and builds a key: once per type
@@ -240,7 +340,8 @@ class PostgresEventStore:
                 )
             child.inc(n)
         self._metrics.append_seconds.observe(time.perf_counter() - started)
-        return [r["global_position"] for r in rows]
+        positions: list[int] = row["positions"]
+        return positions
 
     async def append(
         self,
@@ -254,67 +355,51 @@ class PostgresEventStore:
     ) -> AppendResult:
         """One stream's events, in a savepoint of the caller's transaction."""
         new = [
-            NewEvent(stream_id, expected_version + n, ward_id, event, meta)
+            NewEvent(stream_id, expected_version + n, ward_id, event, meta, new_uuid())
             for n, event in enumerate(events, start=1)
         ]
         version = expected_version + len(events)
-        async with conn.transaction():
-            positions = await self.write(
-                conn, [StreamAdvance(stream_id, ward_id, expected_version, version)], new
-            )
-            result = AppendResult(stream_id, version, positions, [e.event_id for e in new])
-            if idempotency_key is not None:
-                await self.record_keys(conn, [(idempotency_key, result)])
-        return result
+        keys = (
+            [KeyedResult(idempotency_key, stream_id, version, len(new))] if idempotency_key else []
+        )
+        try:
+            async with conn.transaction():
+                positions = await self.write(
+                    conn, [StreamAdvance(stream_id, ward_id, expected_version, version)], new, keys
+                )
+        except ConcurrencyConflict as exc:
+            raise await self.conflict_details(conn, exc) from exc
+        return AppendResult(stream_id, version, positions, [e.event_id for e in new])
+
+    @staticmethod
+    async def conflict_details(
+        conn: asyncpg.Connection, conflict: ConcurrencyConflict
+    ) -> ConcurrencyConflict:
+        """The conflict with the stream's actual version, once the statement that found it
+        has been rolled back (to a savepoint): a stream created by another writer first."""
+        if conflict.actual is not None or conflict.expected < 0:
+            return conflict
+        actual = await conn.fetchval(
+            "select version from meetings.streams where stream_id = $1", conflict.stream_id
+        )
+        return ConcurrencyConflict(conflict.stream_id, conflict.expected, actual)
 
     async def record_keys(
         self, conn: asyncpg.Connection, keys: list[tuple[str, AppendResult]]
     ) -> None:
-        """Remember each command's result under its idempotency key."""
+        """Remember each command's result under its idempotency key (``write`` does it
+        for the commands whose events it writes)."""
         if not keys:
             return
         try:
             await conn.execute(
-                "insert into meetings.idempotency_keys (idempotency_key, stream_id, result)"
-                " select * from unnest($1::text[], $2::text[], $3::jsonb[])",
+                "insert into meetings.idempotency_keys"
+                " (idempotency_key, stream_id, stream_version, event_count)"
+                " select * from unnest($1::text[], $2::text[], $3::int[], $4::int[])",
                 [k for k, _ in keys],
                 [r.stream_id for _, r in keys],
-                [json.dumps(r.to_json()) for _, r in keys],
+                [r.stream_version for _, r in keys],
+                [len(r.event_ids) for _, r in keys],
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyConflict(keys[0][1].stream_id, -1, None) from exc
-
-    @staticmethod
-    async def _advance_streams(conn: asyncpg.Connection, advances: list[StreamAdvance]) -> None:
-        created = [a for a in advances if a.expected_version == 0]
-        moved = [a for a in advances if a.expected_version > 0]
-        done: set[str] = set()
-        if created:
-            rows = await conn.fetch(
-                "insert into meetings.streams (stream_id, ward_id, version)"
-                " select * from unnest($1::text[], $2::text[], $3::int[])"
-                " on conflict do nothing returning stream_id",
-                [a.stream_id for a in created],
-                [a.ward_id for a in created],
-                [a.new_version for a in created],
-            )
-            done.update(r["stream_id"] for r in rows)
-        if moved:
-            rows = await conn.fetch(
-                "update meetings.streams s set version = u.new_version"
-                " from unnest($1::text[], $2::int[], $3::int[], $4::text[])"
-                "      as u(stream_id, expected, new_version, ward_id)"
-                " where s.stream_id = u.stream_id and s.version = u.expected"
-                "   and s.ward_id = u.ward_id returning s.stream_id",
-                [a.stream_id for a in moved],
-                [a.expected_version for a in moved],
-                [a.new_version for a in moved],
-                [a.ward_id for a in moved],
-            )
-            done.update(r["stream_id"] for r in rows)
-        for a in advances:
-            if a.stream_id not in done:
-                actual = await conn.fetchval(
-                    "select version from meetings.streams where stream_id = $1", a.stream_id
-                )
-                raise ConcurrencyConflict(a.stream_id, a.expected_version, actual)

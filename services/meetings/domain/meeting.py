@@ -97,7 +97,8 @@ class Meeting:
                 f"Meeting {cmd.meeting_id} is already scheduled.",
                 meeting_id=cmd.meeting_id,
             )
-        return [MeetingScheduled(**cmd.model_dump())]
+        # Read from the command's attributes: the same validation, without a dict between.
+        return [MeetingScheduled.model_validate(cmd, from_attributes=True)]
 
     def reschedule(self, cmd: RescheduleMeeting) -> list[DomainEvent]:
         self._require_pending(cmd.ward_id, cmd.cell_id)

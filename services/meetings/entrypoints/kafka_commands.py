@@ -10,13 +10,13 @@ every partition in it is rewound and read again after a pause.
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, create_model
 
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal, Role
@@ -46,6 +46,28 @@ async def undecoded(message: StreamMessage[Any]) -> Any:
     """The subscriber's decoder: the intake parses each record itself (batch_records), so
     FastStream's own per-record parse and JSON decode would be thrown away."""
     return message.body
+
+
+def _typed_envelopes() -> TypeAdapter[Any]:
+    """One parse for a record of a command's current version: the envelope with its payload
+    typed as the command, chosen by ``type``. Each is `InboundCommand` with ``type`` and
+    ``payload`` narrowed, so whatever it accepts the two-step reading (the envelope, then
+    the payload dict) accepts too, to the same command. Anything it refuses (another
+    version, an unknown type, any invalid field) is read again the two-step way, which
+    names the reason."""
+    typed: list[Any] = []
+    for name, cls in COMMAND_TYPES.items():
+        tag: Any = Literal[name]
+        typed.append(
+            create_model(
+                f"Inbound{name}", __base__=InboundCommand, type=(tag, ...), payload=(cls, ...)
+            )
+        )
+    union: Any = Annotated[Union[tuple(typed)], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(union)
+
+
+_TYPED_ENVELOPES = _typed_envelopes()
 
 
 class DeadLetter(Exception):
@@ -118,8 +140,47 @@ class KafkaCommandIntake:
             await self._dead_letter(record, dead_letter)
 
     def _read(self, record: ConsumerRecord) -> tuple[Command, CommandContext, str]:
+        value = record.value or b""
         try:
-            envelope = InboundCommand.model_validate_json(record.value or b"")
+            envelope = _TYPED_ENVELOPES.validate_json(value)
+            command = envelope.payload
+            if envelope.version != command.schema_version:
+                raise LookupError(envelope.version)  # an older version: upcast below
+        except (ValidationError, LookupError):
+            envelope, command = self._read_in_two_steps(value)
+        if envelope.source not in self._allowed_sources:
+            raise DeadLetter(
+                "unauthorised_source",
+                f"source {envelope.source!r} is not allow-listed",
+                envelope.message_id,
+            )
+        if envelope.occurred_at > self._clock.now() + MAX_CLOCK_SKEW:
+            raise DeadLetter(
+                "implausible_time", "occurred_at is in the future", envelope.message_id
+            )
+        key_ward = (record.key or b"").decode(errors="replace")
+        if key_ward != command.scope()[0]:
+            # The key decides the partition, and so the order; a wrong key breaks per-ward order.
+            raise DeadLetter(
+                "wrong_key",
+                f"record key {key_ward!r} is not the command's ward id",
+                envelope.message_id,
+            )
+        ctx = CommandContext(
+            principal=self._publisher(envelope.source),
+            source=envelope.source,
+            door="kafka",
+            idempotency_key=f"kafka:{envelope.source}:{envelope.message_id}",
+            occurred_at=envelope.occurred_at,
+            **({"correlation_id": envelope.correlation_id} if envelope.correlation_id else {}),
+        )
+        return command, ctx, envelope.message_id
+
+    def _read_in_two_steps(self, value: bytes) -> tuple[InboundCommand, Command]:
+        """The envelope, then its payload as the command type names (lifted from an older
+        version): what refuses a record, and why, is decided here."""
+        try:
+            envelope = InboundCommand.model_validate_json(value)
         except ValidationError as exc:
             raise DeadLetter("malformed_envelope", _errors(exc)) from exc
         if envelope.source not in self._allowed_sources:
@@ -146,27 +207,7 @@ class KafkaCommandIntake:
             command = command_type.model_validate(payload)
         except ValidationError as exc:
             raise DeadLetter("invalid_payload", _errors(exc), envelope.message_id) from exc
-        if envelope.occurred_at > self._clock.now() + MAX_CLOCK_SKEW:
-            raise DeadLetter(
-                "implausible_time", "occurred_at is in the future", envelope.message_id
-            )
-        key_ward = (record.key or b"").decode(errors="replace")
-        if key_ward != command.scope()[0]:
-            # The key decides the partition, and so the order; a wrong key breaks per-ward order.
-            raise DeadLetter(
-                "wrong_key",
-                f"record key {key_ward!r} is not the command's ward id",
-                envelope.message_id,
-            )
-        ctx = CommandContext(
-            principal=self._publisher(envelope.source),
-            source=envelope.source,
-            door="kafka",
-            idempotency_key=f"kafka:{envelope.source}:{envelope.message_id}",
-            occurred_at=envelope.occurred_at,
-            **({"correlation_id": envelope.correlation_id} if envelope.correlation_id else {}),
-        )
-        return command, ctx, envelope.message_id
+        return envelope, command
 
     def _publisher(self, source: str) -> Principal:
         """One principal per allow-listed source, made once: this is the per-record hot path."""

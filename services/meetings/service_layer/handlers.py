@@ -25,10 +25,12 @@ from services.meetings.adapters.event_store import (
     AppendResult,
     ConcurrencyConflict,
     EventMetadata,
+    KeyedResult,
     NewEvent,
     PostgresEventStore,
     StreamAdvance,
 )
+from services.meetings.adapters.ids import new_uuid
 from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.domain import (
@@ -90,7 +92,7 @@ class CommandContext:
     source: str
     door: str  # "http" or "kafka"
     idempotency_key: str | None = None
-    correlation_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    correlation_id: uuid.UUID = field(default_factory=new_uuid)
     causation_id: uuid.UUID | None = None
     occurred_at: datetime | None = None  # when it happened at the source; else when received
 
@@ -317,7 +319,8 @@ class CommandBus:
                         async with conn.transaction():
                             written += await self._run([i], items, outcomes, earlier, conn)
                     except ConcurrencyConflict as exc:
-                        outcomes[i] = Rejection.of(exc)
+                        conflict = await self._store.conflict_details(conn, exc)
+                        outcomes[i] = Rejection.of(conflict)
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
         self._count_decisions(written)
@@ -431,7 +434,7 @@ class CommandBus:
             meta = self._metadata(ctx)
             first = len(history) + 1
             new_events += [
-                NewEvent(stream_id, first + n, ward_id, event, meta)
+                NewEvent(stream_id, first + n, ward_id, event, meta, new_uuid())
                 for n, event in enumerate(decided)
             ]
             history.extend(decided)
@@ -447,26 +450,32 @@ class CommandBus:
             StreamAdvance(sid, wards[sid], loaded_versions[sid], len(histories[sid]))
             for sid in touched
         ]
-        positions = iter(await self._store.write(conn, advances, new_events) if new_events else [])
+        keys = [
+            KeyedResult(key, stream_id, first + count - 1, count)
+            for i, stream_id, first, count in planned
+            if (key := items[i][1].idempotency_key) is not None
+        ]
+        positions = (
+            await self._store.write(conn, advances, new_events, keys) if new_events or keys else []
+        )
         await write_models.apply(conn, [e.event for e in new_events])
         for i, _, _, count in planned:
             route = ROUTES[type(items[i][0])]
             if route.store is not None and count:
                 await route.store(conn, items[i][0])
-        events = iter(new_events)
         keyed: list[tuple[str, AppendResult]] = []
+        at = 0
         for i, stream_id, first, count in planned:
-            mine = [next(events) for _ in range(count)]
             result = AppendResult(
                 stream_id=stream_id,
                 stream_version=first + count - 1,
-                global_positions=[next(positions) for _ in range(count)],
-                event_ids=[e.event_id for e in mine],
+                global_positions=positions[at : at + count],
+                event_ids=[e.event_id for e in new_events[at : at + count]],
             )
+            at += count
             outcomes[i] = result
             if (key := items[i][1].idempotency_key) is not None:
                 keyed.append((key, result))
-        await self._store.record_keys(conn, keyed)
         replayed = {key: r for key, r in keyed} | earlier
         for i in indices:
             key = items[i][1].idempotency_key
