@@ -81,9 +81,9 @@ ROUND_TRIP = "postgres.round_trip"
 ROUND_TRIPS = 3_000
 # Database round trips the intake makes per batch, whatever its size (read from
 # services/meetings: CommandBus.handle_batch, _run and PostgresEventStore.write): BEGIN,
-# the idempotency look-up, load the streams, insert or move the stream rows, insert the
-# events, insert the idempotency keys, COMMIT.
-ROUND_TRIPS_PER_BATCH = 7
+# the idempotency look-up, load the streams, one statement for the stream rows, the events
+# and the idempotency keys, COMMIT. The pool no longer runs a reset query on release.
+ROUND_TRIPS_PER_BATCH = 5
 
 _AGENDA = (
     "Sinh hoạt chi bộ thường kỳ tháng {m}",
