@@ -2,7 +2,7 @@
 -- makes itself (adapters/ids.py: 122 random bits from os.urandom), so the index only ever
 -- re-checked what randomness already guarantees; nothing looks events up by id (the relay
 -- reads in (transaction_id, global_position) order, a stream by (stream_id,
--- stream_version), and consumers drop duplicates by event id on their side). Inserting a
+-- stream_version), and consumers drop a redelivered event by its stream version). Inserting a
 -- random key into a B-tree that grows with the log cost about a tenth of PostgreSQL's CPU
 -- per appended event in the micro-benchmark, and more WAL (full-page images) as it grows.
 -- What correctness needs stays: the primary key (global_position), unique
