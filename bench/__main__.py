@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import structlog
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -137,6 +138,10 @@ def main(
     # aiokafka logs retriable errors (e.g. the group coordinator of a fresh broker not being
     # ready yet) as warnings; they would scribble over the progress bar.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # Service code run in-process (the command bus alone) must not log more than a service
+    # does: unconfigured, structlog printed its debug line per command. Warnings only, so
+    # that nothing scribbles over the progress bar either.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     generated_at = utc_now()
     ctx = BenchContext(quick=quick)
     stack = BenchStack(keep=keep_stack)
