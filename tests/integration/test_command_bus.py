@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ from services.meetings.service_layer.handlers import CommandBus, CommandContext,
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
 from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
+from shared.contract.commands import RescheduleMeeting
 from tests.integration.helpers import unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
@@ -117,3 +119,42 @@ async def test_a_race_inside_a_batch_refuses_only_the_loser(
         (f"meeting-{ward}.m2", "system_publisher:test"),
         (f"meeting-{ward}.m3", "system_publisher:test"),
     ]
+
+
+async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_the_slow_path(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """The stream rows a batch moves carry the wards of the commands that moved them, not
+    of a later command refused for the same stream: else the version check misses, and
+    the whole batch is redone one command per savepoint for nothing."""
+    bus, pool = bus_and_pool
+    ward, other = unique_ward(), unique_ward()
+    assert isinstance(await bus.handle(schedule(ward, 1), ctx()), AppendResult)
+    store = bus._store  # the batch's writes, counted: one on the fast path
+    writes: list[int] = []
+    write = store.write
+
+    async def counted(*args: Any, **kwargs: Any) -> list[int]:
+        writes.append(1)
+        return await write(*args, **kwargs)
+
+    store.write = counted  # type: ignore[method-assign]
+    moved = RescheduleMeeting(
+        meeting_id=f"{ward}.m1",
+        ward_id=ward,
+        cell_id=f"{ward}.to-01",
+        scheduled_start=datetime(2026, 12, 4, 12, 30, tzinfo=UTC),
+        reason="Trùng lịch họp của phường",
+    )
+    intruder = schedule(ward, 1).model_copy(update={"ward_id": other})
+    done, refused = await bus.handle_batch([(moved, ctx()), (intruder, ctx())])
+
+    assert isinstance(done, AppendResult) and done.stream_version == 2
+    assert isinstance(refused, Rejection) and refused.code == "already_exists"
+    assert writes == [1]
+    rows = await pool.fetch(
+        "select stream_version, ward_id from meetings.events where stream_id = $1"
+        " order by stream_version",
+        f"meeting-{ward}.m1",
+    )
+    assert [(r["stream_version"], r["ward_id"]) for r in rows] == [(1, ward), (2, ward)]

@@ -444,11 +444,12 @@ class CommandBus:
                 inputs.similar.setdefault(_similarity_key(command), []).append(command.petition_id)
             if key is not None:
                 first_with_key[key] = i
-        wards = dict(targets.values())
-        touched = {stream_id for _, stream_id, _, count in planned if count}
+        # Each moved stream with the ward of a command that moved it: a refused command
+        # may name another ward for the same stream, and the version check compares wards.
+        wards = {targets[i][0]: targets[i][1] for i, _, _, count in planned if count}
         advances = [
-            StreamAdvance(sid, wards[sid], loaded_versions[sid], len(histories[sid]))
-            for sid in touched
+            StreamAdvance(sid, ward, loaded_versions[sid], len(histories[sid]))
+            for sid, ward in wards.items()
         ]
         keys = [
             KeyedResult(key, stream_id, first + count - 1, count)
@@ -481,7 +482,7 @@ class CommandBus:
             key = items[i][1].idempotency_key
             if outcomes[i] is None and key is not None:
                 outcomes[i] = _as_replayed(replayed[key])
-        return Written([(sid, histories[sid]) for sid in touched], [e.event for e in new_events])
+        return Written([(sid, histories[sid]) for sid in wards], [e.event for e in new_events])
 
     async def _authorise(
         self, items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]
