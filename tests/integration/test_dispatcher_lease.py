@@ -39,10 +39,18 @@ class SlowLogChannel:
 
 
 async def test_no_send_starts_in_the_second_half_of_the_lease(stack: Stack) -> None:
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    # A database of its own: with the clock ten years ahead, every pending row and every
+    # lease in the stack's database is due, and the live notifications service's rows
+    # would be claimed here (and this test's rows there).
+    database = f"lease_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(stack.database_url)
+    await admin.execute(f'create database "{database}"')
+    pool = await asyncpg.create_pool(
+        stack.database_url.rsplit("/", 1)[0] + f"/{database}", min_size=1, max_size=4
+    )
     try:
         await migrate(pool, "notifications", MIGRATIONS)
-        clock = FrozenClock(datetime.now(UTC) + timedelta(days=3650))  # due before anyone else's
+        clock = FrozenClock(datetime.now(UTC) + timedelta(days=3650))
         ref = f"lease-{uuid.uuid4().hex}"
         await pool.execute(
             """
@@ -90,3 +98,5 @@ async def test_no_send_starts_in_the_second_half_of_the_lease(stack: Stack) -> N
         await dispatcher.stop()
     finally:
         await pool.close()
+        await admin.execute(f'drop database "{database}"')
+        await admin.close()
