@@ -14,6 +14,12 @@ class MeetingsMetrics:
             ["command", "door", "outcome"],
             registry=registry,
         )
+        self.batches_redone = Counter(
+            "chibo_command_batches_redone_total",
+            "Command batches rolled back because another writer moved one of their streams,"
+            " and redone one command per savepoint.",
+            registry=registry,
+        )
         self.events_appended = Counter(
             "chibo_events_appended_total",
             "Events appended to the event store.",

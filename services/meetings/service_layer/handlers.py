@@ -309,6 +309,7 @@ class CommandBus:
         except ConcurrencyConflict:
             # Another writer moved one of the streams: redo one command per savepoint, in a
             # new transaction that sees what the rival committed, so only the loser fails.
+            self._metrics.batches_redone.inc()
             written = Written([], [])
             for i in todo:
                 outcomes[i] = None
