@@ -17,14 +17,10 @@ def event_writes(item: tuple[Envelope, DomainEvent]) -> list[Write]:
     return writes_for(event, envelope.occurred_at, envelope.stream_version)
 
 
-def batch_writes(items: Sequence[tuple[Envelope, DomainEvent]]) -> list[Write]:
-    return batch_writes_for(items)
-
-
 async def project_batch(
     conn: asyncpg.Connection, items: Sequence[tuple[Envelope, DomainEvent]]
 ) -> None:
-    await projection_store.apply_writes(conn, batch_writes(items))
+    await projection_store.apply_writes(conn, batch_writes_for(items))
 
 
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: DomainEvent) -> None:
