@@ -47,13 +47,13 @@ async def undecoded(message: StreamMessage[Any]) -> Any:
 GC_YOUNG_THRESHOLD = 10_000
 
 
-def freeze_startup_objects() -> None:
+def freeze_startup_objects(young_threshold: int = GC_YOUNG_THRESHOLD) -> None:
     """Collect once, then move every object alive after start-up (modules, the app,
     pydantic's schemas, the pool) out of the cyclic GC's reach. Each full collection
     otherwise walks them all again: in the reports service 50-110 ms each, about a sixth
     of its CPU on a 30,000-event backlog. Call it once, when start-up is done.
 
-    Then collect the youngest generation after ``GC_YOUNG_THRESHOLD`` allocations, not
+    Then collect the youngest generation after ``young_threshold`` allocations, not
     700: a batch being applied holds its events' objects (envelopes, models, rows) until
     it is done, so at 700 a collection came every ~50 events and walked the batch's live
     objects again and again, and promoted them towards full collections: 4-5 us of GC per
@@ -63,7 +63,7 @@ def freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    gc.set_threshold(young_threshold, older, oldest)
 
 
 def batch_records(message: KafkaMessage) -> list[ConsumerRecord]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake, und
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
 from shared.clock import Clock
-from shared.consumer import make_broker
+from shared.consumer import freeze_startup_objects, make_broker
 from shared.http import (
     add_operational_routes,
     broker_check,
@@ -166,11 +165,8 @@ def tune_gc() -> None:
     at the list comprehension of CommandBus._run that happened to cross the threshold).
     Above the peak (100,000), a batch's objects are freed by reference counting before a
     collection sees them; the count of net allocations only grows with what stays (the
-    cache, bounded), so collections become rare. Freezing what start-up built keeps it
-    out of every collection."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 10, 10)
+    cache, bounded), so collections become rare."""
+    freeze_startup_objects(young_threshold=100_000)
 
 
 def main() -> None:
