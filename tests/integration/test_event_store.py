@@ -20,6 +20,7 @@ from services.meetings.adapters.event_store import (
     AppendResult,
     ConcurrencyConflict,
     EventMetadata,
+    KeyedResult,
     PostgresEventStore,
 )
 from services.meetings.adapters.metrics import MeetingsMetrics
@@ -121,7 +122,7 @@ async def test_a_replay_reads_the_whole_first_result_back_from_the_events(
         )
     empty_key = f"test:{uuid.uuid4()}"
     async with store.transaction() as conn:  # a command that appended nothing
-        await store.record_keys(conn, [(empty_key, AppendResult(stream, 3))])
+        await store.write(conn, [], [], [KeyedResult(empty_key, stream, 3, 0)])
     again = await store.results_for_keys([key, empty_key])
     assert again[key] == dataclasses.replace(first, replayed=True)
     assert len(first.global_positions) == 2 and first.stream_version == 3

@@ -383,23 +383,3 @@ class PostgresEventStore:
             "select version from meetings.streams where stream_id = $1", conflict.stream_id
         )
         return ConcurrencyConflict(conflict.stream_id, conflict.expected, actual)
-
-    async def record_keys(
-        self, conn: asyncpg.Connection, keys: list[tuple[str, AppendResult]]
-    ) -> None:
-        """Remember each command's result under its idempotency key (``write`` does it
-        for the commands whose events it writes)."""
-        if not keys:
-            return
-        try:
-            await conn.execute(
-                "insert into meetings.idempotency_keys"
-                " (idempotency_key, stream_id, stream_version, event_count)"
-                " select * from unnest($1::text[], $2::text[], $3::int[], $4::int[])",
-                [k for k, _ in keys],
-                [r.stream_id for _, r in keys],
-                [r.stream_version for _, r in keys],
-                [len(r.event_ids) for _, r in keys],
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise ConcurrencyConflict(keys[0][1].stream_id, -1, None) from exc
