@@ -1,8 +1,9 @@
 """The event store in PostgreSQL: optimistic concurrency per stream, idempotency keys,
 and every event's metadata, written in one transaction.
 
-Appends run on a connection the caller owns (``transaction()``), each in a savepoint,
-so a batch of commands commits once while a rejected command leaves no trace.
+A batch's stream rows, events and idempotency keys are one statement (``write``) on a
+connection the caller owns (``transaction()``), so a batch commits once; ``append`` writes
+one stream in a savepoint, as the command bus's conflict path does per command.
 """
 
 from __future__ import annotations
