@@ -1,16 +1,19 @@
-"""Kafka wiring shared by the services: security settings, topics, and consumer-lag metrics."""
+"""Kafka wiring shared by the services: security settings, topics, batched sends, and
+consumer-lag metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faststream.security import (
     BaseSecurity,
     SASLPlaintext,
@@ -24,6 +27,39 @@ from shared.settings import KafkaSettings
 from shared.tasks import cancel
 
 log = get_logger(__name__)
+
+_PARTITIONER = DefaultPartitioner()  # what AIOKafkaProducer.send() uses for a keyed record
+
+
+async def send_in_record_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[Mapping[str, Any]],
+    partitions: list[int],
+    partition_of: dict[bytes, int],
+) -> list[asyncio.Future[Any]]:
+    """Send keyed records (``key``, ``value``, optional ``headers``) in one record batch per
+    partition, filled in order and sent when full; the futures of the sends. One ``send()``
+    per record hashes its key in pure Python and makes a future per record, the larger
+    part of the cost. The partition is the one ``send()`` would choose among
+    ``partitions``; ``partition_of`` remembers it per key, for as long as the caller keeps
+    the same partitions."""
+    open_batches: dict[int, BatchBuilder] = {}
+    sent = []
+    for record in records:
+        key = record["key"]
+        partition = partition_of.get(key)
+        if partition is None:
+            partition = partition_of[key] = _PARTITIONER(key, partitions, partitions)
+        batch = open_batches.get(partition)
+        if batch is None:
+            batch = open_batches[partition] = producer.create_batch()
+        while batch.append(**record, timestamp=None) is None:  # full: send it, start another
+            sent.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[partition] = producer.create_batch()
+    for partition, batch in open_batches.items():
+        sent.append(await producer.send_batch(batch, topic, partition=partition))
+    return sent
 
 
 def _ssl_context(settings: KafkaSettings):  # type: ignore[no-untyped-def]
