@@ -370,9 +370,16 @@ class Phase:
         self.elapsed_s = 0.0
         self.peak_rss_mib = 0.0
         self._rss = PeakRss()
+        self._done = 0.0
 
     def advance(self, amount: float = 1) -> None:
+        self._done += amount
         self._ctx._advance(amount)
+
+    def reach(self, done: float) -> None:
+        """Progress to ``done`` in all, from a probe that counts the total."""
+        if done > self._done:
+            self.advance(done - self._done)
 
     def restart_clock(self) -> None:
         """Start timing now (for example after a warm-up or a group join)."""

@@ -41,6 +41,7 @@ from bench.write_side import (
     SOURCES,
     last_in_relay_order,
     refuse_shared_database,
+    relay_checkpoint,
     stack_cpu,
     wait_relay_covers,
 )
@@ -127,25 +128,48 @@ async def stop(ctx: BenchContext, name: str) -> None:
     await asyncio.to_thread(ctx.services.stop, name)
 
 
-async def end_offsets(kwargs: dict[str, Any], topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        ends = await consumer.end_offsets(parts)
+class EventsTopicOffsets:
+    """The events topic's end offsets and the reports consumer group's committed offsets,
+    through one group-less consumer and one admin client kept open. The reports consumer
+    commits a batch's offsets after the batch's transaction, so whatever is below its
+    committed offset is applied; reading them costs the broker an offset fetch and costs
+    PostgreSQL, which the system under test is using, nothing."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(**kwargs)
+        self._coordinator: int | None = None
+        self._partitions = [TopicPartition(EVENTS_TOPIC, p) for p in range(PARTITIONS)]
+
+    async def __aenter__(self) -> EventsTopicOffsets:
+        await self._consumer.start()
+        await self._admin.start()
+        self._coordinator = await self._admin.find_coordinator(CONSUMER_GROUP)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def ends(self) -> dict[int, int]:
+        ends = await self._consumer.end_offsets(self._partitions)
         return {tp.partition: o for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
 
-
-async def committed_offsets(kwargs: dict[str, Any], group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(**kwargs)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
+    async def committed(self) -> dict[int, int]:
+        found = await self._admin.list_consumer_group_offsets(
+            CONSUMER_GROUP, group_coordinator_id=self._coordinator
+        )
         return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == EVENTS_TOPIC}
-    finally:
-        await admin.close()
+
+
+def applied_since(committed: dict[int, int], since: dict[int, int]) -> int:
+    """Events the reports consumer committed after the end offsets ``since``."""
+    return sum(max(committed.get(p, 0) - end, 0) for p, end in since.items())
+
+
+def covers(committed: dict[int, int], since: dict[int, int], target: dict[int, int]) -> bool:
+    """Every partition that grew after ``since`` is committed up to ``target``."""
+    return all(committed.get(p, -1) >= end for p, end in target.items() if end > since[p])
 
 
 async def wait_caught_up(ctx: BenchContext, kwargs: dict[str, Any], timeout_s: float) -> float:
@@ -155,26 +179,30 @@ async def wait_caught_up(ctx: BenchContext, kwargs: dict[str, Any], timeout_s: f
     seconds it took. (Earlier benchmarks of the run leave events it has not seen.)"""
     services = ctx.services
     assert services is not None
-    ends = await end_offsets(kwargs, EVENTS_TOPIC)
     started = time.monotonic()
-    while True:
-        snap = await asyncio.to_thread(services.metrics, REPORTS)
-        committed = await committed_offsets(kwargs, CONSUMER_GROUP)
-        applied = {
-            int(dict(labels)["partition"]): value
-            for name, labels, value in snap.samples
-            if name == "chibo_consumer_applied_offset" and dict(labels).get("topic") == EVENTS_TOPIC
-        }
-        behind = [
-            p
-            for p, end in ends.items()
-            if end > 0 and applied.get(p, -1) < end - 1 and committed.get(p, -1) < end
-        ]
-        if not behind:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"reports still behind on partitions {behind} after {timeout_s}s")
-        await asyncio.sleep(0.25)
+    async with EventsTopicOffsets(kwargs) as offsets:
+        ends = await offsets.ends()
+        while True:
+            snap = await asyncio.to_thread(services.metrics, REPORTS)
+            committed = await offsets.committed()
+            applied = {
+                int(dict(labels)["partition"]): value
+                for name, labels, value in snap.samples
+                if name == "chibo_consumer_applied_offset"
+                and dict(labels).get("topic") == EVENTS_TOPIC
+            }
+            behind = [
+                p
+                for p, end in ends.items()
+                if end > 0 and applied.get(p, -1) < end - 1 and committed.get(p, -1) < end
+            ]
+            if not behind:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(
+                    f"reports still behind on partitions {behind} after {timeout_s}s"
+                )
+            await asyncio.sleep(0.25)
 
 
 def schedule_commands(
@@ -230,11 +258,11 @@ class _Seen:
 _SEEN: dict[str, _Seen] = {}
 
 
-async def appended_count(conn: asyncpg.Connection, tag: str) -> int:
+async def appended_count(conn: asyncpg.Connection, tag: str, *, streams: bool = False) -> int:
     """Events of the tag's streams committed in meetings.events. Each poll reads only the
     rows after the last one it read, in the relay's gap-safe order (below the oldest
     running transaction, so a late commit is never skipped); the first poll of a tag reads
-    the table once."""
+    the table once. With ``streams``, the streams read are kept for ``applied_count``."""
     seen = _SEEN.setdefault(tag, _Seen())
     row = await conn.fetchrow(
         """
@@ -253,16 +281,18 @@ async def appended_count(conn: asyncpg.Connection, tag: str) -> int:
         select (select transaction_id::text::bigint from last) as txid,
                (select global_position from last) as position,
                (select count(*) from ours) as events,
-               (select coalesce(array_agg(distinct stream_id), '{}') from ours) as streams
+               case when $4 then (select coalesce(array_agg(distinct stream_id), '{}')
+                                  from ours) end as streams
         """,
         str(seen.after[0]),
         seen.after[1],
         streams_of(tag),
+        streams,
     )
     if row["txid"] is not None:
         seen.after = (int(row["txid"]), int(row["position"]))
         seen.appended += int(row["events"])
-        seen.pending.update(row["streams"])
+        seen.pending.update(row["streams"] or ())
     return seen.appended
 
 
@@ -270,7 +300,7 @@ async def applied_count(conn: asyncpg.Connection, tag: str) -> int:
     """The tag's streams in reports.applied_streams. A stream is applied only after it was
     appended and relayed, so only the appended ones not yet seen applied are looked up
     (by primary key): a handful per poll while the reports keep up."""
-    await appended_count(conn, tag)
+    await appended_count(conn, tag, streams=True)
     seen = _SEEN[tag]
     if seen.pending:
         found = await conn.fetch(
@@ -828,17 +858,50 @@ async def wait_count(
     count: Callable[[asyncpg.Connection], Any],
     n: int,
     timeout_s: float,
-    on_seen: Callable[[int, float], None] = lambda _c, _t: None,
 ) -> float:
     """Poll ``count`` every POLL_S until it reaches ``n``; the perf_counter it did."""
     deadline = time.monotonic() + timeout_s
     while True:
         have = await count(conn)
-        on_seen(have, time.perf_counter())
         if have >= n:
             return time.perf_counter()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{have} of {n} after {timeout_s:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_applied(
+    conn: asyncpg.Connection,
+    offsets: EventsTopicOffsets,
+    tag: str,
+    n: int,
+    since: dict[int, int],
+    timeout_s: float,
+    on_applied: Callable[[int], None],
+) -> tuple[float, float]:
+    """Poll until the tag's ``n`` events are appended, the relay has published them, and
+    the reports consumer has committed every partition up to where the relay left it;
+    the perf_counter of the polls that saw all appended and all applied. Appended is an
+    incremental count on meetings.events; applied is read from Kafka (EventsTopicOffsets),
+    so the probe adds no per-stream look-ups to the database under test."""
+    deadline = time.monotonic() + timeout_s
+    appended_at: float | None = None
+    last: tuple[int, int] | None = None
+    target: dict[int, int] | None = None
+    while True:
+        if appended_at is None and await appended_count(conn, tag) >= n:
+            appended_at = time.perf_counter()
+            last = await last_in_relay_order(conn)
+        if last is not None and target is None:
+            checkpoint = await relay_checkpoint(conn)
+            if checkpoint is not None and checkpoint >= last:
+                target = await offsets.ends()
+        committed = await offsets.committed()
+        on_applied(min(applied_since(committed, since), n))
+        if appended_at is not None and target is not None and covers(committed, since, target):
+            return appended_at, time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not all of {n} applied after {timeout_s:.0f} s")
         await asyncio.sleep(POLL_S)
 
 
@@ -879,66 +942,57 @@ async def reports_throughput(ctx: BenchContext) -> list[Figure]:
             await wait_count(conn, lambda c: applied_count(c, tag + "w"), len(warm), 120)
 
         # End to end: offered as fast as the producer goes; the clock stops at the poll
-        # that sees every stream applied in the reports projection.
-        appended_at: float | None = None
+        # that sees the reports consumer committed past every event of the run.
+        async with EventsTopicOffsets(kwargs) as offsets, pool.acquire() as conn:
+            since = await offsets.ends()
+            with ctx.phase("commands → reports", total=n) as phase, stack_cpu(ctx) as cpu:
+                producer = producer_for(kwargs)
+                await producer.start()
+                try:
+                    await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in e2e])
+                finally:
+                    await producer.stop()
+                produced_s = time.perf_counter() - phase.started
+                appended_at, done_at = await wait_applied(
+                    conn, offsets, tag, n, since, 300, phase.reach
+                )
+            e2e_s = done_at - phase.started
+            write_s = appended_at - phase.started
 
-        def on_appended(have: int, at: float) -> None:
-            nonlocal appended_at
-            if have >= n and appended_at is None:
-                appended_at = at
-
-        with ctx.phase("commands → reports", total=n) as phase, stack_cpu(ctx) as cpu:
+            # The reports consumer alone: a backlog appended and relayed while it is stopped.
+            await stop(ctx, REPORTS)
+            since = await offsets.ends()
             producer = producer_for(kwargs)
             await producer.start()
             try:
-                await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in e2e])
+                await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in backlog])
             finally:
                 await producer.stop()
-            produced_s = time.perf_counter() - phase.started
-            async with pool.acquire() as conn:
-                last = 0
-
-                async def both(c: asyncpg.Connection) -> int:
-                    nonlocal last
-                    if appended_at is None:
-                        on_appended(await appended_count(c, tag), time.perf_counter())
-                    have = await applied_count(c, tag)
-                    phase.advance(have - last)
-                    last = have
-                    return have
-
-                done_at = await wait_count(conn, both, n, 300)
-        e2e_s = done_at - phase.started
-        write_s = (appended_at or done_at) - phase.started
-
-        # The reports consumer alone: a backlog appended and relayed while it is stopped.
-        await stop(ctx, REPORTS)
-        producer = producer_for(kwargs)
-        await producer.start()
-        try:
-            await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in backlog])
-        finally:
-            await producer.stop()
-        async with pool.acquire() as conn:
             await wait_count(conn, lambda c: appended_count(c, tag + "b"), n, 300)
             await wait_relay_covers(conn, await last_in_relay_order(conn), timeout_s=120)
-        first: tuple[int, float] | None = None
-
-        def on_first(have: int, at: float) -> None:
-            nonlocal first
-            if have and first is None:
-                first = (have, at)
-
-        with ctx.phase("reports on a backlog", total=None) as backlog_phase:
-            await start(ctx, REPORTS)
-            async with pool.acquire() as conn:
-                backlog_done = await wait_count(
-                    conn, lambda c: applied_count(c, tag + "b"), n, 300, on_first
-                )
+            target = await offsets.ends()
+            relayed = sum(target.values()) - sum(since.values())
+            first: tuple[int, float] | None = None
+            with ctx.phase("reports on a backlog", total=relayed) as backlog_phase:
+                await start(ctx, REPORTS)
+                deadline = time.monotonic() + 300
+                while True:
+                    committed = await offsets.committed()
+                    seen_at = time.perf_counter()
+                    have = applied_since(committed, since)
+                    backlog_phase.reach(have)
+                    if have and first is None:
+                        first = (have, seen_at)
+                    if covers(committed, since, target):
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{have} of {relayed} applied after 300 s")
+                    await asyncio.sleep(POLL_S)
         assert first is not None
+        backlog_done = seen_at
         backlog_s = backlog_done - first[1]
-        backlog_rate = (n - first[0]) / backlog_s
-        backlog_with_start = n / (backlog_done - backlog_phase.started)
+        backlog_rate = (relayed - first[0]) / backlog_s
+        backlog_with_start = relayed / (backlog_done - backlog_phase.started)
     finally:
         await pool.close()
         await delete_topic(kwargs, topic)
@@ -989,12 +1043,13 @@ async def reports_throughput(ctx: BenchContext) -> list[Figure]:
             f"{THROUGHPUT}.backlog_apply",
             backlog_rate,
             notes=(
-                f"the reports consumer alone on a backlog of {n} relayed events: from the "
+                f"the reports consumer alone on a backlog of {relayed} relayed events ({n} "
+                f"commands): from the "
                 f"poll that saw its first {first[0]} applied to the poll that saw all "
                 f"({backlog_s:.2f} s); {backlog_with_start:,.0f}/s counting the process start"
             ),
             params={
-                "events": n,
+                "events": relayed,
                 "seconds": round(backlog_s, 3),
                 "rate_with_start": round(backlog_with_start, 1),
             },
