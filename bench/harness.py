@@ -237,23 +237,40 @@ def rss_mib(pid: int | None = None) -> float:
         return 0.0
 
 
-def _tree_cpu(pid: int | None, children: bool) -> dict[int, float]:
+def _parents() -> dict[int, int]:
+    """Every process's parent pid: one pass over /proc, shared by all the trees of a sample
+    (``Process.children`` makes that pass once per call)."""
+    import psutil
+
+    return {p.pid: p.info["ppid"] for p in psutil.process_iter(["ppid"])}
+
+
+def _tree_cpu(
+    pid: int | None, children: bool, parents: dict[int, int] | None = None
+) -> dict[int, float]:
     """User + system CPU seconds of a process and, with ``children``, of each of its live
     descendants, by pid. Empty when the process is gone."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *(root.children(recursive=True) if children else [])]
     except psutil.Error:
         return {}
+    pids = [root.pid]
+    if children:
+        parents = _parents() if parents is None else parents
+        below: dict[int, list[int]] = {}
+        for child, parent in parents.items():
+            below.setdefault(parent, []).append(child)
+        for parent in pids:  # grows as it goes: breadth first
+            pids.extend(below.get(parent, ()))
     out: dict[int, float] = {}
-    for proc in procs:
+    for each in pids:
         try:
-            times = proc.cpu_times()
+            times = root.cpu_times() if each == root.pid else psutil.Process(each).cpu_times()
         except psutil.Error:
             continue
-        out[proc.pid] = times.user + times.system
+        out[each] = times.user + times.system
     return out
 
 
@@ -274,7 +291,7 @@ class CpuMeter:
     """
 
     def __init__(
-        self, processes: dict[str, tuple[int | None, bool]], interval_s: float = 0.2
+        self, processes: dict[str, tuple[int | None, bool]], interval_s: float = 0.5
     ) -> None:
         self._processes = processes
         self._interval_s = interval_s
@@ -288,8 +305,9 @@ class CpuMeter:
 
     def _sample(self, first: bool = False) -> None:
         with self._lock:
+            parents = _parents()
             for name, (pid, children) in self._processes.items():
-                now = _tree_cpu(pid, children)
+                now = _tree_cpu(pid, children, parents)
                 last = self._last.get(name, {})
                 if not first:
                     # A pid not seen before started inside the window: all of its time counts.
