@@ -306,10 +306,11 @@ class CommandBus:
             async with self._store.transaction() as conn:
                 earlier = await self._store.results_for_keys(keys, conn)
                 written = await self._run(todo, items, outcomes, earlier, conn)
-        except ConcurrencyConflict:
+        except ConcurrencyConflict as conflict:
             # Another writer moved one of the streams: redo one command per savepoint, in a
             # new transaction that sees what the rival committed, so only the loser fails.
             self._metrics.batches_redone.inc()
+            log.info("commands.batch_redone", commands=len(todo), stream_id=conflict.stream_id)
             written = Written([], [])
             for i in todo:
                 outcomes[i] = None
