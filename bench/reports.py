@@ -870,6 +870,17 @@ async def wait_count(
         await asyncio.sleep(POLL_S)
 
 
+async def offer(kwargs: dict[str, Any], commands: list[tuple[str, bytes, bytes]]) -> None:
+    """Offer commands (meeting id, key, value) on the Kafka door, from a producer of
+    their own as an upstream system's, all sent and acknowledged on return."""
+    producer = producer_for(kwargs)
+    await producer.start()
+    try:
+        await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in commands])
+    finally:
+        await producer.stop()
+
+
 async def wait_applied(
     conn: asyncpg.Connection,
     offsets: EventsTopicOffsets,
@@ -932,12 +943,7 @@ async def reports_throughput(ctx: BenchContext) -> list[Figure]:
         await start(ctx, REPORTS)
         with ctx.phase("reports catching up with the events topic (set-up)", total=None):
             await wait_caught_up(ctx, kwargs, CATCH_UP_TIMEOUT_S)
-        producer = producer_for(kwargs)
-        await producer.start()
-        try:
-            await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in warm])
-        finally:
-            await producer.stop()
+        await offer(kwargs, warm)
         async with pool.acquire() as conn:
             await wait_count(conn, lambda c: applied_count(c, tag + "w"), len(warm), 120)
 
@@ -946,12 +952,7 @@ async def reports_throughput(ctx: BenchContext) -> list[Figure]:
         async with EventsTopicOffsets(kwargs) as offsets, pool.acquire() as conn:
             since = await offsets.ends()
             with ctx.phase("commands → reports", total=n) as phase, stack_cpu(ctx) as cpu:
-                producer = producer_for(kwargs)
-                await producer.start()
-                try:
-                    await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in e2e])
-                finally:
-                    await producer.stop()
+                await offer(kwargs, e2e)
                 produced_s = time.perf_counter() - phase.started
                 appended_at, done_at = await wait_applied(
                     conn, offsets, tag, n, since, 300, phase.reach
@@ -962,12 +963,7 @@ async def reports_throughput(ctx: BenchContext) -> list[Figure]:
             # The reports consumer alone: a backlog appended and relayed while it is stopped.
             await stop(ctx, REPORTS)
             since = await offsets.ends()
-            producer = producer_for(kwargs)
-            await producer.start()
-            try:
-                await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in backlog])
-            finally:
-                await producer.stop()
+            await offer(kwargs, backlog)
             await wait_count(conn, lambda c: appended_count(c, tag + "b"), n, 300)
             await wait_relay_covers(conn, await last_in_relay_order(conn), timeout_s=120)
             target = await offsets.ends()
