@@ -16,11 +16,11 @@ from services.meetings.adapters.relay import EventRelay
 from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.entrypoints.http import command_router
 from services.meetings.entrypoints.http_contacts import contacts_router
-from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake, undecoded
+from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
 from services.meetings.service_layer.handlers import CommandBus
 from shared.clock import Clock
-from shared.consumer import freeze_startup_objects, make_broker
+from shared.consumer import freeze_startup_objects, make_broker, undecoded
 from shared.http import (
     add_operational_routes,
     broker_check,

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, Union
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, TypeAdapter, ValidationError, create_model
 
@@ -40,12 +39,6 @@ DOOR_REASONS = (
     "implausible_time",
     "wrong_key",
 )
-
-
-async def undecoded(message: StreamMessage[Any]) -> Any:
-    """The subscriber's decoder: the intake parses each record itself (batch_records), so
-    FastStream's own per-record parse and JSON decode would be thrown away."""
-    return message.body
 
 
 def _typed_envelopes() -> TypeAdapter[Any]:
@@ -148,12 +141,8 @@ class KafkaCommandIntake:
                 raise LookupError(envelope.version)  # an older version: upcast below
         except (ValidationError, LookupError):
             envelope, command = self._read_in_two_steps(value)
-        if envelope.source not in self._allowed_sources:
-            raise DeadLetter(
-                "unauthorised_source",
-                f"source {envelope.source!r} is not allow-listed",
-                envelope.message_id,
-            )
+        else:
+            self._check_source(envelope)
         if envelope.occurred_at > self._clock.now() + MAX_CLOCK_SKEW:
             raise DeadLetter(
                 "implausible_time", "occurred_at is in the future", envelope.message_id
@@ -183,12 +172,7 @@ class KafkaCommandIntake:
             envelope = InboundCommand.model_validate_json(value)
         except ValidationError as exc:
             raise DeadLetter("malformed_envelope", _errors(exc)) from exc
-        if envelope.source not in self._allowed_sources:
-            raise DeadLetter(
-                "unauthorised_source",
-                f"source {envelope.source!r} is not allow-listed",
-                envelope.message_id,
-            )
+        self._check_source(envelope)  # first: a source not on the list is refused whatever it sent
         command_type = COMMAND_TYPES.get(envelope.type)
         try:
             if command_type is None:
@@ -208,6 +192,14 @@ class KafkaCommandIntake:
         except ValidationError as exc:
             raise DeadLetter("invalid_payload", _errors(exc), envelope.message_id) from exc
         return envelope, command
+
+    def _check_source(self, envelope: InboundCommand) -> None:
+        if envelope.source not in self._allowed_sources:
+            raise DeadLetter(
+                "unauthorised_source",
+                f"source {envelope.source!r} is not allow-listed",
+                envelope.message_id,
+            )
 
     def _publisher(self, source: str) -> Principal:
         """One principal per allow-listed source, made once: this is the per-record hot path."""
