@@ -29,6 +29,7 @@ from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
 from shared.contract.envelope import ConsumedEnvelope, Envelope, read_current
 from shared.kafka import faststream_security
 from shared.logs import get_logger
+from shared.postgres import json_rows, rows_of
 from shared.settings import KafkaSettings
 
 log = get_logger(__name__)
@@ -120,15 +121,14 @@ async def claim_batch(
     rows = await conn.fetch(
         f"""
         insert into "{schema}".applied_streams as a (stream_id, version)
-        select * from unnest($1::text[], $2::int[]) as u(stream_id, version)
+        select * from {rows_of("stream_id text, version int")} u
         order by stream_id
         on conflict (stream_id) do update
         set version = excluded.version, applied_at = now()
         where a.version < excluded.version
         returning a.stream_id, coalesce(old.version, 0)
         """,
-        list(latest),
-        list(latest.values()),
+        json_rows(list(latest.items())),
     )
     applied: dict[str, int] = dict(rows)  # the moved streams: their version before
     new: list[bool] = []

@@ -1,12 +1,16 @@
-"""PostgreSQL wiring shared by the services: the pool and a small migration runner."""
+"""PostgreSQL wiring shared by the services: the pool, a small migration runner, and
+sets of rows sent as one JSON document."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import orjson
 
 from shared.logs import get_logger
 
@@ -29,6 +33,40 @@ async def create_pool(
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset when the session has nothing to reset: asyncpg has already rolled
     back a transaction left open before it calls this."""
+
+
+# A set of rows goes to PostgreSQL as one parameter: a JSON array of rows, each an array
+# of its columns. asyncpg encodes an array parameter value by value, with an ABC check
+# on each (about 0.5 us a value on this machine); orjson writes the whole set for about a
+# tenth of that, and PostgreSQL reads it once with jsonb_array_elements.
+
+
+def json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """The parameter for ``rows_of``. Datetimes keep their offset (a naive one is UTC, as
+    asyncpg takes it); an ``orjson.Fragment`` goes in as the JSON it already is."""
+    return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def rows_of(columns: str, param: int = 1, ordinality: bool = False) -> str:
+    """A FROM item reading parameter ``$param`` (``json_rows``) as a table of ``columns``
+    (``"name type, ..."``, as in a table's definition); a ``jsonb`` column stays JSON.
+    ``ordinality`` adds ``ord``, each row's place in the set (from 1), for a statement
+    that must keep their order.
+
+    ``rows_of("id text, at timestamptz")`` is ``(select (r->>0)::text as id,
+    (r->>1)::timestamptz as at from jsonb_array_elements($1::jsonb) ...)``."""
+    readers = []
+    for i, column in enumerate(columns.split(",")):
+        name, type_ = column.split()
+        # JSON null is SQL null in every column, a jsonb one too.
+        read = f"nullif(r->{i}, 'null')" if type_ == "jsonb" else f"(r->>{i})::{type_}"
+        readers.append(f"{read} as {name}")
+    if ordinality:
+        readers.append("n as ord")
+    return (
+        f"(select {', '.join(readers)}"
+        f" from jsonb_array_elements(${param}::jsonb) with ordinality as j(r, n))"
+    )
 
 
 async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list[str]:

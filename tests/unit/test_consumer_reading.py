@@ -6,6 +6,7 @@ The broker and the database are stand-ins; the integration tests use the real on
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from contextlib import asynccontextmanager
@@ -25,8 +26,8 @@ from tests.unit.test_event_reading import PAYLOAD, value
 class FakeConnection:
     """Enough of asyncpg for ``claim_batch``: no stream applied before."""
 
-    async def fetch(self, _sql: str, stream_ids: list[str], _versions: list[int]) -> list[Any]:
-        return [(stream_id, 0) for stream_id in stream_ids]
+    async def fetch(self, _sql: str, rows: str) -> list[Any]:
+        return [(stream_id, 0) for stream_id, _version in json.loads(rows)]
 
     @asynccontextmanager
     async def transaction(self):  # type: ignore[no-untyped-def]

@@ -13,76 +13,83 @@ import asyncpg
 from services.reports.domain import facts
 from services.reports.domain.projection import STATEMENTS, Write
 from shared.clock import LOCAL_TZ
+from shared.postgres import json_rows, rows_of
 
-# Each statement with the columns that name the row it writes (its key): a set of rows
-# goes in one statement, its columns as arrays (a list per row comes as JSON).
-SQL: dict[str, tuple[str, tuple[int, ...]]] = {
+# Each statement, reading its rows from {rows}; the rows' columns; and the columns that
+# name the row it writes (its key). A set of rows goes in one statement, as one JSON
+# document (``shared.postgres.json_rows``).
+_STATEMENTS: dict[str, tuple[str, str, tuple[int, ...]]] = {
     "unit": (
         """
         insert into reports.units (unit_id, level, name, parent_id)
-        select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        select * from {rows} u
         on conflict (unit_id) do update
         set level = excluded.level, name = excluded.name, parent_id = excluded.parent_id""",
+        "unit_id text, level text, name text, parent_id text",
         (0,),
     ),
     "cell": (
         """
         insert into reports.cells (cell_id, ward_id, name, meeting_day, roll_calls)
-        select * from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[])
+        select * from {rows} u
         on conflict (cell_id) do update
         set ward_id = excluded.ward_id, name = excluded.name,
             meeting_day = excluded.meeting_day, roll_calls = excluded.roll_calls""",
+        "id text, ward text, name text, day int, roll_calls int",
         (0,),
     ),
     "member_admitted": (
         """
         insert into reports.memberships
             (cell_id, member_id, admitted_version, ward_id, probationary, admitted_at)
-        select * from unnest(
-            $1::text[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::timestamptz[])
+        select * from {rows} u
         on conflict do nothing""",
+        "cell text, member text, version int, ward text, probationary bool, at timestamptz",
         (0, 1, 2),
     ),
     "member_left": (
         """
         update reports.memberships m set left_at = u.left_at
-        from unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])
-            as u(cell_id, member_id, version, left_at)
+        from {rows} u
         where m.cell_id = u.cell_id and m.member_id = u.member_id
             and m.admitted_version < u.version and m.left_at is null""",
+        "cell_id text, member_id text, version int, left_at timestamptz",
         (0, 1),
     ),
     "exemption": (
         """
         insert into reports.exemptions (cell_id, member_id, exempt_from, ward_id, exempt_until)
-        select * from unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::date[])
+        select * from {rows} u
         on conflict (cell_id, member_id, exempt_from) do update
         set exempt_until = excluded.exempt_until""",
+        "cell text, member text, since date, ward text, until date",
         (0, 1, 2),
     ),
     "meeting_scheduled": (
         """
         insert into reports.meetings
             (meeting_id, ward_id, cell_id, kind, agenda, first_scheduled_start, scheduled_start)
-        select id, ward, cell, kind, agenda::jsonb, start, start from unnest(
-            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-            as u(id, ward, cell, kind, agenda, start)
+        select id, ward, cell, kind, agenda, start, start
+        from {rows} u
         on conflict do nothing""",
+        "id text, ward text, cell text, kind text, agenda jsonb, start timestamptz",
         (0,),
     ),
     "meeting_rescheduled": (
         """
         update reports.meetings m
         set scheduled_start = u.start, reschedules = m.reschedules + 1
-        from unnest($1::text[], $2::timestamptz[]) as u(id, start)
+        from {rows} u
         where m.meeting_id = u.id""",
+        "id text, start timestamptz",
         (0,),
     ),
     "meeting_cancelled": (
         """
         update reports.meetings m set cancelled_reason = u.reason
-        from unnest($1::text[], $2::text[]) as u(id, reason)
+        from {rows} u
         where m.meeting_id = u.id""",
+        "id text, reason text",
         (0,),
     ),
     "meeting_opened": (
@@ -92,10 +99,10 @@ SQL: dict[str, tuple[str, tuple[int, ...]]] = {
             first_present_ids = array(select jsonb_array_elements_text(u.present)),
             present_first = u.present_first, absent_excused = u.excused,
             absent_unexcused = u.unexcused
-        from unnest($1::text[], $2::timestamptz[], $3::bool[], $4::jsonb[], $5::int[],
-            $6::int[], $7::int[])
-            as u(id, opened_at, supervisor_present, present, present_first, excused, unexcused)
+        from {rows} u
         where m.meeting_id = u.id""",
+        "id text, opened_at timestamptz, supervisor_present bool, present jsonb, "
+        "present_first int, excused int, unexcused int",
         (0,),
     ),
     "meeting_closed": (
@@ -108,33 +115,35 @@ SQL: dict[str, tuple[str, tuple[int, ...]]] = {
                  where s.id = any(m.first_present_ids)) end,
             speakers = u.speakers, minutes_recorded = u.minutes,
             previous_resolution_carried_out = u.carried_out
-        from unnest($1::text[], $2::timestamptz[], $3::jsonb[], $4::int[], $5::bool[],
-            $6::bool[]) as u(id, closed_at, second, speakers, minutes, carried_out)
+        from {rows} u
         where m.meeting_id = u.id""",
+        "id text, closed_at timestamptz, second jsonb, speakers int, minutes bool, "
+        "carried_out bool",
         (0,),
     ),
     "resolution": (
         """
         insert into reports.resolutions
             (resolution_id, meeting_id, ward_id, cell_id, title, adopted_at)
-        select * from unnest(
-            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+        select * from {rows} u
         on conflict do nothing""",
+        "id text, meeting text, ward text, cell text, title text, adopted_at timestamptz",
         (0,),
     ),
     "task": (
         """
         insert into reports.tasks (resolution_id, task_id, ward_id, due_on)
-        select * from unnest($1::text[], $2::text[], $3::text[], $4::date[])
+        select * from {rows} u
         on conflict do nothing""",
+        "resolution text, task text, ward text, due_on date",
         (0, 1),
     ),
     "task_completed": (
         """
         update reports.tasks t set completed_on = u.completed_on
-        from unnest($1::text[], $2::text[], $3::date[])
-            as u(resolution_id, task_id, completed_on)
+        from {rows} u
         where t.resolution_id = u.resolution_id and t.task_id = u.task_id""",
+        "resolution_id text, task_id text, completed_on date",
         (0, 1),
     ),
     "petition": (
@@ -142,9 +151,10 @@ SQL: dict[str, tuple[str, tuple[int, ...]]] = {
         insert into reports.petitions
             (petition_id, ward_id, cell_id, category, place, raised_at, level, holder_id,
              deadline_at, recurring)
-        select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-            $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bool[])
+        select * from {rows} u
         on conflict do nothing""",
+        "id text, ward text, cell text, category text, place text, raised_at timestamptz, "
+        "level text, holder text, deadline_at timestamptz, recurring bool",
         (0,),
     ),
     "petition_step": (
@@ -152,30 +162,35 @@ SQL: dict[str, tuple[str, tuple[int, ...]]] = {
         insert into reports.petition_steps
             (petition_id, version, ward_id, at, kind, level, to_level, to_holder_id, reason,
              deadline_at)
-        select * from unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[],
-            $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+        select * from {rows} u
         on conflict do nothing""",
+        "id text, version int, ward text, at timestamptz, kind text, level text, "
+        "to_level text, to_holder text, reason text, deadline_at timestamptz",
         (0, 1),
     ),
     "submission": (
         """
         insert into reports.submissions
             (ward_id, month, submitted_at, due_at, on_time, submitted_by)
-        select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-            $5::bool[], $6::text[])
+        select * from {rows} u
         on conflict do nothing""",
+        "ward text, month text, submitted_at timestamptz, due_at timestamptz, on_time bool, "
+        "submitted_by text",
         (0, 1),
     ),
     "orientation": (
         """
         insert into reports.orientations
             (orientation_id, ward_id, month, topics, issued_at, on_time)
-        select id, ward, month, topics::jsonb, issued, on_time from unnest(
-            $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bool[])
-            as u(id, ward, month, topics, issued, on_time)
+        select * from {rows} u
         on conflict do nothing""",
+        "id text, ward text, month text, topics jsonb, issued_at timestamptz, on_time bool",
         (0,),
     ),
+}
+SQL: dict[str, tuple[str, tuple[int, ...]]] = {
+    name: (sql.format(rows=rows_of(columns)), key)
+    for name, (sql, columns, key) in _STATEMENTS.items()
 }
 assert set(SQL) == set(STATEMENTS)
 
@@ -196,8 +211,8 @@ TABLES = (
 )
 
 
-# (sql, arguments): arguments are the rows' columns, each a list.
-Statement = tuple[str, list[list[Any]]]
+# (sql, rows): the rows go in as the statement's one parameter (``json_rows``).
+Statement = tuple[str, list[tuple[Any, ...]]]
 
 
 def statements(writes: list[Write]) -> list[Statement]:
@@ -213,8 +228,7 @@ def statements(writes: list[Write]) -> list[Statement]:
         if not (rows := grouped.get(statement)):
             continue
         sql, key = SQL[statement]
-        for part in _rounds(rows, key):
-            out.append((sql, [list(column) for column in zip(*part, strict=True)]))
+        out.extend((sql, part) for part in _rounds(rows, key))
     return out
 
 
@@ -235,8 +249,8 @@ def _rounds(rows: list[tuple[Any, ...]], key: tuple[int, ...]) -> list[list[tupl
 
 
 async def run(conn: asyncpg.Connection, prepared: list[Statement]) -> None:
-    for sql, arguments in prepared:
-        await conn.execute(sql, *arguments)
+    for sql, rows in prepared:
+        await conn.execute(sql, json_rows(rows))
 
 
 async def apply_writes(conn: asyncpg.Connection, writes: list[Write]) -> None:

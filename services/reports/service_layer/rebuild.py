@@ -30,6 +30,7 @@ from shared.contract import DomainEvent
 from shared.contract.envelope import Envelope, read_event
 from shared.kafka import aiokafka_client_kwargs, topic_partitions
 from shared.logs import get_logger
+from shared.postgres import rows_of
 from shared.settings import KafkaSettings
 
 log = get_logger(__name__)
@@ -109,7 +110,7 @@ async def rebuild(
 _Prepared = tuple[int, list[projection_store.Statement]]
 _VERSIONS = f"""
     insert into {SCHEMA}.applied_streams (stream_id, version)
-    select * from unnest($1::text[], $2::int[])
+    select * from {rows_of("stream_id text, version int")} u
     on conflict (stream_id) do update set version = excluded.version, applied_at = now()"""
 _YIELD_EVERY = 20  # records: lets the writer's statements go out between them
 
@@ -160,7 +161,7 @@ async def _read(
             result.applied += applied
             statements = projection_store.statements(writes)
             if moved:
-                statements.append((_VERSIONS, [list(moved), list(moved.values())]))
+                statements.append((_VERSIONS, list(moved.items())))
             await ready.put((read, statements))
         await ready.put(None)
     except Exception as exc:
