@@ -332,6 +332,11 @@ class CpuMeter:
         self._sample()
         self.wall_s = time.perf_counter() - self._started
 
+    def add(self, name: str, cpu_s: float) -> None:
+        """CPU seconds of a process the meter could not sample, reported by the process
+        itself (the rebuild's preparer, which exits inside the window)."""
+        self.used[name] = self.used.get(name, 0.0) + cpu_s
+
     def shares(self) -> dict[str, float]:
         """Each tree's CPU as a share of one core over the window (1.0 = a full core)."""
         wall = self.wall_s or 1.0

@@ -545,6 +545,7 @@ async def reports_rebuild(ctx: BenchContext) -> list[Figure]:
                     if profiler is not None:
                         profiler.disable()
                         profiler.dump_stats(str(profile))
+                cpu.add("rebuild preparer", result.preparer_cpu_s)
                 rebuild_s = phase.elapsed_s
                 streams = int(await conn.fetchval("select count(*) from reports.applied_streams"))
                 versions = int(
@@ -597,7 +598,8 @@ async def reports_rebuild(ctx: BenchContext) -> list[Figure]:
     notes = (
         f"{n} events ({len(month)} relayed by the meetings service for one month of "
         f"{prefix} + {copies} id-rewritten copies), {streams} streams, one transaction, "
-        f"batch {REBUILD_BATCH}, in {rebuild_s:.2f} s; {cpu.summary()}"
+        f"batch {REBUILD_BATCH}, in {rebuild_s:.2f} s; {cpu.summary()}; the rebuild "
+        f"preparer's peak RSS {result.preparer_peak_rss_mib:.0f} MiB"
     )
     rebuild_params = {**params, "seconds": round(rebuild_s, 3), "cpu": cpu.shares()}
     return [

@@ -211,8 +211,8 @@ TABLES = (
 )
 
 
-# (sql, rows): the rows go in as the statement's one parameter (``json_rows``).
-Statement = tuple[str, list[tuple[Any, ...]]]
+# (sql, its one parameter: the rows as a JSON document, ``json_rows``).
+Statement = tuple[str, str]
 
 
 def statements(writes: list[Write]) -> list[Statement]:
@@ -228,7 +228,7 @@ def statements(writes: list[Write]) -> list[Statement]:
         if not (rows := grouped.get(statement)):
             continue
         sql, key = SQL[statement]
-        out.extend((sql, part) for part in _rounds(rows, key))
+        out.extend((sql, json_rows(part)) for part in _rounds(rows, key))
     return out
 
 
@@ -250,7 +250,7 @@ def _rounds(rows: list[tuple[Any, ...]], key: tuple[int, ...]) -> list[list[tupl
 
 async def run(conn: asyncpg.Connection, prepared: list[Statement]) -> None:
     for sql, rows in prepared:
-        await conn.execute(sql, json_rows(rows))
+        await conn.execute(sql, rows)
 
 
 async def apply_writes(conn: asyncpg.Connection, writes: list[Write]) -> None:

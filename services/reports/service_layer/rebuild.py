@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
+import resource
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +34,7 @@ from shared.contract import DomainEvent
 from shared.contract.envelope import Envelope, read_event
 from shared.kafka import aiokafka_client_kwargs, topic_partitions
 from shared.logs import get_logger
-from shared.postgres import rows_of
+from shared.postgres import json_rows, rows_of
 from shared.settings import KafkaSettings
 
 log = get_logger(__name__)
@@ -50,6 +54,9 @@ class RebuildResult:
     applied: int = 0
     skipped: int = 0  # unreadable or of an unknown type: the live consumer dead-lettered them
     already_current: bool = False  # only_if_outdated, and another process had rebuilt
+    # What the preparer process used: CPU seconds, and its peak resident memory.
+    preparer_cpu_s: float = 0.0
+    preparer_peak_rss_mib: float = 0.0
 
 
 Progress = Callable[[int, int], None]  # (records read, records in all)
@@ -80,12 +87,13 @@ async def rebuild(
             )
         ends = await consumer.end_offsets(partitions)
         total = sum(ends.values())
-        ready: asyncio.Queue[_Prepared | BaseException | None] = asyncio.Queue(maxsize=2)
-        with _gc_paused():
-            # Postgres writes one batch while the next is read and parsed (the first
-            # ones while the old rows are deleted).
+        ready: asyncio.Queue[_Batch | BaseException | None] = asyncio.Queue(maxsize=2)
+        with _gc_paused(), _preparer() as preparer:
+            # Three things at once: this process reads the next batches from Kafka, the
+            # preparer process parses one and makes its statements, and PostgreSQL
+            # writes the one before (the first ones while the old rows are deleted).
             reader = asyncio.create_task(
-                _read(consumer, partitions, ends, batch_size, result, ready)
+                _read(consumer, partitions, ends, batch_size, result, ready, preparer)
             )
             try:
                 await projection_store.clear(conn)
@@ -93,7 +101,11 @@ async def rebuild(
                 while (item := await ready.get()) is not None:
                     if isinstance(item, BaseException):
                         raise item
-                    records, statements = item
+                    records, prepared = item
+                    applied, skipped, statements, used = await prepared
+                    result.applied += applied
+                    result.skipped += skipped
+                    result.preparer_cpu_s, result.preparer_peak_rss_mib = used
                     await projection_store.run(conn, statements)
                     progress(records, total)
             finally:
@@ -106,13 +118,14 @@ async def rebuild(
     return result
 
 
-# (records read so far, the statements of the batch)
-_Prepared = tuple[int, list[projection_store.Statement]]
+# (records read so far, the batch's (applied, skipped, statements, the preparer's
+# CPU seconds and peak RSS so far) to come)
+_Batch = tuple[int, "asyncio.Future[_Prepared]"]
+_Prepared = tuple[int, int, list[projection_store.Statement], tuple[float, float]]
 _VERSIONS = f"""
     insert into {SCHEMA}.applied_streams (stream_id, version)
     select * from {rows_of("stream_id text, version int")} u
     on conflict (stream_id) do update set version = excluded.version, applied_at = now()"""
-_YIELD_EVERY = 20  # records: lets the writer's statements go out between them
 
 
 async def _read(
@@ -121,51 +134,83 @@ async def _read(
     ends: dict[TopicPartition, int],
     batch_size: int,
     result: RebuildResult,
-    ready: asyncio.Queue[_Prepared | BaseException | None],
+    ready: asyncio.Queue[_Batch | BaseException | None],
+    preparer: ProcessPoolExecutor,
 ) -> None:
-    # The tables are empty and locked: each stream's applied version is kept here, as
-    # claim_batch would keep it, and written with the batch that moved it.
-    versions: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
     try:
         todo = {tp for tp in partitions if ends[tp] > 0}
         for tp in partitions:
             consumer.seek(tp, 0)
-        read = 0
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch_size)
-            applied = 0
-            writes: list[Write] = []
-            moved: dict[str, int] = {}
+            values: list[bytes] = []
             for tp, records in fetched.items():
                 end = ends[tp]
                 for record in records:
                     if record.offset >= end:
                         break
-                    read += 1
-                    if read % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    item = _event(record.value or b"")
-                    if item is None:
-                        result.skipped += 1
-                        continue
-                    envelope = item[0]
-                    if envelope.stream_version > versions.get(envelope.stream_id, 0):
-                        versions[envelope.stream_id] = envelope.stream_version
-                        moved[envelope.stream_id] = envelope.stream_version
-                        applied += 1
-                        # At once, while the event is fresh in the CPU's cache.
-                        writes += event_writes(item)
+                    values.append(record.value or b"")
                 if records and records[-1].offset >= end - 1:
                     todo.discard(tp)
-            result.records = read
-            result.applied += applied
-            statements = projection_store.statements(writes)
-            if moved:
-                statements.append((_VERSIONS, list(moved.items())))
-            await ready.put((read, statements))
+            if not values:
+                continue
+            result.records += len(values)
+            prepared = loop.run_in_executor(preparer, _prepare, values)
+            await ready.put((result.records, prepared))
         await ready.put(None)
     except Exception as exc:
         await ready.put(exc)
+
+
+@contextmanager
+def _preparer() -> Iterator[ProcessPoolExecutor]:
+    """One process that parses the batches in their order and keeps the streams' versions.
+
+    Forked, so that it starts at once with the modules already imported; it touches
+    nothing of its parent's but the code (no sockets, loop or logging)."""
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=_start
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# The preparer's state. The tables are empty and locked: each stream's applied version
+# is kept here, as claim_batch would keep it, and written with the batch that moved it.
+_versions: dict[str, int] = {}
+
+
+def _start() -> None:
+    _versions.clear()
+    gc.freeze()  # the batches hold no cycles (see _gc_paused)
+    gc.disable()
+
+
+def _prepare(values: list[bytes]) -> _Prepared:
+    """In the preparer: a batch's records read, and the statements of those that are new."""
+    applied = skipped = 0
+    writes: list[Write] = []
+    moved: dict[str, int] = {}
+    for value in values:
+        item = _event(value)
+        if item is None:
+            skipped += 1
+            continue
+        envelope = item[0]
+        if envelope.stream_version > _versions.get(envelope.stream_id, 0):
+            _versions[envelope.stream_id] = envelope.stream_version
+            moved[envelope.stream_id] = envelope.stream_version
+            applied += 1
+            # At once, while the event is fresh in the CPU's cache.
+            writes += event_writes(item)
+    statements = projection_store.statements(writes)
+    if moved:
+        statements.append((_VERSIONS, json_rows(list(moved.items()))))
+    used = (time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return applied, skipped, statements, used
 
 
 @contextmanager
