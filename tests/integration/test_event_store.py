@@ -47,7 +47,11 @@ async def pool(running_stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(running_stack.database_url, min_size=2, max_size=4)
     assert pool is not None
     yield pool
-    await pool.close()
+    # A test that failed while holding a connection would make close() wait for it forever.
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:
+        pool.terminate()
 
 
 def new_store(pool: asyncpg.Pool, cache: int = 100) -> PostgresEventStore:
