@@ -97,6 +97,11 @@ async def rebuild(
             )
             try:
                 await projection_store.clear(conn)
+                # The tables' statistics still describe the old projection (none, on a
+                # new install): the planner would then hash a whole table for each
+                # batch's updates, which grows with the table. Each update names rows
+                # by key, so an index is always the right way to them.
+                await conn.execute("set local enable_seqscan = off")
                 progress(0, total)
                 while (item := await ready.get()) is not None:
                     if isinstance(item, BaseException):
@@ -126,6 +131,7 @@ _VERSIONS = f"""
     insert into {SCHEMA}.applied_streams (stream_id, version)
     select * from {rows_of("stream_id text, version int")} u
     on conflict (stream_id) do update set version = excluded.version, applied_at = now()"""
+_FETCH_STEP = 500  # records per getmany() of the reader; batch_size of them go to the preparer
 
 
 async def _read(
@@ -142,9 +148,11 @@ async def _read(
         todo = {tp for tp in partitions if ends[tp] > 0}
         for tp in partitions:
             consumer.seek(tp, 0)
+        values: list[bytes] = []
         while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=batch_size)
-            values: list[bytes] = []
+            # Fetched in small steps: aiokafka unpacks a fetch at once, and the writer's
+            # statements wait for the event loop meanwhile.
+            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=_FETCH_STEP)
             for tp, records in fetched.items():
                 end = ends[tp]
                 for record in records:
@@ -153,11 +161,11 @@ async def _read(
                     values.append(record.value or b"")
                 if records and records[-1].offset >= end - 1:
                     todo.discard(tp)
-            if not values:
-                continue
-            result.records += len(values)
-            prepared = loop.run_in_executor(preparer, _prepare, values)
-            await ready.put((result.records, prepared))
+            if len(values) >= batch_size or (values and not todo):
+                result.records += len(values)
+                prepared = loop.run_in_executor(preparer, _prepare, values)
+                await ready.put((result.records, prepared))
+                values = []
         await ready.put(None)
     except Exception as exc:
         await ready.put(exc)
