@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.contract.events import (
     AttendanceEntry,
@@ -23,10 +23,31 @@ class Command(BaseModel):
     command_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
 
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        # PostgreSQL's text and jsonb cannot hold U+0000: a command carrying one would
+        # fail at the write, so it is refused here, at either door, with the reason.
+        if _has_nul(self.__dict__.values()):
+            raise ValueError("text must not contain the NUL character (U+0000)")
+        return self
+
     def scope(self) -> tuple[str, str | None]:
         """The (ward id, cell id) the command acts on, for authorisation."""
         fields = self.__dict__  # each command type names its own ward (and maybe cell)
         return fields["ward_id"], fields.get("cell_id")
+
+
+def _has_nul(values: Any) -> bool:
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, BaseModel):
+            if _has_nul(value.__dict__.values()):
+                return True
+        elif isinstance(value, list | tuple) and _has_nul(value):
+            return True
+    return False
 
 
 class ScheduleMeeting(Command):

@@ -134,8 +134,9 @@ def _commands_dlq_description() -> str:
         "`dlq_message_id` (the command's `message_id`, when it could be read). `dlq_reason` "
         "is one of `malformed_envelope` (not an InboundCommand), `unauthorised_source` "
         "(`source` not allow-listed), `unknown_command` (`type` and `version` not known), "
-        "`invalid_payload` (payload does not match the command's schema), `implausible_time` "
-        "(`occurred_at` in the future), `wrong_key` (record key is not the payload's "
+        "`invalid_payload` (payload does not match the command's schema, or a text holds "
+        "U+0000), `implausible_time` (`occurred_at` in the future), `wrong_key` (record "
+        "key is not the payload's "
         "`ward_id`), or `rejected_<code>` (refused by a rule, e.g. `rejected_already_exists`)."
     )
 

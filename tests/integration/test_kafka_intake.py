@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 from aiokafka import AIOKafkaProducer
 
 from ops.stack import Stack
@@ -132,3 +133,36 @@ async def test_sources_not_on_the_allow_list_and_wrong_keys_are_dead_lettered(
     for source, reason in wanted.items():
         assert dead[source]["dlq_reason"] == reason
     assert await _events_of(running_stack, ward) == []
+
+
+async def test_text_with_a_nul_character_is_refused_at_both_doors(running_stack: Stack) -> None:
+    """PostgreSQL cannot store U+0000 in text or jsonb: such a command is refused with
+    the reason (a 422 over HTTP, a dead letter on Kafka), and the next one is carried out."""
+    ward = unique_ward()
+    token = running_stack.issue_token("ward_official", "ward", ward, "nul-test")
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+        response = await client.post(
+            "/v1/meetings",
+            json=schedule_body(ward, agenda=["Quán triệt\x00 nghị quyết"]),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.text
+
+    with_nul = inbound(schedule_body(ward, location="Nhà văn hoá\x00"))
+    valid = inbound(schedule_body(ward))
+    sent = await _publish(
+        running_stack, (json.dumps(with_nul).encode(), ward), (json.dumps(valid).encode(), ward)
+    )
+
+    async def valid_one_appended() -> list | None:
+        return await _events_of(running_stack, ward) or None
+
+    assert len(await eventually(valid_one_appended, what="the command after the NUL")) == 1
+    source = f"{COMMANDS}/{sent[0][0]}/{sent[0][1]}"
+    records = await read_topic(
+        running_stack.kafka_bootstrap, DLQ, until=lambda rs: source in _dlq_by_source(rs)
+    )
+    letter = _dlq_by_source(records)[source]
+    assert letter["dlq_reason"] == "invalid_payload"
+    assert "NUL" in letter["dlq_detail"]
