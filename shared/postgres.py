@@ -43,30 +43,23 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def json_rows(rows: Sequence[Sequence[Any]]) -> str:
     """The parameter for ``rows_of``. Datetimes keep their offset (a naive one is UTC, as
-    asyncpg takes it); an ``orjson.Fragment`` goes in as the JSON it already is."""
+    asyncpg takes it)."""
     return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
 
 
-def rows_of(columns: str, param: int = 1, ordinality: bool = False) -> str:
-    """A FROM item reading parameter ``$param`` (``json_rows``) as a table of ``columns``
+def rows_of(columns: str) -> str:
+    """A FROM item reading parameter ``$1`` (``json_rows``) as a table of ``columns``
     (``"name type, ..."``, as in a table's definition); a ``jsonb`` column stays JSON.
-    ``ordinality`` adds ``ord``, each row's place in the set (from 1), for a statement
-    that must keep their order.
 
     ``rows_of("id text, at timestamptz")`` is ``(select (r->>0)::text as id,
-    (r->>1)::timestamptz as at from jsonb_array_elements($1::jsonb) ...)``."""
+    (r->>1)::timestamptz as at from jsonb_array_elements($1::jsonb) as j(r))``."""
     readers = []
     for i, column in enumerate(columns.split(",")):
         name, type_ = column.split()
         # JSON null is SQL null in every column, a jsonb one too.
         read = f"nullif(r->{i}, 'null')" if type_ == "jsonb" else f"(r->>{i})::{type_}"
         readers.append(f"{read} as {name}")
-    if ordinality:
-        readers.append("n as ord")
-    return (
-        f"(select {', '.join(readers)}"
-        f" from jsonb_array_elements(${param}::jsonb) with ordinality as j(r, n))"
-    )
+    return f"(select {', '.join(readers)} from jsonb_array_elements($1::jsonb) as j(r))"
 
 
 async def migrate(pool: asyncpg.Pool, schema: str, migrations_dir: Path) -> list[str]:

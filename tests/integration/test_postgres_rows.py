@@ -19,7 +19,7 @@ class Kind(StrEnum):
     REGULAR = "regular"
 
 
-async def test_rows_come_back_as_the_values_sent_in_their_order(stack: Stack) -> None:
+async def test_rows_come_back_as_the_values_sent(stack: Stack) -> None:
     instant = datetime(2026, 10, 5, 19, 30, 0, 123456, tzinfo=HANOI)
     rows = [
         (
@@ -40,10 +40,9 @@ async def test_rows_come_back_as_the_values_sent_in_their_order(stack: Stack) ->
             "select * from "
             + rows_of(
                 "name text, n int, ok bool, at timestamptz, naive timestamptz, on_day date,"
-                " items jsonb, kind text",
-                ordinality=True,
+                " items jsonb, kind text"
             )
-            + " u order by ord",
+            + " u order by n desc",
             json_rows(rows),
         )
     finally:
@@ -58,7 +57,6 @@ async def test_rows_come_back_as_the_values_sent_in_their_order(stack: Stack) ->
         "on_day": date(2026, 10, 10),
         "items": '["Một", "Hai"]',
         "kind": "regular",
-        "ord": 1,
     }
     # JSON null is SQL null in every column, the jsonb one too (not the JSON 'null').
     assert second == {
@@ -70,7 +68,6 @@ async def test_rows_come_back_as_the_values_sent_in_their_order(stack: Stack) ->
         "on_day": None,
         "items": None,
         "kind": None,
-        "ord": 2,
     }
 
 
@@ -80,8 +77,8 @@ async def test_any_text_comes_back_the_same_as_text_and_in_a_list(stack: Stack) 
     conn = await asyncpg.connect(stack.database_url)
     try:
         got = await conn.fetch(
-            "select t, l from " + rows_of("t text, l jsonb", ordinality=True) + " u order by ord",
-            json_rows([(t, [t, "Sinh hoạt chi bộ thường kỳ"]) for t in texts]),
+            "select t, l from " + rows_of("i int, t text, l jsonb") + " u order by i",
+            json_rows([(i, t, [t, "Sinh hoạt chi bộ thường kỳ"]) for i, t in enumerate(texts)]),
         )
     finally:
         await conn.close()
