@@ -223,8 +223,9 @@ def _prepare(values: list[bytes]) -> _Prepared:
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while the batches are made: they hold no cycles, and each collection
-    of the older generations would walk every object the process has."""
+    """No cyclic GC in this process while the batches are read (the preparer pauses its
+    own, ``_start``): they hold no cycles, and each collection of the older generations
+    would walk every object the process has."""
     enabled = gc.isenabled()
     gc.freeze()
     gc.disable()
