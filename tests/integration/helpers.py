@@ -70,6 +70,15 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         await conn.close()
 
 
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 10) -> None:
+    """Close a test's pool without hanging the run: a test that failed while holding a
+    connection would make ``close()`` wait for it forever, past pytest-timeout."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=timeout_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]],
     *,

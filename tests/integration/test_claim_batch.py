@@ -15,7 +15,7 @@ import pytest
 
 from ops.stack import Stack
 from shared.consumer import claim_batch
-from tests.integration.helpers import eventually
+from tests.integration.helpers import close_pool, eventually
 
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ async def schema(stack: Stack) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
         yield pool, name
     finally:
         await pool.execute(f'drop schema "{name}" cascade')
-        await pool.close()
+        await close_pool(pool)
 
 
 async def claim(pool: asyncpg.Pool, name: str, envelopes: list[Env]) -> list[bool]:

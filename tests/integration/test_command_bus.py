@@ -26,7 +26,7 @@ from shared.auth import Principal, Role
 from shared.clock import SystemClock
 from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
 from shared.contract.commands import RescheduleMeeting
-from tests.integration.helpers import unique_ward
+from tests.integration.helpers import close_pool, unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
 
@@ -39,7 +39,7 @@ async def bus_and_pool(running_stack: Stack) -> AsyncIterator[tuple[CommandBus, 
     store = PostgresEventStore(pool, metrics)
     policy = PetitionPolicy.parse("cell:7,ward:15,district:30,province:45", 180)
     yield CommandBus(store, OrgDirectory(pool), SystemClock(), metrics, policy), pool
-    await pool.close()
+    await close_pool(pool)
 
 
 def schedule(ward: str, n: int) -> ScheduleMeeting:

@@ -19,6 +19,7 @@ from services.notifications.bootstrap import MIGRATIONS
 from services.notifications.service_layer.dispatcher import Dispatcher
 from shared.clock import FrozenClock
 from shared.postgres import migrate
+from tests.integration.helpers import close_pool
 
 
 class SlowLogChannel:
@@ -97,6 +98,6 @@ async def test_no_send_starts_in_the_second_half_of_the_lease(stack: Stack) -> N
         assert [r["status"] for r in await rows()] == ["sent"] * 6
         await dispatcher.stop()
     finally:
-        await pool.close()
+        await close_pool(pool)
         await admin.execute(f'drop database "{database}"')
         await admin.close()

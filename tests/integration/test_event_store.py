@@ -27,7 +27,7 @@ from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.relay import _SELECT_BATCH
 from shared.contract import MeetingKind, MeetingScheduled
 from shared.postgres import create_pool
-from tests.integration.helpers import eventually, unique_ward
+from tests.integration.helpers import close_pool, eventually, unique_ward
 
 META = EventMetadata(actor="test", source="test", occurred_at=datetime.now(UTC))
 
@@ -47,11 +47,7 @@ async def pool(running_stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(running_stack.database_url, min_size=2, max_size=4)
     assert pool is not None
     yield pool
-    # A test that failed while holding a connection would make close() wait for it forever.
-    try:
-        await asyncio.wait_for(pool.close(), timeout=10)
-    except TimeoutError:
-        pool.terminate()
+    await close_pool(pool)
 
 
 def new_store(pool: asyncpg.Pool, cache: int = 100) -> PostgresEventStore:
@@ -249,4 +245,4 @@ async def test_a_pool_without_the_session_reset_still_rolls_back_what_was_left_o
             assert not conn.is_in_transaction()
             assert await conn.fetchval("select to_regclass('pg_temp.left_open')") is None
     finally:
-        await pool.close()
+        await close_pool(pool)

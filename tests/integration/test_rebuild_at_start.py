@@ -14,6 +14,7 @@ from services.reports.service_layer.rebuild import PROJECTION_VERSION, rebuild_i
 from shared.kafka import ensure_topics
 from shared.postgres import migrate
 from shared.settings import KafkaSettings
+from tests.integration.helpers import close_pool
 
 
 async def test_replicas_starting_together_rebuild_once(stack: Stack) -> None:
@@ -38,4 +39,4 @@ async def test_replicas_starting_together_rebuild_once(stack: Stack) -> None:
         )
     finally:
         for pool in pools:
-            await pool.close()
+            await close_pool(pool)

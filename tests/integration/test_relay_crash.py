@@ -16,7 +16,7 @@ from ops.stack import Stack
 from services.meetings.adapters.event_store import EventMetadata, PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
 from shared.contract import DomainEvent
-from tests.integration.helpers import eventually, read_topic, unique_ward
+from tests.integration.helpers import close_pool, eventually, read_topic, unique_ward
 
 STREAMS, EVENTS_PER_STREAM = 120, 250
 TOTAL = STREAMS * EVENTS_PER_STREAM
@@ -64,7 +64,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_keeps_order(running_stack: Sta
                 )
             written[stream] = [str(e) for e in result.event_ids]
     finally:
-        await pool.close()
+        await close_pool(pool)
 
     # Small relay batches, so that the kill lands between a send and its checkpoint (and
     # mid-backlog: with one record batch per partition, 200 could relay all 30,000 first).
