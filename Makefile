@@ -10,11 +10,11 @@ demo: setup        ## bring the local stack up and run the month-of-meetings dem
 test: setup        ## lint and type-check, then every test against the real Kafka and PostgreSQL
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
-	@.venv/bin/mypy shared services ops
+	@.venv/bin/mypy shared services ops generator bench tests
 	@.venv/bin/pytest
 
 lint: setup
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services ops
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services ops generator bench tests
 
 up: setup          ## start the local stack without running the demo
 	@.venv/bin/chibo stack up

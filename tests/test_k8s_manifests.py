@@ -244,7 +244,8 @@ def known_env() -> set[str]:
 def secret_env() -> set[str]:
     """Variables that hold secrets: every SecretStr field, and DATABASE_URL (its password)."""
     names = {"DATABASE_URL"}
-    for cls in [KafkaSettings, *(c for c, _ in SERVICES.values())]:
+    classes: list[type[BaseSettings]] = [KafkaSettings, *(c for c, _ in SERVICES.values())]
+    for cls in classes:
         for name, env in env_names(cls).items():
             if SecretStr in {
                 cls.model_fields[name].annotation,

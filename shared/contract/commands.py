@@ -173,7 +173,7 @@ class CloseMeeting(Command):
     ward_id: Identifier
     cell_id: Identifier
     closed_at: AwareDatetime
-    second_roll_call: list[AttendanceEntry] | None = Field(None, max_length=500)
+    second_roll_call: list[AttendanceEntry] | None = Field(default=None, max_length=500)
     speakers: list[Identifier] = Field(default_factory=list, max_length=500)
     minutes_recorded: bool = True
     previous_resolution_carried_out: bool | None = None
@@ -225,7 +225,7 @@ class SetContactDetails(Command):
 
     person_id: Identifier
     ward_id: Identifier
-    phone: str | None = Field(None, pattern=r"^\+?[0-9 .-]{8,20}$")
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 .-]{8,20}$")
     email: EmailLike | None = None
 
 

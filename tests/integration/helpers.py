@@ -54,12 +54,18 @@ def mails_to(maildir: Path, recipient: str) -> list[EmailMessage]:
     """Messages the real SMTP sink stored for ``recipient``, parsed with the modern policy."""
     if not maildir.exists():
         return []
-    box = mailbox.Maildir(
-        str(maildir),
-        factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default),
-        create=False,
+    box = mailbox.Maildir(str(maildir), create=False)
+    parsed = (
+        email.message_from_bytes(box.get_bytes(k), policy=email.policy.default) for k in box.keys()
     )
-    return [m for m in box if str(m["To"]) == recipient]
+    return [m for m in parsed if str(m["To"]) == recipient]
+
+
+def text_of(message: EmailMessage, subtype: str = "plain") -> str:
+    """The message's text/``subtype`` body."""
+    body = message.get_body((subtype,))
+    assert body is not None, f"no text/{subtype} part"
+    return str(body.get_content())
 
 
 async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:

@@ -177,7 +177,8 @@ async def test_a_stored_v1_row_loads_upcast_and_the_cache_sees_later_appends(
     async with other.transaction() as conn:
         await other.append(conn, stream, ward, 1, [scheduled(ward, 2)], META)
     version, events = await store.load(stream)
-    assert version == 2 and events[1].meeting_id == f"{ward}.m2"
+    assert version == 2 and isinstance(events[1], MeetingScheduled)
+    assert events[1].meeting_id == f"{ward}.m2"
 
 
 async def test_a_late_committing_transaction_is_relayed_not_skipped(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -19,7 +20,7 @@ async def test_a_meeting_from_schedule_to_close_through_http(running_stack: Stac
     meeting = f"{cell}.thang-11"
     ids = {"ward_id": ward, "cell_id": cell}
     start = (datetime.now(LOCAL_TZ) - timedelta(hours=3)).replace(microsecond=0)
-    steps = [
+    steps: list[tuple[str, dict[str, Any]]] = [
         ("RegisterCell", {"name": "Chi bộ Tổ dân phố 1", "roll_calls": 2, **ids}),
         *(
             ("AdmitMember", {"member_id": f"{cell}.dv{n}", "full_name": name, **ids})

@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 
 from ops.stack import PROJECT_ROOT, Stack, free_port
 from shared.clock import LOCAL_TZ
-from tests.integration.helpers import UnitLadder, eventually, fetch, mails_to, read_topic
+from tests.integration.helpers import UnitLadder, eventually, fetch, mails_to, read_topic, text_of
 
 DAY = 86_400.0
 SECRET = "webhook-secret-for-tests-0123456789"
@@ -325,10 +325,10 @@ async def test_meeting_notice_reaches_members_and_supervisor_once_by_mail_and_we
         assert str(mail["Subject"]) == subject
         assert mail["To"] == f"{person}@thu.chibo.local"
         assert mail["Message-ID"].startswith("<delivery-")
-        text = mail.get_body(("plain",)).get_content()
+        text = text_of(mail)
         assert "Kính gửi các đồng chí đảng viên Chi bộ" in text
         assert "vào lúc 19:30" in text and "Kiến nghị của cử tri về đường giao thông" in text
-        html = mail.get_body(("html",)).get_content()
+        html = text_of(mail, "html")
         assert "<li>Quán triệt nghị quyết</li>" in html
 
     async def webhook() -> list[dict[str, Any]] | None:
@@ -471,7 +471,7 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
     # before B (moved 3 days on).
     clock(2.5)
     [mail] = await mails(notify, org.supervisor, reminder)
-    assert "tại Nhà văn hóa tổ 1" in mail.get_body(("plain",)).get_content()
+    assert "tại Nhà văn hóa tổ 1" in text_of(mail)
     await mails(notify, org.members[1], reminder)
     reminder_b = f"Nhắc lịch sinh hoạt thường kỳ lúc 19:30 ngày {start_b:%d/%m/%Y}"
     assert found_mails(notify, org.supervisor, reminder_b) == []
@@ -480,7 +480,7 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
     clock(2.6)
     [warning] = await mails(notify, org.members[0], "Sắp hết hạn giải quyết kiến nghị")
     assert kept in str(warning["Subject"])
-    assert "còn khoảng 46 giờ" in warning.get_body(("plain",)).get_content()
+    assert "còn khoảng 46 giờ" in text_of(warning)
     # Day 5 at 22:00: the moved meeting B's reminder (19:30 on day 6, 24 h before).
     clock(0.4)
     await mails(notify, org.supervisor, reminder_b)
@@ -490,7 +490,7 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
     # never warned anyone.
     clock(1.6)
     [escalated] = await mails(notify, org.ward_official, "được chuyển lên cấp phường, xã")
-    text = escalated.get_body(("plain",)).get_content()
+    text = text_of(escalated)
     assert "Tiếp nhận ở cấp chi bộ" in text and "quá thời hạn giải quyết" in text
     assert all(
         resolved not in str(m["Subject"])
@@ -667,7 +667,7 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
         },
     )
     [low] = await mails(notify, org.ward_official, "tỷ lệ dự sinh hoạt 66,7% (dưới 90,0%)")
-    assert "có 2/3 đảng viên có mặt" in low.get_body(("plain",)).get_content()
+    assert "có 2/3 đảng viên có mặt" in text_of(low)
 
     # 10:00 on the check day: only the idle cell is reported to the ward.
     clock((check_at + timedelta(hours=10) - clock.now()).total_seconds() / DAY)
@@ -686,7 +686,7 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     subject = f"Chưa gửi báo cáo tháng {report_month[5:]}/{report_month[:4]}"
     for person in (org.ward_official, org.district_official):  # the ward and the level above
         [late] = await mails(notify, person, subject)
-        assert f"Đảng ủy {org.ward} chưa gửi báo cáo" in late.get_body(("plain",)).get_content()
+        assert f"Đảng ủy {org.ward} chưa gửi báo cáo" in text_of(late)
     next_check = await fetch(
         notify.database_url,
         "select payload->>'month' as month from notifications.timers"
@@ -703,7 +703,7 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     ready = f"Báo cáo tháng {report_month[5:]}/{report_month[:4]} đã được gửi"
     for person in (org.ward_official, org.district_official):
         [mail] = await mails(notify, person, ready)
-        assert "chậm so với hạn" in mail.get_body(("plain",)).get_content()
+        assert "chậm so với hạn" in text_of(mail)
 
 
 async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(
@@ -720,7 +720,7 @@ async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(
         warnings = await mails(notify, org.members[0], "Sắp hết hạn giải quyết", at_least=2)
         assert len(warnings) == 2
         for warning in warnings:
-            assert "còn khoảng 168 giờ" in warning.get_body(("plain",)).get_content()
+            assert "còn khoảng 168 giờ" in text_of(warning)
         for petition in petitions:
             await org.send(
                 "ResolvePetition",
@@ -741,7 +741,7 @@ async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(
         assert found_mails(notify, org.members[0], "đã được giải quyết") == []
         clock(21 / 24)  # 07:00 the next morning
         [digest] = await mails(notify, org.members[0], "Tổng hợp 2 thông báo")
-        text = digest.get_body(("plain",)).get_content()
+        text = text_of(digest)
         assert all(f"Kiến nghị {p} đã được giải quyết" in text for p in petitions)
         assert found_mails(notify, org.members[0], "đã được giải quyết") == []  # not one by one
         assert [r["status"] for r in await held()] == ["digested"] * 2  # type: ignore[union-attr]

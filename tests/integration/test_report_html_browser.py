@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ addEventListener("load", () => {
 });
 </script>"""
 
-SAMPLES = {
+SAMPLES: dict[str, Callable[[], WardReport | RollupReport]] = {
     "ward": report_samples.ward_report,
     "rollup": report_samples.province_rollup_report,
     "empty": report_samples.empty_ward_report,
@@ -106,7 +107,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", SAMPLES)
 def test_report_renders_prints_and_fits_the_page(name: str, tmp_path: Path) -> None:
-    report: WardReport | RollupReport = SAMPLES[name]()
+    report = SAMPLES[name]()
     html = render_html(report)
     ARTIFACTS.mkdir(exist_ok=True)
     page = ARTIFACTS / f"report-{name}.html"

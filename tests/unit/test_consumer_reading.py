@@ -132,7 +132,7 @@ def applied_lines(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     )
     with structlog.testing.capture_logs() as logs:
         asyncio.run(consumer._process(records))
-    return [line for line in logs if line["log_level"] == "info"]
+    return [dict(line) for line in logs if line["log_level"] == "info"]
 
 
 def test_a_batch_of_one_keeps_its_event_applied_line() -> None:

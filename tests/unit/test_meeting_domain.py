@@ -65,5 +65,6 @@ def test_invalid_commands_are_refused_by_the_contract(overrides: dict[str, objec
 
 def test_events_are_frozen_facts() -> None:
     event = Meeting.replay("m", []).schedule(command())[0]
+    assert isinstance(event, MeetingScheduled)
     with pytest.raises(ValidationError):
         event.cell_id = "other"  # type: ignore[misc]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -43,8 +44,8 @@ from shared.contract.events import (
 WARD, CELL, MEETING = "nam-ngan", "nam-ngan.to-01", "nam-ngan.to-01.2026-12"
 START = datetime(2026, 12, 3, 19, 30, tzinfo=LOCAL_TZ)
 NOW = START + timedelta(hours=3)
-IDS = dict(ward_id=WARD, cell_id=CELL)
-MIDS = dict(meeting_id=MEETING, **IDS)
+IDS: dict[str, Any] = dict(ward_id=WARD, cell_id=CELL)
+MIDS: dict[str, Any] = dict(meeting_id=MEETING, **IDS)
 
 
 def cell_history(members: int = 3, roll_calls: int = 2, exempt: tuple[str, ...] = ()) -> list:
@@ -356,7 +357,9 @@ def test_any_roll_call_with_a_repeat_or_a_stranger_is_refused(extra: list[str]) 
 
 
 def test_the_cell_committee_calls_only_those_who_attend() -> None:
-    committee = [MeetingScheduled(kind=MeetingKind.COMMITTEE, scheduled_start=START, **MIDS)]
+    committee: list[DomainEvent] = [
+        MeetingScheduled(kind=MeetingKind.COMMITTEE, scheduled_start=START, **MIDS)
+    ]
     cmd = OpenMeeting(opened_at=START, roll_call=present("m1", "m2"), **MIDS)
     event = Meeting.replay(MEETING, committee).open(cmd, a_cell(), NOW)[0]
     assert isinstance(event, MeetingOpened)

@@ -28,6 +28,7 @@ from services.notifications.domain.notices import (
 )
 from shared.clock import LOCAL_TZ
 from shared.contract.events import (
+    Attendance,
     AttendanceEntry,
     EscalationReason,
     MeetingCancelled,
@@ -46,8 +47,8 @@ QUIET = QuietHours.parse("22:00-06:00")
 START = datetime(2026, 12, 3, 12, 30, tzinfo=UTC)  # 19:30 in Hà Nội
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=LOCAL_TZ)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=LOCAL_TZ)
 
 
 def test_quiet_hours_hold_back_until_six_in_the_morning_local_time() -> None:
@@ -88,13 +89,13 @@ def test_lead_times_and_month_rules() -> None:
 
 def test_attendance_leaves_exempt_members_out() -> None:
     roll = [
-        AttendanceEntry(member_id="a", status="present"),
-        AttendanceEntry(member_id="b", status="present"),
-        AttendanceEntry(member_id="c", status="absent_excused"),
-        AttendanceEntry(member_id="d", status="exempt"),
+        AttendanceEntry(member_id="a", status=Attendance.PRESENT),
+        AttendanceEntry(member_id="b", status=Attendance.PRESENT),
+        AttendanceEntry(member_id="c", status=Attendance.ABSENT_EXCUSED),
+        AttendanceEntry(member_id="d", status=Attendance.EXEMPT),
     ]
     assert attendance_rate(roll) == pytest.approx(2 / 3)
-    assert attendance_rate([AttendanceEntry(member_id="d", status="exempt")]) is None
+    assert attendance_rate([AttendanceEntry(member_id="d", status=Attendance.EXEMPT)]) is None
 
 
 def test_webhook_signature_is_hmac_sha256_over_timestamp_and_body() -> None:

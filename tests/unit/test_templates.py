@@ -54,4 +54,6 @@ def test_long_vietnamese_subject_survives_the_wire_format() -> None:
     assert max(len(line) for line in raw.split(b"\n")) <= 998
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert str(parsed["Subject"]) == subject.strip()
-    assert parsed.get_body(("plain",)).get_content() == "Kính gửi"
+    plain = parsed.get_body(("plain",))
+    assert plain is not None
+    assert plain.get_content() == "Kính gửi"
