@@ -249,7 +249,7 @@ def streams_of(tag: str) -> str:
 class _Seen:
     """What the probes have read of one tag's streams so far."""
 
-    after: tuple[int, int] = (0, 0)  # (transaction id, position) read up to, in relay order
+    after: tuple[int, int]  # (transaction id, position) read up to, in relay order
     appended: int = 0
     pending: set[str] = field(default_factory=set)  # appended, not yet seen applied
     applied: int = 0
@@ -372,6 +372,18 @@ async def send_batched(
     partitions = sorted(await producer.partitions_for(topic))
     keyed = ({"key": key, "value": value} for key, value in records)
     await asyncio.gather(*await send_in_record_batches(producer, topic, keyed, partitions, {}))
+
+
+async def send_all(
+    kwargs: dict[str, Any], topic: str, records: Sequence[tuple[bytes, bytes]]
+) -> None:
+    """``send_batched`` from a producer of its own, stopped on return."""
+    producer = producer_for(kwargs)
+    await producer.start()
+    try:
+        await send_batched(producer, topic, records)
+    finally:
+        await producer.stop()
 
 
 # -- reports.rebuild -----------------------------------------------------------------------
@@ -519,12 +531,7 @@ async def reports_rebuild(ctx: BenchContext) -> list[Figure]:
         n = len(history)
         await create_topic(kwargs, topic, ctx.kafka.replication_factor)
         with ctx.phase("loading the history (set-up)", total=None):
-            producer = producer_for(kwargs)
-            await producer.start()
-            try:
-                await send_batched(producer, topic, history)
-            finally:
-                await producer.stop()
+            await send_all(kwargs, topic, history)
         del history
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
@@ -893,12 +900,7 @@ async def wait_count(
 async def offer(kwargs: dict[str, Any], commands: list[tuple[str, bytes, bytes]]) -> None:
     """Offer commands (meeting id, key, value) on the Kafka door, from a producer of
     their own as an upstream system's, all sent and acknowledged on return."""
-    producer = producer_for(kwargs)
-    await producer.start()
-    try:
-        await send_batched(producer, COMMANDS_TOPIC, [(k, v) for _m, k, v in commands])
-    finally:
-        await producer.stop()
+    await send_all(kwargs, COMMANDS_TOPIC, [(k, v) for _m, k, v in commands])
 
 
 async def wait_applied(
