@@ -190,3 +190,104 @@ async def test_ward_meeting_lists_are_scoped_like_the_reports(
     assert own.json()["meetings"], "the generated month schedules meetings in every ward"
     assert other.status_code == 403 and other.json()["code"] == "forbidden_scope"
     assert below.status_code == 200 and below.json()["ward_id"] == second
+
+
+@pytest.mark.parametrize(
+    "month",
+    [
+        "0000-01",  # datetime has no year 0
+        "0001-01",  # its start is in year 0 once in UTC
+        "9999-12",  # its end is in year 10000
+        "1929-12",  # before the first accepted year
+        "2100-01",  # after the last
+        "%D9%A2%D9%A0%D9%A2%D9%A6-10",  # Arabic-Indic digits: \d matches them
+        "%EF%BC%92%EF%BC%90%EF%BC%92%EF%BC%96-10",  # fullwidth digits
+        "2026-10%00",
+        "2026-1",
+        "99999999999999999999-01",
+    ],
+)
+async def test_every_bad_month_gets_a_reason_never_a_500(
+    small: Generated, stack: Stack, month: str
+) -> None:
+    ward = small.district.wards[0].unit_id
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(_url(stack, ward, month), headers=system)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] in ("invalid_command", "month_out_of_range")
+    assert response.json()["message_vi"]
+
+
+async def test_the_first_and_last_accepted_months_are_read(small: Generated, stack: Stack) -> None:
+    ward = small.district.wards[0].unit_id
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.get(_url(stack, ward, "1930-01"), headers=system)
+        last = await http.get(
+            _url(stack, ward, "2099-12"), params={"format": "csv"}, headers=system
+        )
+    assert first.status_code == 200 and first.json()["month"] == "1930-01"
+    assert last.status_code == 200
+    assert last.headers["content-disposition"] == f'attachment; filename="{ward}-2099-12.csv"'
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("consistent_with=a%00b@1", "invalid_consistent_with"),  # PostgreSQL text has no NUL
+        ("consistent_with=%C3%A9@1", "invalid_consistent_with"),  # no stream id has it
+        ("consistent_with=@1", "invalid_consistent_with"),
+        ("consistent_with=a@0", "invalid_consistent_with"),
+        ("consistent_with=a@99999999999999999999", "invalid_consistent_with"),
+        (f"consistent_with={'a' * 201}@1", "invalid_consistent_with"),
+        ("consistent_with=a@%D9%A2", "invalid_consistent_with"),
+        ("consistent_with=", "invalid_consistent_with"),
+        ("wait_ms=", "invalid_command"),
+        ("wait_ms=-1", "invalid_command"),
+        ("wait_ms=30001", "invalid_command"),
+        ("wait_ms=99999999999999999999999999", "invalid_command"),
+        ("wait_ms=%00", "invalid_command"),
+        ("wait_ms=%D9%A2", "invalid_command"),
+        ("format=", "invalid_command"),
+        ("format=CSV", "invalid_command"),
+        ("format=csv%00", "invalid_command"),
+    ],
+)
+async def test_hostile_query_parameters_get_a_reason_never_a_500(
+    small: Generated, stack: Stack, query: str, code: str
+) -> None:
+    ward = small.district.wards[0].unit_id
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(f"{_url(stack, ward, '2026-10')}?{query}", headers=system)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code and response.json()["message_vi"]
+
+
+async def test_the_largest_version_is_waited_for_and_answered(
+    small: Generated, stack: Stack
+) -> None:
+    ward = small.district.wards[0].unit_id
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(
+            _url(stack, ward, "2026-10"),
+            headers=system,
+            params={"consistent_with": "meeting-x@9999999999", "wait_ms": 0},
+        )
+    assert response.status_code == 503 and response.json()["code"] == "not_yet_applied"
+    assert response.json()["details"]["behind"] == {"meeting-x": 9999999999}
+
+
+@pytest.mark.parametrize(
+    "unit", ["A", "%C3%A9", "a%00", "a" * 65, "-a", "%D9%A2", "a%20b", "a%2Fb"]
+)
+async def test_hostile_unit_ids_get_a_reason_never_a_500(
+    small: Generated, stack: Stack, unit: str
+) -> None:
+    system = _headers(stack, "system_publisher", "system", None)
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(_url(stack, unit, "2026-10"), headers=system)
+    assert response.status_code in (404, 422), response.text
+    assert response.json()["code"] in ("not_found", "invalid_command")
