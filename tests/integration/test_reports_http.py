@@ -291,3 +291,69 @@ async def test_hostile_unit_ids_get_a_reason_never_a_500(
         response = await http.get(_url(stack, unit, "2026-10"), headers=system)
     assert response.status_code in (404, 422), response.text
     assert response.json()["code"] in ("not_found", "invalid_command")
+
+
+async def _other_wards_stream(stack: Stack, ward: str) -> tuple[str, int]:
+    """A stream of ``ward`` the reports service has applied, and its version."""
+    rows = await fetch(
+        stack.database_url,
+        "select a.stream_id, a.version from reports.applied_streams a"
+        " join reports.cells c on a.stream_id = 'cell-' || c.cell_id"
+        " where c.ward_id = $1 order by a.stream_id limit 1",
+        ward,
+    )
+    return rows[0]["stream_id"], rows[0]["version"]
+
+
+@pytest.mark.parametrize(
+    ("role", "level", "scope"),
+    [("ward_official", "ward", "first"), ("cell_secretary", "cell", "first-cell")],
+)
+async def test_consistent_with_waits_only_after_the_token_is_authorised(
+    small: Generated, stack: Stack, role: str, level: str, scope: str
+) -> None:
+    month = small.expected["month"]
+    first, second = (w.unit_id for w in small.district.wards)
+    stream, version = await _other_wards_stream(stack, second)
+    headers = _headers(stack, role, level, {"first": first, "first-cell": f"{first}.x"}[scope])
+    answers = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        started = datetime.now(UTC)
+        for wanted in (version, version + 1):  # applied, and not (yet)
+            for wait_ms in (0, 30_000):
+                answers.append(
+                    await http.get(
+                        _url(stack, second, month),
+                        headers=headers,
+                        params={"consistent_with": f"{stream}@{wanted}", "wait_ms": wait_ms},
+                    )
+                )
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+    # The same refusal whatever the stream's progress: no 503 telling it is behind.
+    assert {(a.status_code, a.text) for a in answers} == {(403, answers[0].text)}
+    assert answers[0].json()["code"] == "forbidden_scope"
+    assert elapsed < 20, "a refused token was held for the wait"
+
+
+async def test_a_unit_outside_the_scope_is_refused_alike_whether_it_exists_or_not(
+    small: Generated, stack: Stack
+) -> None:
+    month = small.expected["month"]
+    first, second = (w.unit_id for w in small.district.wards)
+    district = next(u.unit_id for u in small.district.units if u.level == "district")
+    tokens = {
+        "ward": _headers(stack, "ward_official", "ward", first),
+        "district": _headers(stack, "district_official", "district", district),
+        "cell": _headers(stack, "cell_secretary", "cell", f"{first}.x"),
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        for name, headers in tokens.items():
+            unknown = await http.get(_url(stack, "no-such-unit", month), headers=headers)
+            assert (unknown.status_code, unknown.json()["code"]) == (403, "forbidden_scope"), name
+            if name != "district":  # the district reads the second ward
+                existing = await http.get(_url(stack, second, month), headers=headers)
+                assert existing.status_code == 403 and existing.text == unknown.text, name
+        # A unit the token's scope names itself is in scope: unknown is then 404.
+        unplaced = _headers(stack, "ward_official", "ward", "ward-not-placed-yet")
+        own = await http.get(_url(stack, "ward-not-placed-yet", month), headers=unplaced)
+    assert own.status_code == 404 and own.json()["code"] == "unknown_unit"

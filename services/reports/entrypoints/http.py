@@ -38,8 +38,8 @@ def report_router() -> APIRouter:
                 "description": "The report: JSON (schema docs/report.schema.json), CSV or HTML.",
                 "content": {"text/csv": {}, "text/html": {}},
             },
-            403: {"description": "The token's scope does not cover this unit"},
-            404: {"description": "No such unit"},
+            403: {"description": "The token's scope does not cover this unit (known or not)"},
+            404: {"description": "No such unit inside the token's scope"},
             503: {"description": "consistent_with: not applied within wait_ms"},
         },
     )
@@ -65,22 +65,21 @@ def report_router() -> APIRouter:
         report_month = _report_month(month)
         if isinstance(report_month, Response):
             return report_month
-        if consistent_with:
-            wanted = _positions(consistent_with)
-            if isinstance(wanted, Response):
-                return wanted
-            try:
-                await reader.wait_until_applied(wanted, wait_ms / 1000)
-            except NotYetApplied as exc:
-                return error_response(
-                    503,
-                    "not_yet_applied",
-                    "Báo cáo chưa cập nhật kịp dữ liệu vừa ghi; vui lòng thử lại sau giây lát.",
-                    "The report has not applied these events yet; retry shortly.",
-                    behind=exc.behind,
-                )
+        wanted = _positions(consistent_with) if consistent_with else {}
+        if isinstance(wanted, Response):
+            return wanted
         try:
-            report = await reader.report(principal, unit_id, report_month)
+            report = await reader.report(
+                principal, unit_id, report_month, consistent_with=wanted, wait_s=wait_ms / 1000
+            )
+        except NotYetApplied as exc:
+            return error_response(
+                503,
+                "not_yet_applied",
+                "Báo cáo chưa cập nhật kịp dữ liệu vừa ghi; vui lòng thử lại sau giây lát.",
+                "The report has not applied these events yet; retry shortly.",
+                behind=exc.behind,
+            )
         except UnknownUnit:
             return error_response(
                 404,
