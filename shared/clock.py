@@ -55,6 +55,12 @@ class FrozenClock:
 class ReportMonth:
     """A calendar month in Asia/Ho_Chi_Minh, as reports and their deadlines count it."""
 
+    # The years a reader may ask for: none before the Party's founding, and ample room
+    # ahead. Outside them a month's bounds can overflow: year 0 and 10000 are not datetimes,
+    # and 0001-01 starts in year 0 once in UTC, which the PostgreSQL driver cannot encode.
+    FIRST_YEAR = 1930
+    LAST_YEAR = 2099
+
     def __init__(self, label: str) -> None:
         year, month = (int(part) for part in label.split("-"))
         if not 1 <= month <= 12:
@@ -64,6 +70,12 @@ class ReportMonth:
         self.end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=LOCAL_TZ)
         # "Before the 10th" of the next month: due at the 10th's midnight.
         self.report_due_at = self.end.replace(day=10)
+
+    @classmethod
+    def in_range(cls, label: str) -> bool:
+        """Whether ``label`` (``YYYY-MM``, already checked for shape) names a month of
+        ``FIRST_YEAR`` … ``LAST_YEAR``."""
+        return cls.FIRST_YEAR <= int(label[:4]) <= cls.LAST_YEAR
 
     @classmethod
     def of(cls, at: datetime) -> ReportMonth:

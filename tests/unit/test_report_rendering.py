@@ -179,3 +179,31 @@ def test_numbers_dates_and_committees() -> None:
     assert committee("Đảng bộ thành phố Thanh Hóa") == "Thành ủy Thanh Hóa"
     assert committee("Đảng bộ tỉnh Thanh Hóa") == "Tỉnh ủy Thanh Hóa"
     assert committee("Chi bộ Cơ quan") == "Chi bộ Cơ quan"
+
+
+@pytest.mark.parametrize(
+    "text", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1"]
+)
+def test_csv_text_that_a_spreadsheet_would_run_gets_a_quote(text: str) -> None:
+    report = report_samples.ward_report()
+    evil = report.model_copy(
+        update={
+            "cells": [
+                report.cells[4].model_copy(update={"name": text, "cancel_reason": text}),
+                report.cells[0],
+            ]
+        }
+    )
+    rows = list(csv.DictReader(io.StringIO(render_csv(evil))))
+    assert rows[0]["name"] == rows[0]["cancel_reason"] == "'" + text
+    assert rows[1]["name"] == "Chi bộ phố Nguyễn Mộng Tuân 1"  # ordinary text as it is
+
+
+def test_csv_numbers_stay_numbers_even_negative_ones() -> None:
+    report = report_samples.ward_report()
+    odd = report.model_copy(
+        update={"cells": [report.cells[0].model_copy(update={"members": -3, "rate": -0.5})]}
+    )
+    row = next(csv.DictReader(io.StringIO(render_csv(odd))))
+    assert row["members"] == "-3" and row["rate"] == "-0.5"
+    assert row["held_on"] == "2026-10-03" and row["band"] == "Tốt"

@@ -70,7 +70,8 @@ def render_html(report: WardReport | RollupReport, templates_dir: Path | None = 
 def render_csv(report: WardReport | RollupReport) -> str:
     """One row per cell (ward report) or per ward plus a totals row (roll-up). Values are
     the JSON API's: rates as fractions with a dot, ISO dates, true/false, empty for null.
-    Lists are left out; their counts are columns (``regular_meetings.not_held``, …)."""
+    Lists are left out; their counts are columns (``regular_meetings.not_held``, …). A text
+    that a spreadsheet would run as a formula gets a leading ``'``."""
     if isinstance(report, WardReport):
         header = list(CellLine.model_fields)
         rows = [_flatten(c.model_dump(mode="json")) for c in report.cells]
@@ -111,12 +112,19 @@ def _pairs(value: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{key}", item
 
 
+# A text cell starting with one of these is read by spreadsheets as a formula (names and
+# reasons come from upstream publishers): OWASP's "CSV injection" guard prefixes a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
+    return str(value)  # numbers stay numbers, a negative one too
 
 
 @lru_cache(maxsize=8)

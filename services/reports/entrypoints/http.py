@@ -16,8 +16,11 @@ from shared.clock import ReportMonth
 from shared.contract.types import Identifier
 from shared.http import bearer_principal, error_response
 
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
-STREAM_AT = r"^[^@\s]{1,200}@[1-9][0-9]{0,9}$"
+# [0-9], not \d: the pattern engine's \d also takes other scripts' digits (٢٠٢٦).
+MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# Stream ids are "<kind>-<identifier>", lowercase ASCII (shared/contract/types.py); only
+# such a one is looked up, so no NUL or other text PostgreSQL refuses reaches it.
+STREAM_AT = re.compile(r"[a-z0-9][a-z0-9._-]{0,199}@[1-9][0-9]{0,9}")
 
 
 def _reader(request: Request) -> ReportReader:
@@ -35,8 +38,8 @@ def report_router() -> APIRouter:
                 "description": "The report: JSON (schema docs/report.schema.json), CSV or HTML.",
                 "content": {"text/csv": {}, "text/html": {}},
             },
-            403: {"description": "The token's scope does not cover this unit"},
-            404: {"description": "No such unit"},
+            403: {"description": "The token's scope does not cover this unit (known or not)"},
+            404: {"description": "No such unit inside the token's scope"},
             503: {"description": "consistent_with: not applied within wait_ms"},
         },
     )
@@ -59,22 +62,24 @@ def report_router() -> APIRouter:
         ] = None,
         wait_ms: Annotated[int, Query(ge=0, le=30_000)] = 5_000,
     ) -> Any:
-        if consistent_with:
-            wanted = _positions(consistent_with)
-            if isinstance(wanted, Response):
-                return wanted
-            try:
-                await reader.wait_until_applied(wanted, wait_ms / 1000)
-            except NotYetApplied as exc:
-                return error_response(
-                    503,
-                    "not_yet_applied",
-                    "Báo cáo chưa cập nhật kịp dữ liệu vừa ghi; vui lòng thử lại sau giây lát.",
-                    "The report has not applied these events yet; retry shortly.",
-                    behind=exc.behind,
-                )
+        report_month = _report_month(month)
+        if isinstance(report_month, Response):
+            return report_month
+        wanted = _positions(consistent_with) if consistent_with else {}
+        if isinstance(wanted, Response):
+            return wanted
         try:
-            report = await reader.report(principal, unit_id, ReportMonth(month))
+            report = await reader.report(
+                principal, unit_id, report_month, consistent_with=wanted, wait_s=wait_ms / 1000
+            )
+        except NotYetApplied as exc:
+            return error_response(
+                503,
+                "not_yet_applied",
+                "Báo cáo chưa cập nhật kịp dữ liệu vừa ghi; vui lòng thử lại sau giây lát.",
+                "The report has not applied these events yet; retry shortly.",
+                behind=exc.behind,
+            )
         except UnknownUnit:
             return error_response(
                 404,
@@ -83,10 +88,11 @@ def report_router() -> APIRouter:
                 f"There is no unit {unit_id}.",
             )
         if format == "csv":
+            filename = f"{unit_id}-{report_month.label}.csv"  # ASCII: both are checked
             return Response(
                 "\ufeff" + render_csv(report),  # the BOM makes Excel read UTF-8
                 media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{unit_id}-{month}.csv"'},
+                headers={"Content-Disposition": f'attachment; filename="{filename}"'},
             )
         if format == "html":
             return HTMLResponse(render_html(report, request.app.state.templates_dir))
@@ -111,10 +117,25 @@ def report_router() -> APIRouter:
     return router
 
 
+def _report_month(label: str) -> ReportMonth | Response:
+    if not ReportMonth.in_range(label):
+        first, last = ReportMonth.FIRST_YEAR, ReportMonth.LAST_YEAR
+        return error_response(
+            422,
+            "month_out_of_range",
+            f"Tháng báo cáo phải trong khoảng từ tháng 01/{first} đến tháng 12/{last}.",
+            f"The month must be between {first}-01 and {last}-12.",
+            month=label,
+            first=f"{first}-01",
+            last=f"{last}-12",
+        )
+    return ReportMonth(label)
+
+
 def _positions(tokens: list[str]) -> dict[str, int] | Response:
     wanted: dict[str, int] = {}
     for token in tokens:
-        if not re.match(STREAM_AT, token):
+        if not STREAM_AT.fullmatch(token):
             return error_response(
                 422,
                 "invalid_consistent_with",

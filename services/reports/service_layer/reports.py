@@ -63,23 +63,31 @@ class Tree:
         )
 
     def authorise(self, principal: Principal, unit_id: str) -> None:
-        """A ward token reads its ward; a higher one reads the units below it."""
+        """A ward token reads its ward; a higher one reads the units below it.
+
+        A unit not in the tree is in a token's scope only when the token names that very
+        unit (a ward not placed yet) or is ``system``; any other token is refused (403)
+        exactly as for an existing unit outside its scope, so that a refusal never tells
+        whether a unit exists."""
         if principal.scope_level == "system":
             return
         if principal.scope_level == "cell" or principal.scope_unit is None:
             raise forbidden_scope()
         if principal.scope_unit == unit_id:
             return
-        if principal.scope_unit not in {u.unit_id for u in self.chain(unit_id)}:
+        if unit_id not in self.units or principal.scope_unit not in {
+            u.unit_id for u in self.chain(unit_id)
+        }:
             raise forbidden_scope()
 
-    def authorise_ward(self, principal: Principal, ward_id: str) -> None:
-        """``authorise`` for a ward that may not be placed in the tree yet; such a ward is
-        read only with its own token or a system one."""
-        if ward_id in self.units:
-            self.authorise(principal, ward_id)
-        elif principal.scope_level != "system" and principal.scope_unit != ward_id:
-            raise forbidden_scope()
+    def readable_unit(self, principal: Principal, unit_id: str) -> facts.Unit:
+        """The unit, once ``authorise`` lets the token read it; ``UnknownUnit`` (404) only
+        for a unit inside the token's scope."""
+        self.authorise(principal, unit_id)
+        unit = self.units.get(unit_id)
+        if unit is None:
+            raise UnknownUnit(unit_id)
+        return unit
 
 
 class ReportReader:
@@ -99,15 +107,24 @@ class ReportReader:
         return Tree(await projection_store.units(self._pool), self._ward_levels)
 
     async def report(
-        self, principal: Principal, unit_id: str, month: ReportMonth
+        self,
+        principal: Principal,
+        unit_id: str,
+        month: ReportMonth,
+        consistent_with: dict[str, int] | None = None,
+        wait_s: float = 0.0,
     ) -> WardReport | RollupReport:
+        """The unit's report for the month. With ``consistent_with`` (stream → version),
+        it first waits until those versions are applied (``NotYetApplied`` after
+        ``wait_s``), but only once the token may read the unit: whether and when the wait
+        ends tells how far the streams have got."""
+        if consistent_with:
+            (await self.tree()).readable_unit(principal, unit_id)
+            await self.wait_until_applied(consistent_with, wait_s)
         now = self._clock.now()
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             tree = Tree(await projection_store.units(conn), self._ward_levels)
-            unit = tree.units.get(unit_id)
-            if unit is None:
-                raise UnknownUnit(unit_id)
-            tree.authorise(principal, unit_id)
+            unit = tree.readable_unit(principal, unit_id)
             if tree.is_ward(unit):
                 wards = [unit]
             else:
@@ -124,7 +141,7 @@ class ReportReader:
 
     async def ward_meetings(self, principal: Principal, ward_id: str) -> list[dict[str, Any]]:
         """The meetings scheduled in a ward, for a token whose scope covers it."""
-        (await self.tree()).authorise_ward(principal, ward_id)
+        (await self.tree()).authorise(principal, ward_id)
         return await projection_store.ward_meetings(self._pool, ward_id)
 
     async def wards(self, principal: Principal) -> list[dict[str, Any]]:
@@ -133,7 +150,7 @@ class ReportReader:
         visible = []
         for ward in await projection_store.wards(self._pool):
             try:
-                tree.authorise_ward(principal, ward["ward_id"])
+                tree.authorise(principal, ward["ward_id"])
             except AuthError:
                 continue
             visible.append(ward)
