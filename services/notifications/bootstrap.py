@@ -81,6 +81,9 @@ class NotificationsSettings(ServiceSettings):
     petition_deadline_leads: str = "48h,4h"
     attendance_threshold: float = 0.9
     meeting_missing_day: int = 10  # a regular meeting not held by this day is reported
+    # Ladder levels whose units are wards (đảng bộ phường / xã) and owe the monthly report:
+    # the same variable and default as the reports service (services/reports/bootstrap.py).
+    report_ward_levels: str = "ward,commune"
     digest_at: str = ""  # e.g. "07:00": low notices folded into a daily digest; "" = off
     templates_dir: Path | None = None
     # -- delivery
@@ -97,10 +100,16 @@ class NotificationsSettings(ServiceSettings):
         enabled = tuple(c.strip() for c in self.notify_channels.split(",") if c.strip())
         if not (self.webhook_url and self.webhook_secret):
             enabled = tuple(c for c in enabled if c != "webhook")
+        default = tuple(c.strip() for c in self.notify_default_channels.split(",") if c.strip())
+        if not default or set(default) - set(enabled):
+            # The fallback of everyone without a usable preference: it must exist.
+            raise ValueError(
+                f"NOTIFY_DEFAULT_CHANNELS={self.notify_default_channels!r} must name channels"
+                f" this deployment has: {', '.join(enabled)} (a webhook needs WEBHOOK_URL"
+                " and WEBHOOK_SECRET)"
+            )
         return NotifyConfig(
-            default_channels=tuple(
-                c.strip() for c in self.notify_default_channels.split(",") if c.strip()
-            ),
+            default_channels=default,
             enabled_channels=enabled,
             quiet_hours=QuietHours.parse(self.quiet_hours),
             reminder_leads=parse_leads(self.meeting_reminder_leads),
@@ -108,6 +117,10 @@ class NotificationsSettings(ServiceSettings):
             attendance_threshold=self.attendance_threshold,
             meeting_missing_day=self.meeting_missing_day,
             digest_at=parse_local_time(self.digest_at),
+            cell_mailbox_pattern=self.cell_mailbox_pattern,
+            report_levels=frozenset(
+                s.strip() for s in self.report_ward_levels.split(",") if s.strip()
+            ),
         )
 
 
@@ -151,7 +164,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             pool,
             broker,
             kafka,
-            Notifier(outbox, clock, settings.cell_mailbox_pattern),
+            Notifier(outbox, clock),
             registry,
             after_commit=work_available.set,  # the dispatcher sees committed rows at once
         )
@@ -222,7 +235,7 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
     install_error_handlers(app)
     if settings.auth_jwt_secret is not None:
         app.state.tokens = TokenService(settings.auth_jwt_secret)
-        app.include_router(preferences_router(config.default_channels))
+        app.include_router(preferences_router(config.default_channels, config.enabled_channels))
 
     add_operational_routes(
         app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}

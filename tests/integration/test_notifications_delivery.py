@@ -500,6 +500,50 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
         assert len(found_mails(notify, person, reminder)) == 1
 
 
+async def test_a_notice_held_by_quiet_hours_is_withdrawn_when_its_meeting_is_called_off(
+    notify: Stack, clock: Any
+) -> None:
+    org = await new_org(notify)
+    clock(12.5 / 24)  # 22:30 on day 0: quiet hours hold the (normal) schedule notices
+    start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
+    called_off = await org.schedule(start)
+    kept = await org.schedule(start + timedelta(days=1))  # the control: it goes at 06:00
+
+    async def held() -> list[Any] | None:
+        rows = await deliveries(notify, called_off)
+        return rows if len(rows) == 5 and all(r["status"] == "pending" for r in rows) else None
+
+    await eventually(held, what="the schedule notice held by quiet hours")
+    await org.send(
+        "CancelMeeting",
+        {"meeting_id": called_off, "ward_id": org.ward, "cell_id": org.cell, "reason": "Mưa bão"},
+    )
+    # The cancellation is urgent: everyone hears at once, the cell's mailbox too.
+    for person in (org.members[0], org.members[1], org.supervisor):
+        await mails(notify, person, "Hủy buổi")
+    mailbox = f"chi-bo.{org.cell}@chibo.local"
+
+    async def mailbox_told() -> list[EmailMessage] | None:
+        got = [m for m in mails_to(notify.maildir, mailbox) if "Hủy buổi" in str(m["Subject"])]
+        return got or None
+
+    await eventually(mailbox_told, timeout_s=45, what="the cancellation in the cell mailbox")
+    rows = await settled(notify, called_off, 10)
+    scheduled = [(r["status"], r["reason"]) for r in rows if r["trigger"] == "meeting_scheduled"]
+    assert scheduled == [("suppressed", "superseded")] * 5
+
+    clock(8 / 24)  # 06:30 on day 1: the quiet hours are over
+    kept_subject = f"Thông báo lịch sinh hoạt thường kỳ ngày {start + timedelta(days=1):%d/%m/%Y}"
+    await mails(notify, org.members[0], kept_subject)
+    await settled(notify, kept, 5)
+    called_off_subject = f"Thông báo lịch sinh hoạt thường kỳ ngày {start:%d/%m/%Y}"
+    for person in (org.members[0], org.members[1], org.supervisor):
+        assert found_mails(notify, person, called_off_subject) == []
+    assert not [
+        m for m in mails_to(notify.maildir, mailbox) if called_off_subject in str(m["Subject"])
+    ]
+
+
 class HangingHandler:
     """An SMTP server that takes the message in and then never answers: the service is
     killed while the message is on its way."""

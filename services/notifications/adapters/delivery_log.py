@@ -3,7 +3,9 @@
 States: ``pending`` (waiting, maybe until quiet hours end or a retry is due) → ``sending``
 (claimed by a dispatcher, with a lease) → ``sent``; or ``dead`` (permanent failure, or
 attempts exhausted: the dead-letter state, resent by `chibo notifications resend`), or
-``suppressed`` (nobody to send to on that channel: ``no_contact``)."""
+``suppressed`` (not to be sent: ``no_contact``, nobody to send to on that channel;
+``superseded``, a meeting notice the meeting's later change made wrong; ``stale``, a
+meeting notice whose meeting had begun when it came to be sent)."""
 
 from __future__ import annotations
 
@@ -52,8 +54,8 @@ async def record(
         """
         insert into notifications.deliveries
             (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html,
-             priority, next_attempt_at, trigger_ref, status)
-        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11
+             priority, next_attempt_at, trigger_ref, status, about_start)
+        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11, $12
         from unnest($3::text[], $4::text[]) as r(recipient, channel)
         on conflict (trigger_event_id, recipient, channel) do nothing
         returning recipient, channel
@@ -69,9 +71,54 @@ async def record(
         not_before,
         notice.ref,
         status,
+        notice.about_start,
     )
     inserted = {(r["recipient"], r["channel"]) for r in rows}
     return [pair for pair in pairs if pair not in inserted]
+
+
+async def withdraw_waiting(
+    conn: asyncpg.Connection, ref: str, triggers: tuple[str, ...], reason: str
+) -> list[tuple[str, str]]:
+    """Settle the still-pending deliveries of these triggers about ``ref`` as
+    ``suppressed`` with ``reason``; returns their (channel, trigger). Rows being sent are
+    left alone: the dispatcher checks them again before a retry goes out."""
+    rows = await conn.fetch(
+        "update notifications.deliveries set status = 'suppressed', reason = $3"
+        " where trigger_ref = $1 and status = 'pending' and trigger = any($2)"
+        " returning channel, trigger",
+        ref,
+        list(triggers),
+        reason,
+    )
+    return [(r["channel"], r["trigger"]) for r in rows]
+
+
+async def meeting_notice_facts(pool: asyncpg.Pool, delivery_ids: list[int]) -> list[asyncpg.Record]:
+    """For claimed meeting notices: the start each announces and the meeting's state now."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "select d.delivery_id, d.trigger, d.about_start, m.status, m.scheduled_start"
+        " from notifications.deliveries d"
+        " left join notifications.meetings m on m.meeting_id = d.trigger_ref"
+        " where d.delivery_id = any($1) and d.about_start is not null",
+        delivery_ids,
+    )
+    return rows
+
+
+async def withdraw_claimed(pool: asyncpg.Pool, reasons: dict[int, str]) -> list[int]:
+    """Settle claimed rows as ``suppressed`` with each one's reason, instead of sending
+    them; returns the ids settled (those still ``sending``)."""
+    rows = await pool.fetch(
+        "update notifications.deliveries d set status = 'suppressed', reason = r.reason,"
+        " claimed_until = null"
+        " from unnest($1::bigint[], $2::text[]) as r(delivery_id, reason)"
+        " where d.delivery_id = r.delivery_id and d.status = 'sending'"
+        " returning d.delivery_id",
+        list(reasons),
+        list(reasons.values()),
+    )
+    return [r["delivery_id"] for r in rows]
 
 
 async def claim(pool: asyncpg.Pool, now: datetime, limit: int, lease: timedelta) -> list[Delivery]:

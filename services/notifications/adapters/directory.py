@@ -234,10 +234,14 @@ async def update_petition(
     level: str | None = None,
     holder_id: str | None = None,
     deadline_at: datetime | None = None,
+    new_holder: bool = False,
 ) -> asyncpg.Record | None:
+    """``new_holder``: the petition changed hands (an escalation), so ``holder_id`` is set
+    even when None (no unit at that level yet): the previous holder no longer holds it."""
     row: asyncpg.Record | None = await conn.fetchrow(
         "update notifications.petitions set status = $2,"
-        " level = coalesce($3, level), holder_id = coalesce($4, holder_id),"
+        " level = coalesce($3, level),"
+        " holder_id = case when $7 then $4 else coalesce($4, holder_id) end,"
         " deadline_at = coalesce($5, deadline_at), history = history || $6::jsonb"
         " where petition_id = $1 returning *",
         petition_id,
@@ -246,6 +250,7 @@ async def update_petition(
         holder_id,
         deadline_at,
         json.dumps([history_entry], default=str),
+        new_holder,
     )
     return row
 

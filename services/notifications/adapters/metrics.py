@@ -7,7 +7,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.notifications.domain.notices import CHANNELS, Trigger
 
-SUPPRESS_REASONS = ("duplicate", "quiet_hours", "stale", "no_contact")
+SUPPRESS_REASONS = (
+    "duplicate",
+    "quiet_hours",
+    "stale",
+    "superseded",
+    "no_contact",
+    "channel_not_configured",
+)
 DEAD_REASONS = ("permanent", "attempts_exhausted")
 
 
@@ -41,7 +48,9 @@ class NotificationsMetrics:
             "chibo_notifications_suppressed_total",
             "Notices not sent, or held back: duplicate (already recorded), quiet_hours"
             " (held until the quiet hours end), stale (a meeting already begun),"
-            " no_contact (no address for that channel).",
+            " superseded (a waiting meeting notice made wrong by the meeting's move or"
+            " cancellation), no_contact (no address for that channel),"
+            " channel_not_configured (a preference naming a channel this deployment lacks).",
             ["channel", "trigger", "reason"],
             registry=registry,
         )

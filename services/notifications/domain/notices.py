@@ -60,6 +60,19 @@ PRIORITY: dict[Trigger, Priority] = {
 CHANNELS = ("email", "webhook", "log")
 
 
+def choose_channels(
+    wanted: tuple[str, ...], enabled: tuple[str, ...], default: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """(the channels to use, the wanted ones this deployment does not have). A person whose
+    preference names only channels the deployment lacks (a gateway not wired up yet, or
+    removed since) gets the default channels instead: a preference never silences them."""
+    usable = [c for c in wanted if c in enabled]
+    missing = [c for c in wanted if c not in enabled]
+    if not usable:
+        usable = [c for c in default if c in enabled]
+    return usable, missing
+
+
 @dataclass(frozen=True)
 class Notice:
     """One trigger for a set of people: rendered once, recorded per (person, channel)."""
@@ -69,6 +82,9 @@ class Notice:
     recipients: tuple[str, ...]  # person ids
     context: dict[str, object] = field(default_factory=dict)
     ref: str = ""  # the meeting, petition, cell or ward it is about (for operators)
+    # A meeting notice: the start it announces (or, for a cancellation, the start called
+    # off), so a notice still waiting can be withdrawn when it no longer holds.
+    about_start: datetime | None = None
 
     @property
     def priority(self) -> Priority:
@@ -161,6 +177,39 @@ def is_stale(starts_at: datetime, now: datetime) -> bool:
     """A notice about a meeting that has already begun is history, not news: suppressed
     (backfilled months, a consumer far behind). See docs/notifications.md."""
     return starts_at <= now
+
+
+# Notices that a later change of the meeting makes wrong: withdrawn (``superseded``) when
+# the meeting is moved or called off before they went out.
+SUPERSEDED_BY_CHANGE = (
+    Trigger.MEETING_SCHEDULED,
+    Trigger.MEETING_RESCHEDULED,
+    Trigger.MEETING_REMINDER,
+)
+MEETING_NOTICES = (*SUPERSEDED_BY_CHANGE, Trigger.MEETING_CANCELLED)
+
+
+def outdated_reason(
+    trigger: str,
+    about_start: datetime | None,
+    meeting_status: str | None,
+    meeting_start: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Why a meeting notice that is about to be sent must not be, or None: ``superseded``
+    when the meeting has since been moved or called off (the notice would tell the old
+    time after the change), ``stale`` when it has begun (the stale rule, at send time:
+    quiet hours, retries and resends can hold a notice past the start)."""
+    if trigger not in MEETING_NOTICES or about_start is None:
+        return None
+    if trigger != Trigger.MEETING_CANCELLED:
+        if meeting_status == "cancelled":
+            return "superseded"
+        if meeting_start is not None and meeting_start != about_start:
+            return "superseded"
+        if meeting_status == "opened":
+            return "stale"
+    return "stale" if is_stale(about_start, now) else None
 
 
 def local_month(at: datetime) -> str:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.notifications.domain.notices import CHANNELS
+from services.notifications.domain.notices import CHANNELS, choose_channels
 from shared.auth import WRITER_ROLES, Principal, forbidden_scope
 from shared.contract.types import Identifier
 from shared.http import bearer_principal, error_response
@@ -65,7 +65,9 @@ async def _may_manage(pool: asyncpg.Pool, principal: Principal, person_id: str) 
     return principal.scope_unit in {r["unit_id"] for r in ancestors}
 
 
-def preferences_router(default_channels: tuple[str, ...]) -> APIRouter:
+def preferences_router(
+    default_channels: tuple[str, ...], enabled_channels: tuple[str, ...] = CHANNELS
+) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["preferences"])
 
     @router.get("/people/{person_id}/preferences")
@@ -83,7 +85,17 @@ def preferences_router(default_channels: tuple[str, ...]) -> APIRouter:
         )
         if row is None:
             return {"person_id": person_id, "channels": list(default_channels), "default": True}
-        return {"person_id": person_id, "channels": list(row["channels"]), "default": False}
+        stored = list(row["channels"])
+        # What is sent now: a stored channel the deployment no longer has is skipped, and
+        # with none left the default channels stand in (domain/notices.py, choose_channels).
+        effective, unavailable = choose_channels(tuple(stored), enabled_channels, default_channels)
+        return {
+            "person_id": person_id,
+            "channels": stored,
+            "default": False,
+            "effective_channels": effective,
+            "unavailable": unavailable,
+        }
 
     @router.put("/people/{person_id}/preferences")
     async def set_preferences(
@@ -100,6 +112,18 @@ def preferences_router(default_channels: tuple[str, ...]) -> APIRouter:
                 "Kênh thông báo không được hỗ trợ.",
                 f"Unknown channel(s): {', '.join(unknown)}; known: {', '.join(CHANNELS)}.",
                 unknown=unknown,
+            )
+        absent = sorted(set(body.channels) - set(enabled_channels))
+        if absent:
+            # Accepting it would leave the person hearing nothing on it.
+            return error_response(
+                422,
+                "channel_not_configured",
+                "Kênh thông báo này chưa được cấu hình trên hệ thống, chưa thể đăng ký.",
+                f"Channel(s) not configured on this deployment: {', '.join(absent)};"
+                f" available: {', '.join(enabled_channels)}.",
+                unavailable=absent,
+                available=list(enabled_channels),
             )
         pool: asyncpg.Pool = request.app.state.pool
         if not await _may_manage(pool, principal, person_id):

@@ -39,11 +39,13 @@ from services.notifications.adapters.channels import (
 from services.notifications.adapters.contacts import Contact, ContactsClient
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.rate_limit import TokenBucket
+from services.notifications.domain.notices import MEETING_NOTICES, outdated_reason
 from shared.clock import Clock
 from shared.logs import get_logger
 from shared.tasks import cancel
 
 log = get_logger(__name__)
+_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
 
 
 @dataclass
@@ -191,8 +193,15 @@ class Dispatcher:
         return len(claimed)
 
     async def _claim(self) -> _Batch:
-        now = self._clock.now()
-        claimed = await delivery_log.claim(self._pool, now, self._batch, self._lease)
+        while True:
+            now = self._clock.now()
+            claimed = await delivery_log.claim(self._pool, now, self._batch, self._lease)
+            if not claimed:
+                return _Batch([], {})
+            current = await self._withdraw_outdated(claimed, now)
+            if current or len(claimed) < self._batch:
+                claimed = current
+                break  # a full batch all withdrawn: claim again rather than wait a poll
         if not claimed:
             return _Batch([], {})
         send_by = now + self._lease / 2
@@ -203,6 +212,31 @@ class Dispatcher:
         except TemporaryFailure as exc:
             return _Batch(claimed, None, exc, send_by)
         return _Batch(claimed, contacts, None, send_by)
+
+    async def _withdraw_outdated(
+        self, claimed: list[delivery_log.Delivery], now: datetime
+    ) -> list[delivery_log.Delivery]:
+        """A meeting notice is checked against the meeting once more before it is sent: one
+        that waited (quiet hours, a retry, a resend) past the meeting's change or start is
+        settled as ``suppressed`` (``superseded`` or ``stale``) instead. Returns the rest."""
+        meeting_rows = [d.delivery_id for d in claimed if d.trigger in _MEETING_NOTICES]
+        if not meeting_rows:
+            return claimed
+        reasons: dict[int, str] = {}
+        for row in await delivery_log.meeting_notice_facts(self._pool, meeting_rows):
+            reason = outdated_reason(
+                row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
+            )
+            if reason is not None:
+                reasons[row["delivery_id"]] = reason
+        if not reasons:
+            return claimed
+        withdrawn = set(await delivery_log.withdraw_claimed(self._pool, reasons))
+        for d in claimed:
+            if d.delivery_id in withdrawn:
+                self._metrics.suppressed.labels(d.channel, d.trigger, reasons[d.delivery_id]).inc()
+        log.info("dispatcher.withdrawn", count=len(withdrawn))
+        return [d for d in claimed if d.delivery_id not in reasons]
 
     async def _release_ahead(self) -> None:
         """A batch claimed ahead and never started goes back to ``pending`` (not sent)."""

@@ -45,16 +45,20 @@ REMINDER = "meeting_reminder"
 DEADLINE = "petition_deadline"
 MEETING_MISSING = "meeting_missing"
 REPORT_LATE = "report_late"
-MAILBOX_PREFIX = "mailbox:"  # a recipient that is an office mailbox, not a person
 
 
-async def meeting_audience(conn: asyncpg.Connection, cell_id: str) -> list[str]:
-    """The cell's members and the ward committee member in charge of it."""
+async def meeting_audience(
+    conn: asyncpg.Connection, cell_id: str, mailbox: str | None = None
+) -> list[str]:
+    """The cell's members and the ward committee member in charge of it, and the cell's
+    shared mailbox when the deployment has one (NotifyConfig.cell_mailbox): every notice
+    about a meeting goes to the same people."""
     members = await directory.cell_members(conn, cell_id)
     supervisor = await directory.cell_officials(
         conn, cell_id, (OfficialRole.WARD_MEMBER_IN_CHARGE,)
     )
-    return list(dict.fromkeys([*members, *supervisor]))
+    office = [mailbox] if mailbox else []
+    return list(dict.fromkeys([*members, *supervisor, *office]))
 
 
 async def ward_and_above(conn: asyncpg.Connection, ward_id: str) -> list[str]:
@@ -71,12 +75,9 @@ def meeting_timer_id(meeting_id: str) -> str:
 
 
 class Notifier:
-    def __init__(self, outbox: Outbox, clock: Clock, cell_mailbox_pattern: str = "") -> None:
+    def __init__(self, outbox: Outbox, clock: Clock) -> None:
         self._outbox = outbox
         self._clock = clock
-        # A cell's shared mailbox (an office address, not a person's) also gets the
-        # meeting notice, as it did before the directory existed; empty: none.
-        self._cell_mailbox_pattern = cell_mailbox_pattern
 
     @property
     def config(self):  # type: ignore[no-untyped-def]
@@ -127,7 +128,7 @@ class Notifier:
                     "due_day": due_day,
                 },
             )
-        elif isinstance(event, UnitRegistered) and event.level == "ward":
+        elif isinstance(event, UnitRegistered) and event.level in self.config.report_levels:
             month = local_month(now)
             await timers.set_timer(
                 conn,
@@ -178,18 +179,14 @@ class Notifier:
             event.scheduled_start,
             event.model_dump(mode="json"),
         )
-        audience = await meeting_audience(conn, event.cell_id)
-        if self._cell_mailbox_pattern:
-            mailbox = self._cell_mailbox_pattern.format(
-                cell_id=event.cell_id, ward_id=event.ward_id
-            )
-            audience.append(MAILBOX_PREFIX + mailbox)
+        mailbox = self.config.cell_mailbox(event.cell_id, event.ward_id)
         notice = Notice(
             eid,
             Trigger.MEETING_SCHEDULED,
-            tuple(audience),
+            tuple(await meeting_audience(conn, event.cell_id, mailbox)),
             {"meeting": event},
             event.meeting_id,
+            about_start=event.scheduled_start,
         )
         if await self._announce(conn, notice, event.scheduled_start, now):
             await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
@@ -200,13 +197,17 @@ class Notifier:
         before = await directory.meeting(conn, event.meeting_id)
         await directory.move_meeting(conn, event.meeting_id, event.scheduled_start)
         await timers.cancel_timers(conn, REMINDER, event.meeting_id)
+        # Before the new notice is recorded: what still waits about the old time is wrong now.
+        await self._outbox.withdraw_superseded(conn, event.meeting_id)
         previous = before["scheduled_start"] if before else None
+        mailbox = self.config.cell_mailbox(event.cell_id, event.ward_id)
         notice = Notice(
             eid,
             Trigger.MEETING_RESCHEDULED,
-            tuple(await meeting_audience(conn, event.cell_id)),
+            tuple(await meeting_audience(conn, event.cell_id, mailbox)),
             {"meeting": event, "previous_start": previous, "kind": _kind(before)},
             event.meeting_id,
+            about_start=event.scheduled_start,
         )
         if await self._announce(conn, notice, event.scheduled_start, now):
             await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
@@ -217,13 +218,16 @@ class Notifier:
         before = await directory.meeting(conn, event.meeting_id)
         await directory.set_meeting_status(conn, event.meeting_id, "cancelled")
         await timers.cancel_timers(conn, REMINDER, event.meeting_id)
+        await self._outbox.withdraw_superseded(conn, event.meeting_id)
         start = before["scheduled_start"] if before else None
+        mailbox = self.config.cell_mailbox(event.cell_id, event.ward_id)
         notice = Notice(
             eid,
             Trigger.MEETING_CANCELLED,
-            tuple(await meeting_audience(conn, event.cell_id)),
+            tuple(await meeting_audience(conn, event.cell_id, mailbox)),
             {"meeting": event, "scheduled_start": start, "kind": _kind(before)},
             event.meeting_id,
+            about_start=start,
         )
         await self._announce(conn, notice, start, now)
 
@@ -326,6 +330,7 @@ class Notifier:
             level=event.to_level,
             holder_id=event.to_holder_id,
             deadline_at=event.deadline_at,
+            new_holder=True,
         )
         await timers.cancel_timers(conn, DEADLINE, event.petition_id)
         history = _history(row)

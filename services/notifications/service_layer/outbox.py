@@ -1,5 +1,6 @@
 """Records a notice as deliveries, one per (person, channel), in the caller's transaction:
-the person's channels, quiet hours, and the duplicate and stale counts."""
+the person's channels, quiet hours, and the duplicate and stale counts; and withdraws the
+waiting notices a meeting's change has made wrong."""
 
 from __future__ import annotations
 
@@ -13,13 +14,19 @@ from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.domain.notices import (
     CHANNELS,
+    SUPERSEDED_BY_CHANGE,
     Notice,
     Priority,
     QuietHours,
+    choose_channels,
     next_local,
     parse_leads,
     send_not_before,
 )
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+MAILBOX_PREFIX = "mailbox:"  # a recipient that is an office mailbox, not a person
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,16 @@ class NotifyConfig:
     attendance_threshold: float = 0.9
     meeting_missing_day: int = 10
     digest_at: time | None = None  # local time of the daily digest of low notices; None: off
+    # A cell's shared mailbox, also told of its meetings ({cell_id}, {ward_id}); "": none.
+    cell_mailbox_pattern: str = ""
+    # Unit levels that are wards (đảng bộ phường / xã): they owe the monthly report.
+    report_levels: frozenset[str] = frozenset({"ward", "commune"})
+
+    def cell_mailbox(self, cell_id: str, ward_id: str) -> str | None:
+        """The cell's shared mailbox as a recipient, or None when the deployment has none."""
+        if not self.cell_mailbox_pattern:
+            return None
+        return MAILBOX_PREFIX + self.cell_mailbox_pattern.format(cell_id=cell_id, ward_id=ward_id)
 
 
 class Outbox:
@@ -46,17 +63,27 @@ class Outbox:
 
     async def pairs(self, conn: asyncpg.Connection, people: list[str]) -> list[tuple[str, str]]:
         """(person, channel) for everyone, by their preferences; each person once."""
+        return (await self._route(conn, people))[0]
+
+    async def _route(
+        self, conn: asyncpg.Connection, people: list[str]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(the pairs to record, the (person, channel) of a preference naming a channel this
+        deployment does not have)."""
         unique = list(dict.fromkeys(people))
         chosen = await directory.channels_of(conn, unique, self.config.default_channels)
+        pairs: list[tuple[str, str]] = []
+        unavailable: list[tuple[str, str]] = []
         for person in unique:
-            if person.startswith("mailbox:"):  # an office mailbox: e-mail only
-                chosen[person] = ("email",)
-        return [
-            (person, channel)
-            for person in unique
-            for channel in chosen[person]
-            if channel in self.config.enabled_channels
-        ]
+            if person.startswith(MAILBOX_PREFIX):  # an office mailbox: e-mail only
+                wanted: tuple[str, ...] = ("email",)
+                fallback: tuple[str, ...] = ()
+            else:
+                wanted, fallback = chosen[person], self.config.default_channels
+            usable, missing = choose_channels(wanted, self.config.enabled_channels, fallback)
+            pairs += [(person, channel) for channel in usable]
+            unavailable += [(person, channel) for channel in missing]
+        return pairs, unavailable
 
     async def suppress_stale(self, conn: asyncpg.Connection, notice: Notice) -> None:
         for _, channel in await self.pairs(conn, list(notice.recipients)):
@@ -64,7 +91,15 @@ class Outbox:
 
     async def record(self, conn: asyncpg.Connection, notice: Notice, now: datetime) -> int:
         """Record the notice's deliveries; returns how many are new."""
-        pairs = await self.pairs(conn, list(notice.recipients))
+        pairs, unavailable = await self._route(conn, list(notice.recipients))
+        trigger = notice.trigger.value
+        for person, channel in unavailable:
+            # Counted per notice (it piles up until the preference or the deployment is
+            # fixed); the person still hears on their other or the default channels.
+            self._metrics.suppressed.labels(channel, trigger, "channel_not_configured").inc()
+            log.warning(
+                "notice.channel_not_configured", person_id=person, channel=channel, trigger=trigger
+            )
         if not pairs:
             return 0
         message = self._renderer.render(notice.trigger.value, notice.context)
@@ -74,7 +109,6 @@ class Outbox:
             # Held for the day's digest: folded into one message per person and channel.
             status, not_before = "digest", next_local(now, self.config.digest_at)
         existing = await delivery_log.record(conn, notice, message, pairs, not_before, status)
-        trigger = notice.trigger.value
         for _, channel in existing:
             self._metrics.suppressed.labels(channel, trigger, "duplicate").inc()
         if not_before > now and status == "pending":
@@ -82,6 +116,19 @@ class Outbox:
             for _, channel in held:
                 self._metrics.suppressed.labels(channel, trigger, "quiet_hours").inc()
         return len(pairs) - len(existing)
+
+    async def withdraw_superseded(self, conn: asyncpg.Connection, meeting_id: str) -> int:
+        """The meeting was moved or called off: its notices still waiting (held by quiet
+        hours, or for a retry) would tell the old time after the change. They are settled
+        as ``suppressed`` with reason ``superseded``, kept in the log and counted."""
+        withdrawn = await delivery_log.withdraw_waiting(
+            conn, meeting_id, tuple(t.value for t in SUPERSEDED_BY_CHANGE), "superseded"
+        )
+        for channel, trigger in withdrawn:
+            self._metrics.suppressed.labels(channel, trigger, "superseded").inc()
+        if withdrawn:
+            log.info("notices.superseded", meeting_id=meeting_id, count=len(withdrawn))
+        return len(withdrawn)
 
     async def record_for(
         self, conn: asyncpg.Connection, notice: Notice, pairs: list[tuple[str, str]], now: datetime

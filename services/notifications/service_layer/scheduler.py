@@ -152,12 +152,14 @@ class TimerScheduler:
             if row["scheduled_start"] != datetime.fromisoformat(t.payload["scheduled_start"]):
                 return  # moved since: the new time has its own reminder
             meeting = MeetingScheduled.model_validate_json(row["payload"])
+            mailbox = self._outbox.config.cell_mailbox(row["cell_id"], row["ward_id"])
             notice = Notice(
                 trigger_id,
                 Trigger.MEETING_REMINDER,
-                tuple(await meeting_audience(conn, row["cell_id"])),
+                tuple(await meeting_audience(conn, row["cell_id"], mailbox)),
                 {"meeting": meeting, "lead_hours": t.payload["lead_s"] / 3600},
                 t.ref_id,
+                about_start=row["scheduled_start"],
             )
             if is_stale(row["scheduled_start"], now):
                 await self._outbox.suppress_stale(conn, notice)
