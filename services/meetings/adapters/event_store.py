@@ -3,7 +3,13 @@ and every event's metadata, written in one transaction.
 
 A batch's stream rows, events and idempotency keys are one statement (``write``) on a
 connection the caller owns (``transaction()``), so a batch commits once; ``append`` writes
-one stream in a savepoint, as the command bus's conflict path does per command.
+one stream in a savepoint (the benchmarks and tests fill the store with it).
+
+A transaction takes its id at its first write, and the relay publishes in transaction id
+order (adapters/relay.py). So a writer loads every stream it appends to before its
+transaction's first write, never after: a stream loaded later could hold a rival's
+events committed under a higher id, and the relay would publish this writer's next
+version of that stream before them.
 """
 
 from __future__ import annotations
@@ -215,6 +221,12 @@ class PostgresEventStore:
         async with self._pool.acquire() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection outside any transaction, for a caller that runs several in turn."""
+        async with self._pool.acquire() as conn:
+            yield conn
+
     async def load(
         self, stream_id: str, conn: asyncpg.Connection | None = None
     ) -> tuple[int, list[DomainEvent]]:
@@ -354,7 +366,8 @@ class PostgresEventStore:
         meta: EventMetadata,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """One stream's events, in a savepoint of the caller's transaction."""
+        """One stream's events, in a savepoint of the caller's transaction. The caller
+        read ``expected_version`` before its transaction's first write (module docstring)."""
         new = [
             NewEvent(stream_id, expected_version + n, ward_id, event, meta, new_uuid())
             for n, event in enumerate(events, start=1)
@@ -377,7 +390,8 @@ class PostgresEventStore:
         conn: asyncpg.Connection, conflict: ConcurrencyConflict
     ) -> ConcurrencyConflict:
         """The conflict with the stream's actual version, once the statement that found it
-        has been rolled back (to a savepoint): a stream created by another writer first."""
+        has been rolled back (or rolled back to a savepoint): a stream created by another
+        writer first."""
         if conflict.actual is not None or conflict.expected < 0:
             return conflict
         actual = await conn.fetchval(

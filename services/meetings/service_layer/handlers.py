@@ -4,7 +4,8 @@ A batch is decided in memory and written with a handful of statements, in one
 transaction, whatever its size: that is what makes the Kafka door fast. Rule violations
 and missing rights are refused per command and leave nothing behind. If another writer
 moved one of the batch's streams meanwhile (a replica, the HTTP door), the batch is
-redone one command at a time, each in a savepoint, so that only the loser is refused.
+redone one command at a time, each in a transaction of its own, so that only the loser
+is refused.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class CommandContext:
 
     principal: Principal
     source: str
-    door: str  # "http" or "kafka"
+    door: str  # "http", "kafka" or "scheduler"
     idempotency_key: str | None = None
     correlation_id: uuid.UUID = field(default_factory=new_uuid)
     causation_id: uuid.UUID | None = None
@@ -299,35 +300,51 @@ class CommandBus:
         outcomes: list[Outcome | None] = [None] * len(items)
         await self._authorise(items, outcomes)
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        keys = [k for i in todo if (k := items[i][1].idempotency_key)]
         try:
             # All of the batch or none of it, in one transaction (no savepoint: two round
             # trips fewer per batch on the path taken when no other writer raced us).
             async with self._store.transaction() as conn:
-                earlier = await self._store.results_for_keys(keys, conn)
-                written = await self._run(todo, items, outcomes, earlier, conn)
+                written = await self._read_keys_and_run(todo, items, outcomes, conn)
         except ConcurrencyConflict as conflict:
-            # Another writer moved one of the streams: redo one command per savepoint, in a
-            # new transaction that sees what the rival committed, so only the loser fails.
+            # Another writer moved one of the streams: redo the batch one command per
+            # transaction, each seeing what the others committed, so only the loser fails.
+            # Not one transaction with a savepoint per command: it would take its id at its
+            # first write and then load streams that rivals with higher ids had moved, and
+            # the relay, which publishes in transaction id order, would put this writer's
+            # version of such a stream before the rival's earlier one.
             self._metrics.batches_redone.inc()
             log.info("commands.batch_redone", commands=len(todo), stream_id=conflict.stream_id)
             written = Written([], [])
             for i in todo:
                 outcomes[i] = None
-            async with self._store.transaction() as conn:
-                earlier = await self._store.results_for_keys(keys, conn)
+            async with self._store.connection() as conn:
                 for i in todo:
                     try:
                         async with conn.transaction():
-                            written += await self._run([i], items, outcomes, earlier, conn)
+                            one = await self._read_keys_and_run([i], items, outcomes, conn)
                     except ConcurrencyConflict as exc:
                         conflict = await self._store.conflict_details(conn, exc)
                         outcomes[i] = Rejection.of(conflict)
+                    else:
+                        written += one
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
         self._count_decisions(written)
         self._log_and_count(items, outcomes)
         return [o for o in outcomes if o is not None]
+
+    async def _read_keys_and_run(
+        self,
+        indices: list[int],
+        items: list[tuple[Command, CommandContext]],
+        outcomes: list[Outcome | None],
+        conn: asyncpg.Connection,
+    ) -> Written:
+        """In the caller's transaction: the earlier results of the commands' idempotency
+        keys, read before any stream is loaded or written, then the other commands."""
+        keys = [k for i in indices if (k := items[i][1].idempotency_key)]
+        earlier = await self._store.results_for_keys(keys, conn)
+        return await self._run(indices, items, outcomes, earlier, conn)
 
     def _count_decisions(self, written: Written) -> None:
         """Committed now: count what was decided. Only a few event types are counted, so
