@@ -26,7 +26,7 @@ from services.meetings.service_layer.handlers import CommandBus, CommandContext,
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
 from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
-from shared.contract.commands import RescheduleMeeting
+from shared.contract.commands import CancelMeeting, RescheduleMeeting
 from tests.integration.helpers import close_pool, read_topic, unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
@@ -287,3 +287,39 @@ async def test_a_key_sent_twice_in_a_redone_batch_is_answered_as_a_replay(
         f"meeting-{ward}.m1",
     )
     assert sorted(r["stream_version"] for r in versions) == [1, 2]
+
+
+async def test_a_key_sent_again_with_another_command_is_refused(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """A key names one command: sent again with another stream or another command type,
+    in the same batch or a later one, it is refused instead of answered with the first
+    command's result (which would drop the new command without a word)."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    key = f"kafka:meeting-app:{uuid.uuid4()}"
+    cancel = CancelMeeting(
+        meeting_id=f"{ward}.m1", ward_id=ward, cell_id=f"{ward}.to-01", reason="Mưa bão"
+    )
+    first, other_stream = await bus.handle_batch(
+        [(schedule(ward, 1), ctx(key)), (schedule(ward, 2), ctx(key))]
+    )
+    (other_type,) = await bus.handle_batch([(cancel, ctx(key))])
+    (same,) = await bus.handle_batch([(schedule(ward, 1), ctx(key))])
+
+    assert isinstance(first, AppendResult) and not first.replayed
+    for refused in (other_stream, other_type):
+        assert isinstance(refused, Rejection) and refused.code == "idempotency_key_reused"
+        assert refused.status == 422 and "khóa" in refused.message_vi
+        assert refused.details == {
+            "stream_id": f"meeting-{ward}.m1",
+            "command_type": "ScheduleMeeting",
+        }
+    assert isinstance(same, AppendResult) and same.replayed
+    assert same.event_ids == first.event_ids
+    rows = await pool.fetch(
+        "select stream_id, event_type from meetings.events where ward_id = $1", ward
+    )
+    assert [(r["stream_id"], r["event_type"]) for r in rows] == [
+        (f"meeting-{ward}.m1", "MeetingScheduled")
+    ]
