@@ -4,8 +4,9 @@ statements per batch, and a one-by-one retry that refuses only the loser of a ra
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -24,9 +25,9 @@ from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
-from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
-from shared.contract.commands import RescheduleMeeting
-from tests.integration.helpers import close_pool, unique_ward
+from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
+from shared.contract.commands import CancelMeeting, RescheduleMeeting
+from tests.integration.helpers import close_pool, read_topic, unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
 
@@ -139,7 +140,7 @@ async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_
 ) -> None:
     """The stream rows a batch moves carry the wards of the commands that moved them, not
     of a later command refused for the same stream: else the version check misses, and
-    the whole batch is redone one command per savepoint for nothing."""
+    the whole batch is redone one command per transaction for nothing."""
     bus, pool = bus_and_pool
     ward, other = unique_ward(), unique_ward()
     assert isinstance(await bus.handle(schedule(ward, 1), ctx()), AppendResult)
@@ -162,3 +163,163 @@ async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_
         f"meeting-{ward}.m1",
     )
     assert [(r["stream_version"], r["ward_id"]) for r in rows] == [(1, ward), (2, ward)]
+
+
+def reschedule(ward: str, n: int, hour: int) -> RescheduleMeeting:
+    return RescheduleMeeting(
+        meeting_id=f"{ward}.m{n}",
+        ward_id=ward,
+        cell_id=f"{ward}.to-01",
+        scheduled_start=datetime(2026, 12, 4, hour, 30, tzinfo=UTC),
+        reason="Trùng lịch họp của phường",
+    )
+
+
+def rival_bus(pool: asyncpg.Pool) -> CommandBus:
+    """Another writer on the same database (the HTTP door, the scheduler, a replica)."""
+    metrics = MeetingsMetrics(CollectorRegistry())
+    policy = PetitionPolicy.parse("cell:7,ward:15,district:30,province:45", 180)
+    return CommandBus(
+        PostgresEventStore(pool, metrics), OrgDirectory(pool), SystemClock(), metrics, policy
+    )
+
+
+Move = Callable[[], Awaitable[object]]
+
+
+def interleave(bus: CommandBus, before: dict[int, Move], after: dict[int, Move]) -> None:
+    """Run a rival's command (committed) before or after the bus's n-th load of streams."""
+    store = bus._store
+    load_many = store.load_many
+    calls = 0
+
+    async def load_beside_a_rival(
+        stream_ids: list[str], conn: asyncpg.Connection | None = None
+    ) -> dict[str, list[DomainEvent]]:
+        nonlocal calls
+        calls += 1
+        if calls in before:
+            await before[calls]()
+        loaded = await load_many(stream_ids, conn)
+        if calls in after:
+            await after[calls]()
+        return loaded
+
+    store.load_many = load_beside_a_rival  # type: ignore[method-assign]
+
+
+async def test_a_redone_batch_keeps_every_streams_relay_order_in_version_order(
+    running_stack: Stack, bus_and_pool: tuple[CommandBus, asyncpg.Pool]
+) -> None:
+    """The reviewer's interleaving: a rival moves meeting 1 after the batch loaded it (so
+    the batch is redone), then commits meeting 2's version 2 after the redo wrote meeting
+    1 and before it loads meeting 2. The relay publishes in (transaction id, position)
+    order; a redo that kept one transaction took its id before the rival's and published
+    meeting 2's version 3 before version 2, which every consumer then dropped."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    rival = rival_bus(pool)
+    assert all(
+        isinstance(o, AppendResult)
+        for o in await bus.handle_batch([(schedule(ward, 1), ctx()), (schedule(ward, 2), ctx())])
+    )
+    interleave(
+        bus,
+        # Load 1 is the batch's; load 2 and 3 are the redo's, meeting 1 then meeting 2.
+        after={1: lambda: rival.handle(reschedule(ward, 1, 7), ctx())},
+        before={3: lambda: rival.handle(reschedule(ward, 2, 8), ctx())},
+    )
+    outcomes = await bus.handle_batch(
+        [(reschedule(ward, 1, 9), ctx()), (reschedule(ward, 2, 10), ctx())]
+    )
+    assert redone(bus) == 1
+    first, second = outcomes
+    assert isinstance(first, AppendResult) and first.stream_version == 3
+    assert isinstance(second, AppendResult) and second.stream_version == 3
+
+    relay_order = await pool.fetch(
+        "select stream_id, stream_version from meetings.events where ward_id = $1"
+        " order by transaction_id, global_position",  # the relay's order (adapters/relay.py)
+        ward,
+    )
+    for n in (1, 2):
+        stream = f"meeting-{ward}.m{n}"
+        versions = [r["stream_version"] for r in relay_order if r["stream_id"] == stream]
+        assert versions == [1, 2, 3], stream
+
+    # And on the topic, as consumers read it: each stream's versions in partition order.
+    def all_six(records: list) -> bool:
+        return sum(1 for r in records if r.key == ward.encode()) >= 6
+
+    records = await read_topic(running_stack.kafka_bootstrap, "chibo.events.v1", all_six)
+    published = [json.loads(r.value) for r in records if r.key == ward.encode()]
+    for n in (1, 2):
+        stream = f"meeting-{ward}.m{n}"
+        versions = [e["stream_version"] for e in published if e["stream_id"] == stream]
+        assert versions == [1, 2, 3], stream
+
+
+async def test_a_key_sent_twice_in_a_redone_batch_is_answered_as_a_replay(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """A source re-sent a message while another stream of the batch raced: the copy is
+    answered from the first one's result, as without the race, not refused as a conflict."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    rival = rival_bus(pool)
+    await bus.handle_batch([(schedule(ward, 1), ctx()), (schedule(ward, 2), ctx())])
+    interleave(bus, before={}, after={1: lambda: rival.handle(reschedule(ward, 2, 7), ctx())})
+    key = f"kafka:meeting-app:{uuid.uuid4()}"
+    first, again, other = await bus.handle_batch(
+        [
+            (reschedule(ward, 1, 9), ctx(key)),
+            (reschedule(ward, 1, 9), ctx(key)),  # the same message, re-sent
+            (reschedule(ward, 2, 10), ctx()),
+        ]
+    )
+    assert redone(bus) == 1
+    assert isinstance(first, AppendResult) and not first.replayed
+    assert isinstance(again, AppendResult) and again.replayed
+    assert again.event_ids == first.event_ids and again.stream_version == 2
+    assert isinstance(other, AppendResult) and other.stream_version == 3
+    versions = await pool.fetch(
+        "select stream_version from meetings.events where stream_id = $1",
+        f"meeting-{ward}.m1",
+    )
+    assert sorted(r["stream_version"] for r in versions) == [1, 2]
+
+
+async def test_a_key_sent_again_with_another_command_is_refused(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """A key names one command: sent again with another stream or another command type,
+    in the same batch or a later one, it is refused instead of answered with the first
+    command's result (which would drop the new command without a word)."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    key = f"kafka:meeting-app:{uuid.uuid4()}"
+    cancel = CancelMeeting(
+        meeting_id=f"{ward}.m1", ward_id=ward, cell_id=f"{ward}.to-01", reason="Mưa bão"
+    )
+    first, other_stream = await bus.handle_batch(
+        [(schedule(ward, 1), ctx(key)), (schedule(ward, 2), ctx(key))]
+    )
+    (other_type,) = await bus.handle_batch([(cancel, ctx(key))])
+    (same,) = await bus.handle_batch([(schedule(ward, 1), ctx(key))])
+
+    assert isinstance(first, AppendResult) and not first.replayed
+    for refused in (other_stream, other_type):
+        assert isinstance(refused, Rejection) and refused.code == "idempotency_key_reused"
+        assert refused.status == 422 and "khóa" in refused.message_vi
+        assert refused.details == {
+            "stream_id": f"meeting-{ward}.m1",
+            "command_type": "ScheduleMeeting",
+        }
+    assert isinstance(same, AppendResult) and same.replayed
+    assert same.event_ids == first.event_ids
+    rows = await pool.fetch(
+        "select stream_id, event_type from meetings.events where ward_id = $1", ward
+    )
+    assert [(r["stream_id"], r["event_type"]) for r in rows] == [
+        (f"meeting-{ward}.m1", "MeetingScheduled")
+    ]

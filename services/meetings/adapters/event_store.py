@@ -3,7 +3,13 @@ and every event's metadata, written in one transaction.
 
 A batch's stream rows, events and idempotency keys are one statement (``write``) on a
 connection the caller owns (``transaction()``), so a batch commits once; ``append`` writes
-one stream in a savepoint, as the command bus's conflict path does per command.
+one stream in a savepoint (the benchmarks and tests fill the store with it).
+
+A transaction takes its id at its first write, and the relay publishes in transaction id
+order (adapters/relay.py). So a writer loads every stream it appends to before its
+transaction's first write, never after: a stream loaded later could hold a rival's
+events committed under a higher id, and the relay would publish this writer's next
+version of that stream before them.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class AppendResult:
     global_positions: list[int] = field(default_factory=list)
     event_ids: list[uuid.UUID] = field(default_factory=list)
     replayed: bool = False  # True when an idempotency key matched an earlier command
+    # On a replay: the type of the command the key was first used for (None for keys
+    # stored before migration 009). Not part of the answer a caller gets.
+    command_type: str | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,7 @@ class KeyedResult(NamedTuple):
     stream_id: str
     stream_version: int
     event_count: int
+    command_type: str | None = None
 
 
 # One statement per append, whatever the number of streams and events: the streams move
@@ -136,8 +146,8 @@ with created as (
     returning global_position
 ), keyed as (
     insert into meetings.idempotency_keys
-        (idempotency_key, stream_id, stream_version, event_count)
-    select * from unnest($20::text[], $21::text[], $22::int[], $23::int[])
+        (idempotency_key, stream_id, stream_version, event_count, command_type)
+    select * from unnest($20::text[], $21::text[], $22::int[], $23::int[], $24::text[])
 )
 select array(select global_position from appended order by global_position) as positions,
        case when (select count(*) from advanced) < cardinality($1::text[]) + cardinality($4::text[])
@@ -149,7 +159,8 @@ select array(select global_position from appended order by global_position) as p
 # A key's result: kept as JSON by rows written before migration 007, else read back from
 # the events it names.
 _RESULTS_FOR_KEYS = """
-select k.idempotency_key, k.result, k.stream_id, k.stream_version, ev.positions, ev.event_ids
+select k.idempotency_key, k.result, k.stream_id, k.stream_version, k.command_type,
+       ev.positions, ev.event_ids
 from meetings.idempotency_keys k
 left join lateral (
     select array_agg(e.global_position order by e.stream_version) as positions,
@@ -215,6 +226,12 @@ class PostgresEventStore:
         async with self._pool.acquire() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection outside any transaction, for a caller that runs several in turn."""
+        async with self._pool.acquire() as conn:
+            yield conn
+
     async def load(
         self, stream_id: str, conn: asyncpg.Connection | None = None
     ) -> tuple[int, list[DomainEvent]]:
@@ -268,9 +285,22 @@ class PostgresEventStore:
                 global_positions=list(r["positions"] or []),
                 event_ids=list(r["event_ids"] or []),
                 replayed=True,
+                command_type=r["command_type"],
             )
             for r in rows
         }
+
+    @staticmethod
+    async def written_by(conn: asyncpg.Connection, result: AppendResult, actor: str) -> bool:
+        """Whether ``actor`` wrote the events of a stored result (False if it wrote none)."""
+        if not result.event_ids:
+            return False
+        written: str | None = await conn.fetchval(
+            "select actor from meetings.events where stream_id = $1 and stream_version = $2",
+            result.stream_id,
+            result.stream_version,
+        )
+        return written == actor
 
     async def write(
         self,
@@ -314,6 +344,7 @@ class PostgresEventStore:
                 [k.stream_id for k in keys],
                 [k.stream_version for k in keys],
                 [k.event_count for k in keys],
+                [k.command_type for k in keys],
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "streams_pkey" and created:
@@ -354,7 +385,8 @@ class PostgresEventStore:
         meta: EventMetadata,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """One stream's events, in a savepoint of the caller's transaction."""
+        """One stream's events, in a savepoint of the caller's transaction. The caller
+        read ``expected_version`` before its transaction's first write (module docstring)."""
         new = [
             NewEvent(stream_id, expected_version + n, ward_id, event, meta, new_uuid())
             for n, event in enumerate(events, start=1)
@@ -377,7 +409,8 @@ class PostgresEventStore:
         conn: asyncpg.Connection, conflict: ConcurrencyConflict
     ) -> ConcurrencyConflict:
         """The conflict with the stream's actual version, once the statement that found it
-        has been rolled back (to a savepoint): a stream created by another writer first."""
+        has been rolled back (or rolled back to a savepoint): a stream created by another
+        writer first."""
         if conflict.actual is not None or conflict.expected < 0:
             return conflict
         actual = await conn.fetchval(

@@ -17,7 +17,7 @@ class MeetingsMetrics:
         self.batches_redone = Counter(
             "chibo_command_batches_redone_total",
             "Command batches rolled back because another writer moved one of their streams,"
-            " and redone one command per savepoint.",
+            " and redone one command per transaction.",
             registry=registry,
         )
         self.events_appended = Counter(

@@ -4,9 +4,11 @@ Gap safety (design invariant 3): identity positions are handed out before commit
 position N+1 can be visible while N is still in flight. The relay therefore reads in
 (transaction id, position) order and only below ``pg_snapshot_xmin(pg_current_snapshot())``,
 the oldest transaction still running: every event it can see there is committed, and no
-transaction can later commit an event that sorts before them. An append's transaction
-takes its id only after it loaded the stream, so within a stream this order is version
-order.
+transaction can later commit an event that sorts before them. A transaction takes its id
+at its first write, and every writer loads the streams it appends to before its first
+write (adapters/event_store.py; a raced batch is redone one command per transaction for
+this reason), so the writer of a stream's next version has a higher id than the writer
+of the version it loaded: within a stream this order is version order.
 
 Exactly one replica relays at a time: it holds a session advisory lock. The checkpoint
 moves only after Kafka acknowledged the whole batch, so a crash re-publishes at most one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
@@ -21,7 +22,11 @@ REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid token", {"code": "unauthenticated"}),
         (403, "Token scope or role does not allow this", {"code": "forbidden_scope"}),
         (409, "Rule or concurrency conflict", {"code": "already_exists"}),
-        (422, "Malformed or invalid command", {"code": "invalid_command"}),
+        (
+            422,
+            "Malformed or invalid command, or an Idempotency-Key already used for another command",
+            {"code": "invalid_command"},
+        ),
     )
 }
 
@@ -34,6 +39,14 @@ def rejection_response(rejection: Rejection) -> JSONResponse:
         rejection.message_en,
         **rejection.details,
     )
+
+
+def caller_idempotency_key(principal: Principal, key: str) -> str:
+    """The stored form of a caller's ``Idempotency-Key``: each caller (token subject) has
+    its own keys, so one caller's key never answers another's command. The subject is
+    percent-encoded, so the first ``:`` after it ends it; the prefix is not ``http:``,
+    the global form used before, so no old key can be read as a caller's new one."""
+    return f"http-caller:{quote(principal.subject, safe='')}:{key}"
 
 
 def _bus(request: Request) -> CommandBus:
@@ -58,14 +71,29 @@ def _add_command_route(router: APIRouter, command_type: type[Command], path: str
         command: Command,
         bus: Annotated[CommandBus, Depends(_bus)],
         principal: Annotated[Principal, Depends(bearer_principal)],
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                max_length=200,
+                description=(
+                    "Makes a retry safe: the same key from the same caller (token subject)"
+                    " with the same command answers the first result (`replayed: true`);"
+                    " the key with another command (another type or target) is refused,"
+                    " 422 `idempotency_key_reused`. Other callers' keys are separate."
+                ),
+            ),
+        ] = None,
         x_correlation_id: Annotated[uuid.UUID | None, Header()] = None,
     ) -> Any:
         ctx = CommandContext(
             principal=principal,
             source="http",
             door="http",
-            idempotency_key=f"http:{idempotency_key}" if idempotency_key else None,
+            idempotency_key=caller_idempotency_key(principal, idempotency_key)
+            if idempotency_key
+            else None,
+            # Keys stored before they were per caller: still the original caller's.
+            legacy_idempotency_key=f"http:{idempotency_key}" if idempotency_key else None,
             correlation_id=x_correlation_id or uuid.uuid4(),
         )
         outcome = await bus.handle(command, ctx)

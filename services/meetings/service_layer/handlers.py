@@ -4,7 +4,8 @@ A batch is decided in memory and written with a handful of statements, in one
 transaction, whatever its size: that is what makes the Kafka door fast. Rule violations
 and missing rights are refused per command and leave nothing behind. If another writer
 moved one of the batch's streams meanwhile (a replica, the HTTP door), the batch is
-redone one command at a time, each in a savepoint, so that only the loser is refused.
+redone one command at a time, each in a transaction of its own, so that only the loser
+is refused.
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ class CommandContext:
 
     principal: Principal
     source: str
-    door: str  # "http" or "kafka"
+    door: str  # "http", "kafka" or "scheduler"
     idempotency_key: str | None = None
+    # The key as the HTTP door stored it before keys were kept per caller: it answers
+    # only the caller whose events it names (see CommandBus._replays).
+    legacy_idempotency_key: str | None = None
     correlation_id: uuid.UUID = field(default_factory=new_uuid)
     causation_id: uuid.UUID | None = None
     occurred_at: datetime | None = None  # when it happened at the source; else when received
@@ -298,36 +302,89 @@ class CommandBus:
     async def handle_batch(self, items: list[tuple[Command, CommandContext]]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(items)
         await self._authorise(items, outcomes)
+        _refuse_keys_reused_in_batch(items, outcomes)
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        keys = [k for i in todo if (k := items[i][1].idempotency_key)]
         try:
             # All of the batch or none of it, in one transaction (no savepoint: two round
             # trips fewer per batch on the path taken when no other writer raced us).
             async with self._store.transaction() as conn:
-                earlier = await self._store.results_for_keys(keys, conn)
-                written = await self._run(todo, items, outcomes, earlier, conn)
+                written = await self._read_keys_and_run(todo, items, outcomes, conn)
         except ConcurrencyConflict as conflict:
-            # Another writer moved one of the streams: redo one command per savepoint, in a
-            # new transaction that sees what the rival committed, so only the loser fails.
+            # Another writer moved one of the streams: redo the batch one command per
+            # transaction, each seeing what the others committed, so only the loser fails.
+            # Not one transaction with a savepoint per command: it would take its id at its
+            # first write and then load streams that rivals with higher ids had moved, and
+            # the relay, which publishes in transaction id order, would put this writer's
+            # version of such a stream before the rival's earlier one.
             self._metrics.batches_redone.inc()
             log.info("commands.batch_redone", commands=len(todo), stream_id=conflict.stream_id)
             written = Written([], [])
             for i in todo:
                 outcomes[i] = None
-            async with self._store.transaction() as conn:
-                earlier = await self._store.results_for_keys(keys, conn)
+            async with self._store.connection() as conn:
                 for i in todo:
                     try:
                         async with conn.transaction():
-                            written += await self._run([i], items, outcomes, earlier, conn)
+                            one = await self._read_keys_and_run([i], items, outcomes, conn)
                     except ConcurrencyConflict as exc:
                         conflict = await self._store.conflict_details(conn, exc)
                         outcomes[i] = Rejection.of(conflict)
+                    else:
+                        written += one
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
         self._count_decisions(written)
         self._log_and_count(items, outcomes)
         return [o for o in outcomes if o is not None]
+
+    async def _read_keys_and_run(
+        self,
+        indices: list[int],
+        items: list[tuple[Command, CommandContext]],
+        outcomes: list[Outcome | None],
+        conn: asyncpg.Connection,
+    ) -> Written:
+        """In the caller's transaction: the earlier results of the commands' idempotency
+        keys, read before any stream is loaded or written, then the other commands."""
+        keys = [k for i in indices if (k := items[i][1].idempotency_key)]
+        legacy = [k for i in indices if (k := items[i][1].legacy_idempotency_key)]
+        earlier = await self._store.results_for_keys(keys + legacy if legacy else keys, conn)
+        if earlier:
+            earlier = await self._replays(indices, items, outcomes, earlier, conn)
+            indices = [i for i in indices if outcomes[i] is None]
+        return await self._run(indices, items, outcomes, earlier, conn)
+
+    async def _replays(
+        self,
+        indices: list[int],
+        items: list[tuple[Command, CommandContext]],
+        outcomes: list[Outcome | None],
+        stored: dict[str, AppendResult],
+        conn: asyncpg.Connection,
+    ) -> dict[str, AppendResult]:
+        """The stored results that answer these commands, by key. A key stored for another
+        command (another stream or command type) refuses the command instead: answering
+        it would drop it. A legacy key answers only the caller who wrote its events;
+        for anyone else it does not exist."""
+        answers: dict[str, AppendResult] = {}
+        for i in indices:
+            command, ctx = items[i]
+            if (key := ctx.idempotency_key) is None:
+                continue
+            result = stored.get(key)
+            legacy = ctx.legacy_idempotency_key
+            if result is None and legacy is not None and legacy in stored:
+                if await self._store.written_by(conn, stored[legacy], ctx.principal.actor):
+                    result = stored[legacy]
+            if result is None:
+                continue
+            if result.stream_id != ROUTES[type(command)].target(command)[0] or (
+                result.command_type not in (None, command.command_type)
+            ):
+                outcomes[i] = _key_reused(result.stream_id, result.command_type)
+            else:
+                answers[key] = result
+        return answers
 
     def _count_decisions(self, written: Written) -> None:
         """Committed now: count what was decided. Only a few event types are counted, so
@@ -454,7 +511,7 @@ class CommandBus:
             for sid, ward in wards.items()
         ]
         keys = [
-            KeyedResult(key, stream_id, first + count - 1, count)
+            KeyedResult(key, stream_id, first + count - 1, count, items[i][0].command_type)
             for i, stream_id, first, count in planned
             if (key := items[i][1].idempotency_key) is not None
         ]
@@ -510,6 +567,37 @@ class CommandBus:
             correlation_id=ctx.correlation_id,
             causation_id=ctx.causation_id,
         )
+
+
+def _refuse_keys_reused_in_batch(
+    items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]
+) -> None:
+    """A key that comes back later in the batch with another command (another stream or
+    command type) refuses that command, as a stored key would (CommandBus._replays)."""
+    first: dict[str, int] = {}
+    for i, (command, ctx) in enumerate(items):
+        if (key := ctx.idempotency_key) is None or outcomes[i] is not None:
+            continue
+        j = first.setdefault(key, i)
+        if j != i:
+            earlier = items[j][0]
+            stream_id = ROUTES[type(earlier)].target(earlier)[0]
+            if type(command) is not type(earlier) or (
+                ROUTES[type(command)].target(command)[0] != stream_id
+            ):
+                outcomes[i] = _key_reused(stream_id, earlier.command_type)
+
+
+def _key_reused(stream_id: str, command_type: str | None) -> Rejection:
+    return Rejection(
+        "idempotency_key_reused",
+        422,
+        "Khóa chống gửi trùng (Idempotency-Key hoặc message_id) này đã được dùng cho một"
+        " lệnh khác; mỗi lệnh cần một khóa riêng.",
+        "This idempotency key was already used for a different command; use a new key for"
+        " each command.",
+        {"stream_id": stream_id, "command_type": command_type},
+    )
 
 
 def _as_replayed(result: AppendResult) -> AppendResult:
