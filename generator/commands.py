@@ -123,16 +123,12 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
     ward_stage = len(district.units)
     rest = ward_stage + 1
     for ward in district.wards:
-        items.append(
-            (
-                org_time,
-                ward_stage,
-                RegisterUnit(
-                    unit_id=ward.unit_id, parent_id=ward.parent_id, level="ward", name=ward.name
-                ),
-                ward.unit_id,
-            )
+        # An Đảng bộ xã is a commune: its own level, reported like a ward (REPORT_WARD_LEVELS).
+        level = "commune" if ward.kind == "xã" else "ward"
+        register = RegisterUnit(
+            unit_id=ward.unit_id, parent_id=ward.parent_id, level=level, name=ward.name
         )
+        items.append((org_time, ward_stage, register, ward.unit_id))
     with_contact: set[str] = set()
     for ward in district.wards:
         ward_cells = {c.cell_id: c for c in ward.cells}

@@ -21,7 +21,7 @@ from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.petition import PetitionPolicy, place_key
 from services.meetings.service_layer.handlers import ROUTES, Inputs
 from shared.contract import DomainEvent
-from shared.contract.commands import COMMAND_TYPES, RaisePetition
+from shared.contract.commands import COMMAND_TYPES, RaisePetition, RegisterUnit
 from shared.contract.events import MeetingOpened, PetitionRaised
 from shared.contract.inbound import InboundCommand
 
@@ -202,6 +202,15 @@ def test_a_full_district_at_the_scale_of_thanh_hoa_city() -> None:
     assert d["members"]["exempt"] > 0 and d["members"]["probationary"] > 0
     types = {c.command.command_type for c in g.commands}
     assert types == set(EVENT_OF)
+    # Communes (xã) are registered as such, beside the wards (phường): the reports must
+    # treat both as wards (REPORT_WARD_LEVELS), petitions included.
+    wards = {w.unit_id for w in g.district.wards}
+    levels = Counter(
+        c.command.level
+        for c in g.commands
+        if isinstance(c.command, RegisterUnit) and c.command.unit_id in wards
+    )
+    assert levels["commune"] == 14 and levels["ward"] == 20
 
 
 def test_text_is_vietnamese_in_nfc() -> None:
