@@ -3,11 +3,11 @@
 Order: the organisation first (units top-down, then per ward its cells, their members
 and officials, transfers between cells and exemptions), then the month's commands in time order
 (schedules before the 1st, then openings, petitions, resolutions, closings, completed
-tasks and petition follow-ups as they happened). Each command is the upstream system's
-message: it carries the time it happened (``occurred_at``), a ``message_id`` derived from
-the id prefix (from the seed), the month and the command's position, and its record key
-(``command.scope()[0]``: the ward id; for RegisterUnit the parent unit, or the unit itself
-at the root).
+tasks, petition follow-ups and the month's changes to the rolls, as they happened). Each
+command is the upstream system's message: it carries the time it happened
+(``occurred_at``), a ``message_id`` derived from the id prefix (from the seed), the month
+and the command's position, and its record key (``command.scope()[0]``: the ward id; for
+RegisterUnit the parent unit, or the unit itself at the root).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from generator.model import Cell, District, Member
-from generator.month import LOCAL_TZ, Meeting, Month, RollEntry, at
+from generator.month import LOCAL_TZ, Meeting, Month, RollChange, RollEntry, at
 from shared.contract.commands import (
     AcknowledgePetition,
     AdmitMember,
@@ -123,16 +123,12 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
     ward_stage = len(district.units)
     rest = ward_stage + 1
     for ward in district.wards:
-        items.append(
-            (
-                org_time,
-                ward_stage,
-                RegisterUnit(
-                    unit_id=ward.unit_id, parent_id=ward.parent_id, level="ward", name=ward.name
-                ),
-                ward.unit_id,
-            )
+        # An Đảng bộ xã is a commune: its own level, reported like a ward (REPORT_WARD_LEVELS).
+        level = "commune" if ward.kind == "xã" else "ward"
+        register = RegisterUnit(
+            unit_id=ward.unit_id, parent_id=ward.parent_id, level=level, name=ward.name
         )
+        items.append((org_time, ward_stage, register, ward.unit_id))
     with_contact: set[str] = set()
     for ward in district.wards:
         ward_cells = {c.cell_id: c for c in ward.cells}
@@ -188,6 +184,8 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
     timed: list[tuple[datetime, Command, str]] = []
     for meeting in month.meetings:
         timed += _meeting_commands(meeting)
+    for change in month.roll_changes:
+        timed += _roll_change_commands(change)
     # Stable: at equal times, the order each meeting's commands were made in is kept.
     timed.sort(key=lambda t: t[0])
     items += [(when, rest, cmd, corr) for when, cmd, corr in timed]
@@ -241,6 +239,35 @@ def _officials(cell: Cell) -> list[tuple[OfficialRole, str, str]]:
     roles = {"secretary": OfficialRole.SECRETARY, "deputy": OfficialRole.DEPUTY_SECRETARY}
     out = [(roles[m.role], m.member_id, m.full_name) for m in cell.members if m.role in roles]
     return [*out, (OfficialRole.WARD_MEMBER_IN_CHARGE, *cell.in_charge)]
+
+
+def _roll_change_commands(change: RollChange) -> list[tuple[datetime, Command, str]]:
+    """A move: off the old cell's roll, onto the new one's. A new member: admitted, with
+    an e-mail address like everyone else's."""
+    member = change.member
+    admit = AdmitMember(
+        cell_id=change.to_cell,
+        ward_id=change.ward_id,
+        member_id=member.member_id,
+        full_name=member.full_name,
+        status=MemberStatus.PROBATIONARY if member.probationary else MemberStatus.FULL,
+        transferred_from_cell_id=change.from_cell,
+    )
+    if change.from_cell is None:
+        contact = SetContactDetails(
+            person_id=member.member_id,
+            ward_id=change.ward_id,
+            phone=None,
+            email=contact_email(member.member_id),
+        )
+        return [(change.at, admit, change.to_cell), (change.at, contact, member.member_id)]
+    transfer = TransferMember(
+        cell_id=change.from_cell,
+        ward_id=change.ward_id,
+        member_id=member.member_id,
+        to_cell_id=change.to_cell,
+    )
+    return [(change.at, transfer, change.from_cell), (change.at, admit, change.to_cell)]
 
 
 def _roll(entries: list[RollEntry]) -> list[AttendanceEntry]:

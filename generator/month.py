@@ -3,6 +3,10 @@
 of the cells, roll calls, resolutions and tasks, and the petitions raised at meetings with
 what became of them within the month.
 
+After the meetings, a few members change cells inside the month (``RollChange``): one
+moves to another cell of the ward, or a new member is admitted, after the meetings of the
+cells concerned, so a meeting's roll call and the month-end roll differ.
+
 Every time here is a local, timezone-aware datetime inside the month. The service stamps
 petitions with its own clock when they arrive (``raised_at``), so the times kept on
 petitions only order the commands; no expected figure depends on them.
@@ -174,11 +178,25 @@ class Meeting:
     petitions: list[Petition] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RollChange:
+    """A change to a ward's rolls inside the month, after every meeting of the cells it
+    touches (their roll calls were of the roll before it): ``member`` moves from
+    ``from_cell`` to ``to_cell``, or, with no ``from_cell``, is newly admitted there."""
+
+    at: datetime
+    ward_id: str
+    member: Member
+    to_cell: str
+    from_cell: str | None = None
+
+
 @dataclass
 class Month:
     year: int
     month: int
     meetings: list[Meeting]
+    roll_changes: list[RollChange] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -226,7 +244,72 @@ def generate_month(district: District, year: int, month: int) -> Month:
                 meetings.append(_thematic(rng, ward, cell, month_obj))
         _petitions(rng, ward, meetings, month_obj)
         month_obj.meetings += meetings
+    month_obj.roll_changes = _roll_changes(district, month_obj)
     return month_obj
+
+
+# -- the rolls, after the meetings ----------------------------------------------------
+
+
+def _roll_changes(district: District, month: Month) -> list[RollChange]:
+    """In about one ward in five (at least one), a member present at their cell's regular
+    meeting moves to another cell of the ward; in as many others, a new (probationary)
+    member is admitted to a cell that met. Each after the meetings of the cells involved.
+    A random source of its own, so the rest of the month is drawn as before."""
+    rng = random.Random(f"chibo-generator:{district.config.seed}:{month.label}:roll-changes")
+    meetings: dict[str, list[Meeting]] = {}
+    for m in month.meetings:
+        meetings.setdefault(m.cell_id, []).append(m)
+    latest = at(month.last_day, 22)
+
+    def held(cell: Cell) -> Meeting | None:
+        regular = next(m for m in meetings[cell.cell_id] if m.kind == "regular")
+        return regular if regular.opened_at is not None else None
+
+    def after(*cells: Cell) -> datetime | None:
+        ends = [m.closed_at for c in cells for m in meetings[c.cell_id] if m.closed_at]
+        day = max(ends).date() + timedelta(days=rng.randint(1, 3))  # office hours, days later
+        when = at(day, rng.randint(8, 16), rng.randint(0, 59))
+        return when if when <= latest else None
+
+    n = max(1, len(district.wards) // 5)
+    changes: list[RollChange] = []
+    for ward in rng.sample(district.wards, min(n, len(district.wards))):
+        for src in rng.sample(ward.cells, len(ward.cells)):
+            regular = held(src)
+            if regular is None or len(src.members) <= 10:
+                continue
+            present = {e.member_id for e in regular.roll_call if e.status == PRESENT}
+            movers = [
+                m
+                for m in src.members
+                if m.member_id in present
+                and m.role is None
+                and not m.exemptions
+                and m.transferred_from is None
+            ]
+            targets = [c for c in ward.cells if c is not src and len(c.members) < 40 and held(c)]
+            if not movers or not targets:
+                continue
+            dst = rng.choice(targets)
+            when = after(src, dst)
+            if when is not None:
+                member = rng.choice(movers)
+                changes.append(RollChange(when, ward.unit_id, member, dst.cell_id, src.cell_id))
+                break
+    for ward in rng.sample(district.wards, min(n, len(district.wards))):
+        for cell in rng.sample(ward.cells, len(ward.cells)):
+            when = after(cell) if held(cell) and len(cell.members) < 40 else None
+            if when is not None:
+                female = rng.random() < 0.4
+                member = Member(
+                    f"{cell.cell_id}.dv{month.label.replace('-', '')}",
+                    person_name(rng, female),
+                    probationary=True,
+                )
+                changes.append(RollChange(when, ward.unit_id, member, cell.cell_id))
+                break
+    return sorted(changes, key=lambda c: c.at)
 
 
 # -- meetings -------------------------------------------------------------------------

@@ -268,11 +268,17 @@ def figures_of(cells: list[CellLine], meetings: list[MeetingLine], scale: int = 
             recurring=2 * scale,
             recurring_topics=[
                 RecurringTopic(
+                    ward="phường Nam Ngạn",
                     category="roads_infrastructure",
                     place="Ngõ 126 Nguyễn Trãi (đoạn ngập úng khi mưa lớn)",
                     times=3,
                 ),
-                RecurringTopic(category="environment", place="Bãi rác tạm phố Bà Triệu", times=2),
+                RecurringTopic(
+                    ward="phường Nam Ngạn",
+                    category="environment",
+                    place="Bãi rác tạm phố Bà Triệu",
+                    times=2,
+                ),
             ],
             acknowledged=7 * scale,
             resolved_at_cell=3 * scale,

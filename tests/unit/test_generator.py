@@ -21,7 +21,7 @@ from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.petition import PetitionPolicy, place_key
 from services.meetings.service_layer.handlers import ROUTES, Inputs
 from shared.contract import DomainEvent
-from shared.contract.commands import COMMAND_TYPES, RaisePetition
+from shared.contract.commands import COMMAND_TYPES, RaisePetition, RegisterUnit
 from shared.contract.events import MeetingOpened, PetitionRaised
 from shared.contract.inbound import InboundCommand
 
@@ -127,7 +127,7 @@ def test_the_domain_refuses_the_month_before_it_happens() -> None:
         _replay(g, at(g.month.first_day, 12).astimezone(UTC))
 
 
-def _check(f: dict[str, Any]) -> None:
+def _check(f: dict[str, Any], cells: list[dict[str, Any]]) -> None:
     r = f["regular_meetings"]
     assert r["held_on_planned_day"] + r["held_late"] + r["not_held"] == f["cells"]
     assert r["scheduled"] == f["cells"]
@@ -135,7 +135,16 @@ def _check(f: dict[str, Any]) -> None:
     assert len(r["cancelled_reasons"]) == r["cancelled"]
     assert all(x["reason"] for x in r["cancelled_reasons"])
     m = f["members"]
-    assert m["counted"] == m["total"] - m["exempt"]
+    # Who had to attend: a held meeting's roll call (the roll that day, exempt apart),
+    # otherwise the month-end roll less the exempt; the totals are the cells' sums.
+    for c in cells:
+        if c["held_on"] is not None:
+            called = c["present_first_roll_call"] + c["absent_excused"] + c["absent_unexcused"]
+            assert c["counted"] == called, c["cell_id"]
+        else:
+            assert c["counted"] == c["members"] - c["exempt"], c["cell_id"]
+    for key in ("total", "exempt", "counted"):
+        assert m[key] == sum(c["members" if key == "total" else key] for c in cells), key
     a = f["attendance"]
     assert (
         a["present_first_roll_call"] + a["absent_excused"] + a["absent_unexcused"]
@@ -155,9 +164,9 @@ def _check(f: dict[str, Any]) -> None:
 def test_the_figures_add_up_per_ward_and_for_the_district() -> None:
     for g in (small(), full()):
         district = g.expected["district"]
-        _check(district)
+        _check(district, [c for w in g.expected["wards"] for c in w["cells_detail"]])
         for ward in g.expected["wards"]:
-            _check(ward)
+            _check(ward, ward["cells_detail"])
         for path in (("cells",), ("members", "exempt"), ("petitions", "raised")):
             total = 0
             for ward in g.expected["wards"]:
@@ -193,6 +202,15 @@ def test_a_full_district_at_the_scale_of_thanh_hoa_city() -> None:
     assert d["members"]["exempt"] > 0 and d["members"]["probationary"] > 0
     types = {c.command.command_type for c in g.commands}
     assert types == set(EVENT_OF)
+    # Communes (xã) are registered as such, beside the wards (phường): the reports must
+    # treat both as wards (REPORT_WARD_LEVELS), petitions included.
+    wards = {w.unit_id for w in g.district.wards}
+    levels = Counter(
+        c.command.level
+        for c in g.commands
+        if isinstance(c.command, RegisterUnit) and c.command.unit_id in wards
+    )
+    assert levels["commune"] == 14 and levels["ward"] == 20
 
 
 def test_text_is_vietnamese_in_nfc() -> None:
@@ -220,3 +238,30 @@ def test_the_command_line_writes_commands_and_figures(tmp_path: Any) -> None:
     assert expected["month"] == "2026-10" and expected["district"]["cells"] == 6
     assert main(["--seed", "7", "--month", "2999-01", "--out", str(out), "--publish",
                  "--bootstrap", "x:1", "--database-url", "postgresql://x"]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["small", "full"])
+def test_members_move_and_join_after_their_cells_met(which: str) -> None:
+    """So the month-end roll differs from the meetings' rolls, and a report that took the
+    attendance denominator from the month-end roll would disagree with the figures."""
+    g = small() if which == "small" else full()
+    changes = g.month.roll_changes
+    assert any(c.from_cell for c in changes) and any(c.from_cell is None for c in changes)
+    cells = {c["cell_id"]: c for w in g.expected["wards"] for c in w["cells_detail"]}
+    touched = set()
+    for change in changes:
+        for cell_id in [change.to_cell, *([change.from_cell] if change.from_cell else [])]:
+            met = [m for m in g.month.meetings if m.cell_id == cell_id and m.closed_at]
+            assert met and all(m.closed_at < change.at for m in met)  # type: ignore[operator]
+            assert cells[cell_id]["held_on"] is not None
+            touched.add(cell_id)
+        if change.from_cell:  # present at the meeting, gone by the month's end
+            regular = next(
+                m for m in g.month.meetings if m.cell_id == change.from_cell and m.kind == "regular"
+            )
+            assert any(
+                e.member_id == change.member.member_id and e.status == "present"
+                for e in regular.roll_call
+            )
+    # Cells where the month-end rule (members − exempt) would give another denominator.
+    assert any(cells[c]["counted"] != cells[c]["members"] - cells[c]["exempt"] for c in touched)

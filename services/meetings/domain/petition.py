@@ -9,8 +9,6 @@ data (design invariant 9).
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +32,9 @@ from shared.contract.events import (
     PetitionResolved,
 )
 
+# The recurring key, shared with the reports (their recurring topics).
+from shared.places import place_key as place_key
+
 # An event names at most this many earlier petitions about the same place, the latest:
 # enough to follow the thread, without events growing with every recurrence.
 MAX_SIMILAR_LISTED = 10
@@ -41,13 +42,6 @@ MAX_SIMILAR_LISTED = 10
 
 def stream_id(petition_id: str) -> str:
     return f"petition-{petition_id}"
-
-
-def place_key(place: str) -> str:
-    """The place as compared for recurrence: case, spacing and punctuation do not count;
-    Vietnamese diacritics do (Hòa and Hóa are different places)."""
-    text = unicodedata.normalize("NFC", place).casefold()
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,8 @@ class Petition:
     holder_id: str
     deadline_at: datetime
     recurring: bool
+    # In stream (version) order, which the report follows: the steps' times come from
+    # their senders' clocks and may disagree with it.
     steps: tuple[PetitionStep, ...] = field(default_factory=tuple)
 
 

@@ -5,11 +5,17 @@ The rules (see docs/reports.md):
   opened; its planned day is the cell's meeting day. Otherwise it is cancelled (with
   the reason) or simply not held.
 - Members are those on the roll at the end of the month; exempt ones (on the day of the
-  regular meeting, or its planned day) are left out of the attendance denominator.
+  regular meeting, or its planned day) are counted apart.
+- A held meeting's attendance denominator is the members its first roll call counted
+  (present + excused + unexcused): the meetings service makes that roll call cover exactly
+  the cell's roll that day, exempt members apart, so a member who joins or leaves later in
+  the month does not move it.
 - Attendance is rated on regular meetings, at the first roll call; thematic meetings are
-  counted and scored.
+  counted and scored. Committee (chi ủy) meetings are neither, nor are their resolutions.
 - Petitions are those raised in the month; their state is taken at the cut-off (the end
-  of the month, or now while it runs).
+  of the month, or now while it runs), following their stream's order. Who holds a
+  petition is a unit id: the ward tier is the petition's own ward, whatever the ladder
+  calls that rung (ward, commune, ...).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from services.reports.domain.report import (
 )
 from shared.clock import LOCAL_TZ, ReportMonth
 from shared.contract.events import PetitionCategory
+from shared.places import place_key
 
 CATEGORIES = tuple(c.value for c in PetitionCategory)
 
@@ -166,15 +173,17 @@ def _counted(members: list[facts.Membership], day: date) -> tuple[int, int]:
     return len(members), sum(1 for m in members if m.exempt_on(day))
 
 
-def _score(
-    meeting: facts.Meeting,
-    cell: facts.Cell,
-    roll: list[facts.Membership],
-    policy: ReportPolicy,
-) -> _Scored:
+def _called(meeting: facts.Meeting) -> int:
+    """A held meeting's denominator: the members its first roll call counted. The roll
+    call covers the cell's roll on that day, exempt members apart, so it is neither the
+    month-end roll nor moved by a member who joins or leaves after the meeting."""
+    return meeting.present_first + meeting.absent_excused + meeting.absent_unexcused
+
+
+def _score(meeting: facts.Meeting, cell: facts.Cell, policy: ReportPolicy) -> _Scored:
+    """A held meeting's line (only those opened are scored)."""
     day = _local_day(meeting.opened_at) if meeting.opened_at else None
-    total, exempt = _counted(roll, day or _local_day(meeting.scheduled_start))
-    counted = total - exempt
+    counted = _called(meeting)
     duration = (
         int((meeting.closed_at - meeting.opened_at).total_seconds() // 60)
         if meeting.opened_at and meeting.closed_at
@@ -249,7 +258,7 @@ def _cell(
     planned = date(month.year, month.month, cell.meeting_day)
     held_on = _local_day(regular.opened_at) if regular and regular.opened_at else None
     total, exempt = _counted(roll, held_on or planned)
-    counted = total - exempt
+    counted = _called(regular) if regular and held_on else total - exempt
     if held_on is None:
         cancelled = next((m for m in regulars if m.cancelled_reason), None)
         status = "cancelled" if cancelled else "not_held"
@@ -270,11 +279,10 @@ def _cell(
         and month.quarter_start() <= m.opened_at < month.end
     ]
     scored = [
-        _score(m, cell, roll, policy).line
-        for m in in_month
-        if m.opened_at and m.kind != "committee"
+        _score(m, cell, policy).line for m in in_month if m.opened_at and m.kind != "committee"
     ]
-    month_meetings = {m.meeting_id for m in in_month}
+    # The cell's resolutions: its committee (chi ủy) agrees the agenda, the cell adopts.
+    month_meetings = {m.meeting_id for m in in_month if m.kind != "committee"}
     month_resolutions = [r for r in resolutions if r.meeting_id in month_meetings]
     present = regular.present_first if regular and held_on else None
     rate = _rate(regular.present_first, counted) if regular and held_on else None
@@ -324,68 +332,112 @@ def _cell(
 
 
 @dataclass(frozen=True)
+class _Escalation:
+    from_holder_id: str | None
+    step: facts.PetitionStep
+
+
+@dataclass(frozen=True)
 class _PetitionState:
-    level: str
+    level: str  # the ladder's name of the level that holds it (as the meetings service has it)
+    holder_id: str | None  # the unit that holds it: the cell, the ward, a unit above (or none)
     open: bool
     deadline_at: datetime
     acknowledged: bool
     reopened: bool
     resolved_at: str | None  # the level that resolved it, when its last word is a resolution
-    escalations: list[facts.PetitionStep]
+    resolved_by: str | None  # the unit that resolved it, likewise
+    escalations: list[_Escalation]
     marked_overdue: bool
 
 
 def petition_state(p: facts.Petition, cutoff: datetime) -> _PetitionState:
+    """The petition as its stream stands at the cut-off. Steps are taken in stream order
+    (``p.steps`` is in version order), not sorted by time: an upstream's clock may stamp a
+    later step earlier, and the meetings service decided each step on the ones before it.
+    The first step at or after the cut-off ends the walk."""
     level, open_, deadline = p.level, True, p.deadline_at
+    holder: str | None = p.holder_id
     acknowledged = reopened = marked = False
     resolved_at: str | None = None
+    resolved_by: str | None = None
     escalations = []
-    for step in sorted(p.steps, key=lambda s: s.at):
+    for step in p.steps:
         if step.at >= cutoff:
             break
         if step.kind == "acknowledged":
             acknowledged = True
         elif step.kind == "resolved":
-            open_, resolved_at = False, step.level or level
+            open_, resolved_at, resolved_by = False, step.level or level, holder
         elif step.kind == "reopened":
-            open_, resolved_at, reopened = True, None, True
+            open_, resolved_at, resolved_by, reopened = True, None, None, True
             deadline = step.deadline_at or deadline
+            # The meetings service gives it a fresh deadline at its level and marks it
+            # overdue again only once that one passes (its open-petitions table holds the
+            # new deadline), so the old mark no longer stands.
+            marked = False
         elif step.kind == "escalated":
-            escalations.append(step)
+            escalations.append(_Escalation(holder, step))
             level = step.to_level or level
+            holder = step.to_holder_id
             deadline = step.deadline_at or deadline
         elif step.kind == "marked_overdue":
             marked = True
     return _PetitionState(
-        level, open_, deadline, acknowledged, reopened, resolved_at, escalations, marked
+        level,
+        holder,
+        open_,
+        deadline,
+        acknowledged,
+        reopened,
+        resolved_at,
+        resolved_by,
+        escalations,
+        marked,
     )
 
 
-def _petitions(petitions: list[facts.Petition], cutoff: datetime, ward_level: str) -> Petitions:
-    states = [(p, petition_state(p, cutoff)) for p in petitions]
-    topics = Counter((p.ward_id, p.category, p.place) for p in petitions)
-    into_ward = [e for _, s in states for e in s.escalations if e.to_level == ward_level]
+def _recurring_topics(petitions: list[tuple[str, facts.Petition]]) -> list[RecurringTopic]:
+    """The topics (ward, category, place as the meetings service compares it) of the
+    petitions it flagged recurring, each with how often it was raised in the month: the
+    same definition as ``recurring``, so there is a topic whenever that count is not 0."""
+    topics: dict[tuple[str, str, str], list[tuple[str, facts.Petition]]] = {}
+    for ward, p in sorted(petitions, key=lambda wp: (wp[1].raised_at, wp[1].petition_id)):
+        topics.setdefault((p.ward_id, p.category, place_key(p.place)), []).append((ward, p))
+    return [
+        RecurringTopic(ward=raised[0][0], category=cat, place=raised[0][1].place, times=len(raised))
+        for (_, cat, _), raised in topics.items()
+        if any(p.recurring for _, p in raised)
+    ]
+
+
+def _petitions(petitions: list[tuple[str, facts.Petition]], cutoff: datetime) -> Petitions:
+    """``petitions``: each with its ward's short name. The ward tier is the petition's own
+    ward as holder, so a commune's petitions count like a ward's and a roll-up's totals
+    are the sums of its wards'."""
+    states = [(p, petition_state(p, cutoff)) for _, p in petitions]
+    into_ward = [
+        e.step for p, s in states for e in s.escalations if e.step.to_holder_id == p.ward_id
+    ]
     return Petitions(
-        raised=len(petitions),
-        by_category={c: sum(1 for p in petitions if p.category == c) for c in CATEGORIES},
-        recurring=sum(1 for p in petitions if p.recurring),
-        recurring_topics=[
-            RecurringTopic(category=cat, place=place, times=n)
-            for (_, cat, place), n in topics.items()
-            if n > 1
-        ],
+        raised=len(states),
+        by_category={c: sum(1 for p, _ in states if p.category == c) for c in CATEGORIES},
+        recurring=sum(1 for p, _ in states if p.recurring),
+        recurring_topics=_recurring_topics(petitions),
         acknowledged=sum(1 for _, s in states if s.acknowledged),
-        resolved_at_cell=sum(1 for _, s in states if s.resolved_at == "cell"),
+        resolved_at_cell=sum(1 for p, s in states if not s.open and s.resolved_by == p.cell_id),
         reopened=sum(1 for _, s in states if s.reopened),
         escalated_to_ward=len(into_ward),
         escalated_to_ward_by_reason=dict(Counter(e.reason or "unknown" for e in into_ward)),
-        resolved_by_ward=sum(1 for _, s in states if s.resolved_at == ward_level),
+        resolved_by_ward=sum(1 for p, s in states if not s.open and s.resolved_by == p.ward_id),
         escalated_above_ward=sum(
-            1 for _, s in states for e in s.escalations if e.level == ward_level
+            1 for p, s in states for e in s.escalations if e.from_holder_id == p.ward_id
         ),
-        open_at_cell=sum(1 for _, s in states if s.open and s.level == "cell"),
-        open_at_ward=sum(1 for _, s in states if s.open and s.level == ward_level),
-        open_above_ward=sum(1 for _, s in states if s.open and s.level not in ("cell", ward_level)),
+        open_at_cell=sum(1 for p, s in states if s.open and s.holder_id == p.cell_id),
+        open_at_ward=sum(1 for p, s in states if s.open and s.holder_id == p.ward_id),
+        open_above_ward=sum(
+            1 for p, s in states if s.open and s.holder_id not in (p.cell_id, p.ward_id)
+        ),
         overdue=sum(
             1 for _, s in states if s.open and (s.marked_overdue or s.deadline_at < cutoff)
         ),
@@ -399,7 +451,6 @@ def _figures(
     results: list[_CellResult],
     month: ReportMonth,
     cutoff: datetime,
-    ward_level: str,
     policy: ReportPolicy,
     qualify: bool,
 ) -> Figures:
@@ -409,7 +460,11 @@ def _figures(
     lines = [r.line for r in results]
     held = [r for r in results if r.line.held_on is not None]
     not_held = [r for r in results if r.line.held_on is None]
-    two = [r for r in held if r.line.roll_calls == 2]
+    # Only meetings whose second roll call is in: one still open at the cut-off (or whose
+    # closing never came) has none yet, and would count its members as absent at the end.
+    two = [
+        r for r in held if r.line.roll_calls == 2 and r.line.present_second_roll_call is not None
+    ]
     counted_held = sum(r.line.counted for r in held)
     present = sum(r.line.present_first_roll_call or 0 for r in held)
     below = [name(r) for r in held if r.line.below_target]
@@ -510,7 +565,7 @@ def _figures(
                 1 for m in regulars if m.previous_resolution_carried_out is False
             ),
         ),
-        petitions=_petitions([p for r in results for p in r.petitions], cutoff, ward_level),
+        petitions=_petitions([(r.ward, p) for r in results for p in r.petitions], cutoff),
     )
 
 
@@ -568,7 +623,7 @@ def ward_report(
     needing = []
     for p in ward_facts.petitions:
         state = petition_state(p, now)
-        if state.open and state.level == ward.level:
+        if state.open and state.holder_id == ward.unit_id:
             needing.append(
                 PetitionAction(
                     petition_id=p.petition_id,
@@ -590,7 +645,7 @@ def ward_report(
         as_of=cutoff,
         generated_at=now,
         status=status_of(month, ward_facts.submission, now),
-        figures=_figures(results, month, cutoff, ward.level, policy, qualify=False),
+        figures=_figures(results, month, cutoff, policy, qualify=False),
         cells=[r.line for r in results],
         meetings=sorted(
             (m for r in results for m in r.scored), key=lambda m: (m.held_on or date.min, m.cell)
@@ -612,8 +667,6 @@ def rollup_report(
     it and ``unit`` (nearest first), for the intermediate levels' totals."""
     cutoff = cutoff_of(month, now)
     per_ward = [(w, _cells(w, month, cutoff, policy)) for w in wards]
-    levels = {w.ward.level for w in wards}
-    ward_level = next(iter(levels)) if len(levels) == 1 else "ward"
     groups: dict[str, tuple[facts.Unit, list[_CellResult], int]] = {}
     for w, results in per_ward:
         for between in chains.get(w.ward.unit_id, []):
@@ -636,7 +689,6 @@ def rollup_report(
             [r for _, results in per_ward for r in results],
             month,
             cutoff,
-            ward_level,
             policy,
             qualify=True,
         ),
@@ -644,7 +696,7 @@ def rollup_report(
             RollupGroup(
                 unit=_ref(u),
                 wards=n,
-                figures=_figures(cells, month, cutoff, ward_level, policy, qualify=True),
+                figures=_figures(cells, month, cutoff, policy, qualify=True),
             )
             for u, cells, n in sorted(groups.values(), key=lambda g: g[0].name)
         ],
@@ -652,7 +704,7 @@ def rollup_report(
             WardSummary(
                 unit=_ref(w.ward),
                 status=status,
-                figures=_figures(results, month, cutoff, w.ward.level, policy, qualify=False),
+                figures=_figures(results, month, cutoff, policy, qualify=False),
             )
             for (w, results), status in zip(per_ward, statuses, strict=True)
         ],

@@ -33,7 +33,11 @@ class Members(_Model):
     total: int = Field(description="On the cells' rolls at the end of the month.")
     probationary: int
     exempt: int = Field(description="Exempt on the day of the regular meeting.")
-    counted: int = Field(description="total − exempt: the attendance denominator.")
+    counted: int = Field(
+        description="Who had to attend the regular meeting: at a held one, those its first"
+        " roll call counted (present + excused + unexcused: on the roll that day, not"
+        " exempt); where it was not held, total − exempt."
+    )
 
 
 class CancelledReason(_Model):
@@ -64,13 +68,19 @@ class ThematicMeetings(_Model):
 
 
 class Attendance(_Model):
-    members_counted: int
+    members_counted: int = Field(
+        description="The held regular meetings' first roll calls: present + excused +"
+        " unexcused (the members on the roll that day, not exempt)."
+    )
     present_first_roll_call: int
     absent_excused: int
     absent_unexcused: int
     rate: float | None
     target: float
-    two_roll_call_cells_held: int
+    two_roll_call_cells_held: int = Field(
+        description="Held regular meetings of cells that call the roll twice whose second"
+        " roll call is in (closed): the figures below are over these."
+    )
     members_counted_two_roll_calls: int
     present_second_roll_call: int
     present_both_roll_calls: int
@@ -108,25 +118,31 @@ class Resolutions(_Model):
 
 
 class RecurringTopic(_Model):
+    """A topic (category and place, compared as the meetings service compares them) of a
+    petition it flagged recurring."""
+
+    ward: str = Field(description="The ward's short name: 'phường Nam Ngạn'.")
     category: str
-    place: str
-    times: int
+    place: str = Field(description="As first written this month.")
+    times: int = Field(description="Petitions raised on it this month.")
 
 
 class Petitions(_Model):
     raised: int
     by_category: dict[str, int]
-    recurring: int
+    recurring: int = Field(description="Flagged recurring by the meetings service.")
     recurring_topics: list[RecurringTopic]
     acknowledged: int
     resolved_at_cell: int
     reopened: int
-    escalated_to_ward: int
+    escalated_to_ward: int = Field(
+        description="Sent up to the ward tier: to its own ward (or commune) as holder."
+    )
     escalated_to_ward_by_reason: dict[str, int]
     resolved_by_ward: int
     escalated_above_ward: int
     open_at_cell: int
-    open_at_ward: int
+    open_at_ward: int = Field(description="Open and held by its ward (or commune).")
     open_above_ward: int
     overdue: int = Field(description="Open at the cut-off with their deadline passed.")
 
@@ -151,7 +167,7 @@ class MeetingLine(_Model):
     held_on: date | None
     duration_minutes: int | None
     present_first_roll_call: int
-    counted: int
+    counted: int = Field(description="Present + excused + unexcused at the first roll call.")
     rate: float | None
     speakers: int | None
     minutes_recorded: bool | None
@@ -169,7 +185,10 @@ class CellLine(_Model):
     members: int
     probationary: int
     exempt: int
-    counted: int
+    counted: int = Field(
+        description="Had to attend the regular meeting: present + excused + unexcused at"
+        " its first roll call when held; members − exempt otherwise."
+    )
     regular: Literal["held_on_planned_day", "held_early", "held_late", "not_held", "cancelled"]
     held_on: date | None
     rescheduled: bool
