@@ -13,10 +13,10 @@ from services.reports.domain.report import RollupReport, WardReport
 from services.reports.service_layer.reports import NotYetApplied, ReportReader, UnknownUnit
 from shared.auth import Principal
 from shared.clock import ReportMonth
-from shared.contract.types import Identifier
+from shared.contract.types import MONTH_PATTERN, Identifier
 from shared.http import bearer_principal, error_response
 
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH = MONTH_PATTERN  # the months commands may name, so every one has a report
 STREAM_AT = r"^[^@\s]{1,200}@[1-9][0-9]{0,9}$"
 
 
