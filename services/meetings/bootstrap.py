@@ -14,7 +14,7 @@ from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.adapters.relay import EventRelay
 from services.meetings.domain.petition import PetitionPolicy
-from services.meetings.entrypoints.http import command_router
+from services.meetings.entrypoints.http import command_router, install_unstorable_handler
 from services.meetings.entrypoints.http_contacts import contacts_router
 from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
 from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
@@ -138,6 +138,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
 
     app = FastAPI(title="Chibo — meetings (write side)", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_unstorable_handler(app)
     app.include_router(command_router())
     app.include_router(contacts_router())
 

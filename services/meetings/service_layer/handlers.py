@@ -433,6 +433,19 @@ class CommandBus:
             except DomainRejection as exc:
                 outcomes[i] = Rejection.of(exc)
                 continue
+            except Exception as exc:  # one command's fault, not the whole batch's
+                # A decision that crashes on a value the contract let through (a bug or a
+                # gap in its bounds) refuses that command only: bad input never stops the
+                # line (design invariant 6). Logged with the trace, and counted to alert.
+                outcomes[i] = _invalid_command(command, exc)
+                self._metrics.decision_errors.labels(command.command_type).inc()
+                log.exception(
+                    "command.decision_failed",
+                    command=command.command_type,
+                    door=ctx.door,
+                    correlation_id=str(ctx.correlation_id),
+                )
+                continue
             meta = self._metadata(ctx)
             first = len(history) + 1
             new_events += [
@@ -510,6 +523,16 @@ class CommandBus:
             correlation_id=ctx.correlation_id,
             causation_id=ctx.causation_id,
         )
+
+
+def _invalid_command(command: Command, exc: Exception) -> Rejection:
+    return Rejection(
+        "invalid_command",
+        422,
+        "Lệnh có giá trị không xử lý được; hãy kiểm tra lại dữ liệu gửi lên.",
+        f"{command.command_type} could not be decided: {type(exc).__name__}: {exc}"[:500],
+        {"error": type(exc).__name__},
+    )
 
 
 def _as_replayed(result: AppendResult) -> AppendResult:
