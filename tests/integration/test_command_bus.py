@@ -25,7 +25,7 @@ from services.meetings.service_layer.handlers import CommandBus, CommandContext,
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
 from shared.contract import MeetingKind, MeetingScheduled, ScheduleMeeting
-from shared.contract.commands import RescheduleMeeting
+from shared.contract.commands import IssueOrientation, RegisterCell, RescheduleMeeting
 from tests.integration.helpers import close_pool, unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
@@ -52,6 +52,14 @@ def schedule(ward: str, n: int) -> ScheduleMeeting:
     )
 
 
+async def register_cell(bus: CommandBus, ward: str) -> None:
+    """The cell ``schedule`` names: a ward's meetings are of its own registered cells."""
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    assert isinstance(await bus.handle(cell, ctx()), AppendResult)
+
+
 def redone(bus: CommandBus) -> float:
     """Batches rolled back after a write conflict and redone one command at a time."""
     value = bus._metrics.registry.get_sample_value("chibo_command_batches_redone_total")
@@ -67,6 +75,7 @@ async def test_a_batch_with_repeats_decides_each_in_order(
 ) -> None:
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     key = f"test:{uuid.uuid4()}"
     outcomes = await bus.handle_batch(
         [
@@ -84,7 +93,7 @@ async def test_a_batch_with_repeats_decides_each_in_order(
     assert isinstance(other, AppendResult) and other.stream_version == 1
     rows = await pool.fetch(
         "select stream_id, stream_version from meetings.events where ward_id = $1"
-        " order by global_position",
+        " and stream_id like 'meeting-%' order by global_position",
         ward,
     )
     assert [(r["stream_id"], r["stream_version"]) for r in rows] == [
@@ -98,6 +107,7 @@ async def test_a_race_inside_a_batch_refuses_only_the_loser(
 ) -> None:
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     store = PostgresEventStore(pool, MeetingsMetrics(CollectorRegistry()))
     # Another writer holds meeting 1's stream, uncommitted, while the batch runs.
     rival = await pool.acquire()
@@ -124,7 +134,8 @@ async def test_a_race_inside_a_batch_refuses_only_the_loser(
     assert loser.code in ("already_exists", "concurrency_conflict")
     assert isinstance(second, AppendResult) and isinstance(third, AppendResult)
     actors = await pool.fetch(
-        "select stream_id, actor from meetings.events where ward_id = $1 order by stream_id",
+        "select stream_id, actor from meetings.events where ward_id = $1"
+        " and stream_id like 'meeting-%' order by stream_id",
         ward,
     )
     assert [(r["stream_id"], r["actor"]) for r in actors] == [
@@ -142,6 +153,7 @@ async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_
     the whole batch is redone one command per savepoint for nothing."""
     bus, pool = bus_and_pool
     ward, other = unique_ward(), unique_ward()
+    await register_cell(bus, ward)
     assert isinstance(await bus.handle(schedule(ward, 1), ctx()), AppendResult)
     moved = RescheduleMeeting(
         meeting_id=f"{ward}.m1",
@@ -162,3 +174,59 @@ async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_
         f"meeting-{ward}.m1",
     )
     assert [(r["stream_version"], r["ward_id"]) for r in rows] == [(1, ward), (2, ward)]
+
+
+async def test_a_decision_that_crashes_refuses_that_command_and_the_batch_goes_on(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """A value the contract lets through and a decision cannot handle (as months 9999-12
+    once were) is one command's invalid_command, never the whole batch's failure."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    gap = IssueOrientation.model_construct(  # as if the contract still allowed it
+        orientation_id=f"{ward}.o", ward_id=ward, month="9999-12", topics=["x"]
+    )
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    crashed, registered = await bus.handle_batch([(gap, ctx()), (cell, ctx())])
+
+    assert isinstance(crashed, Rejection)
+    assert (crashed.code, crashed.status) == ("invalid_command", 422)
+    assert crashed.message_vi and crashed.details == {"error": "ValueError"}
+    assert isinstance(registered, AppendResult)
+    rows = await pool.fetch("select stream_id from meetings.events where ward_id = $1", ward)
+    assert [r["stream_id"] for r in rows] == [f"cell-{ward}.to-01"]
+    registry = bus._metrics.registry
+    errors = "chibo_command_decision_errors_total"
+    assert registry.get_sample_value(errors, {"command": "IssueOrientation"}) == 1
+    assert (
+        registry.get_sample_value(
+            "chibo_commands_total",
+            {"command": "IssueOrientation", "door": "kafka", "outcome": "rejected_invalid_command"},
+        )
+        == 1
+    )
+
+
+async def test_a_meeting_needs_a_registered_cell_of_its_ward(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """The cell is read with the batch (once per distinct cell), registrations earlier in
+    the same batch included."""
+    bus, _ = bus_and_pool
+    ward, other = unique_ward(), unique_ward()
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    foreign = schedule(ward, 3).model_copy(update={"meeting_id": f"{other}.m3", "ward_id": other})
+    outcomes = await bus.handle_batch(
+        [
+            (schedule(ward, 1), ctx()),  # before its cell is registered
+            (cell, ctx()),
+            (schedule(ward, 2), ctx()),
+            (foreign, ctx()),
+        ]
+    )
+    codes = [o.code if isinstance(o, Rejection) else "ok" for o in outcomes]
+    assert codes == ["unknown_cell", "ok", "ok", "wrong_ward"]

@@ -219,7 +219,9 @@ ROUTES: dict[type[Command], Route] = {
         lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.register(c, h)
     ),
     RaisePetition: Route(
-        _petition, lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c))
+        _petition,
+        lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c), i.cell(c.cell_id)),
+        _reads_cell,
     ),
     AcknowledgePetition: Route(_petition, lambda c, h, i: _p(c, h).acknowledge(c, i.now)),
     ResolvePetition: Route(_petition, lambda c, h, i: _p(c, h).resolve(c, i.now)),
@@ -238,8 +240,11 @@ ROUTES: dict[type[Command], Route] = {
     TransferMember: Route(_cell, lambda c, h, i: _c(c, h).transfer_out(c)),
     ScheduleMeeting: Route(
         _meeting,
-        lambda c, h, i: _m(c, h).schedule(c, i.orientation(c.orientation_id)),
-        lambda c: [orientation.stream_id(c.orientation_id)] if c.orientation_id else [],
+        lambda c, h, i: _m(c, h).schedule(c, i.cell(c.cell_id), i.orientation(c.orientation_id)),
+        # The cell, to check it is the ward's: one stream per distinct cell of a batch.
+        lambda c: (
+            _reads_cell(c) + ([orientation.stream_id(c.orientation_id)] if c.orientation_id else [])
+        ),
     ),
     AppointOfficial: Route(_cell, lambda c, h, i: _c(c, h).appoint(c)),
     AppointUnitOfficial: Route(
@@ -497,7 +502,13 @@ class CommandBus:
             key = items[i][1].idempotency_key
             if outcomes[i] is None and key is not None:
                 outcomes[i] = _as_replayed(replayed[key])
-        return Written([(sid, histories[sid]) for sid in wards], [e.event for e in new_events])
+        # The streams only read (a cell's roll) are committed rows, a true prefix of each:
+        # remembered too, so the next batch naming the same cell reads only what is new.
+        read_only = [sid for sid in dict.fromkeys(reads) if sid not in wards]
+        return Written(
+            [(sid, histories[sid]) for sid in [*wards, *read_only]],
+            [e.event for e in new_events],
+        )
 
     async def _authorise(
         self, items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]
