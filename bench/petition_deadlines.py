@@ -31,6 +31,7 @@ from bench.harness import BenchContext, Figure, MetricsSnapshot, PeakRss, benchm
 from bench.kafka_ceiling import NAME as KAFKA_CEILING
 from bench.kafka_ceiling import RAW_PRODUCE
 from bench.write_side import (
+    CELLS_PER_WARD,
     MEETINGS,
     SOURCES,
     inbound_commands,
@@ -39,6 +40,7 @@ from bench.write_side import (
     metrics,
     produce,
     refuse_shared_database,
+    register_cells,
     stack_cpu,
     start_service,
     wait_for_appended,
@@ -91,7 +93,7 @@ def petition_payload(i: int, ward: str, tag: str) -> dict[str, Any]:
     return {
         "petition_id": f"kn-{tag}-{i:06d}",
         "ward_id": ward,
-        "cell_id": f"{ward}.to-{i % 9 + 1:02d}",
+        "cell_id": f"{ward}.to-{i % CELLS_PER_WARD + 1:02d}",
         "category": _CATEGORIES[i % len(_CATEGORIES)],
         "place": f"Số {i + 1}, ngõ {i % 97 + 1}, đường {_STREETS[i % len(_STREETS)]}",
         "raised_by": _PEOPLE[i % len(_PEOPLE)],
@@ -186,7 +188,9 @@ async def warm_up(
     ctx: BenchContext, conn: asyncpg.Connection, kafka_kwargs: dict[str, Any], tag: str
 ) -> None:
     """The intake joins its group and reads a few batches; no deadlines come of it."""
-    assert ctx.kafka is not None
+    assert ctx.kafka is not None and ctx.database_url is not None
+    with ctx.phase("register the workload's cells"):
+        await register_cells(ctx.database_url)
     records = inbound_commands(0, WARMUP, f"w{tag}")
     base = await max_position(conn)
     with ctx.phase("warm-up", total=WARMUP) as phase:

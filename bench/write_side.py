@@ -101,7 +101,7 @@ _KINDS = (MeetingKind.REGULAR, MeetingKind.REGULAR, MeetingKind.THEMATIC, Meetin
 
 def meeting_payload(i: int, ward: str, tag: str) -> dict[str, Any]:
     """A valid ScheduleMeeting payload (and MeetingScheduled event): ~300 bytes of JSON."""
-    cell = f"{ward}.to-{i % 9 + 1:02d}"
+    cell = f"{ward}.to-{i % CELLS_PER_WARD + 1:02d}"
     start = datetime(2026, 12, 1, 19, 30, tzinfo=LOCAL_TZ) + timedelta(days=i % 90)
     return {
         "meeting_id": f"{cell}.{tag}-{i:06d}",
@@ -142,6 +142,51 @@ def inbound_records(
         value = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         out.append((ward.encode(), value))
     return out
+
+
+CELLS_PER_WARD = 9  # the cells meeting_payload and the petitions' payload name
+
+
+async def register_cells(database_url: str) -> None:
+    """Register the cells the workloads' commands name (``<ward>.to-01`` to ``-09`` of
+    every ward), before any clock starts: a meeting or a petition is refused unless its
+    cell is registered in its ward. Once per database; a cell registered by an earlier
+    run is refused as already_exists, which is what is wanted."""
+    from services.meetings.adapters.org_directory import OrgDirectory
+    from services.meetings.bootstrap import MeetingsSettings
+    from services.meetings.domain.petition import PetitionPolicy
+    from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
+    from shared.auth import Principal, Role
+    from shared.clock import SystemClock
+    from shared.contract.commands import Command, RegisterCell
+
+    principal = Principal(subject="bench", role=Role.SYSTEM_PUBLISHER, scope_level="system")
+    context = CommandContext(principal=principal, source="bench", door="kafka")
+    items: list[tuple[Command, CommandContext]] = [
+        (
+            RegisterCell.model_validate(
+                {"cell_id": f"{ward}.to-{k:02d}", "ward_id": ward, "name": f"Tổ dân phố {k}"}
+            ),
+            context,
+        )
+        for ward in ward_ids(WARDS)
+        for k in range(1, CELLS_PER_WARD + 1)
+    ]
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        await migrate(pool, "meetings", MIGRATIONS)
+        metrics_ = MeetingsMetrics(CollectorRegistry())
+        policy = PetitionPolicy.parse(MeetingsSettings().petition_ladder, 180)
+        bus = CommandBus(
+            PostgresEventStore(pool, metrics_), OrgDirectory(pool), SystemClock(), metrics_, policy
+        )
+        for start in range(0, len(items), INTAKE_BATCH):
+            for outcome in await bus.handle_batch(items[start : start + INTAKE_BATCH]):
+                if isinstance(outcome, Rejection) and outcome.code != "already_exists":
+                    raise RuntimeError(f"a workload cell was refused: {outcome}")
+    finally:
+        await pool.close()
 
 
 def inbound_commands(start: int, count: int, tag: str) -> list[tuple[bytes, bytes]]:
@@ -511,6 +556,8 @@ async def append_via_kafka(ctx: BenchContext) -> list[Figure]:
     mean_command = sum(len(v) for _, v in records) / n
     mean_state = sum(len(s) for s in states) / n
 
+    with ctx.phase("register the workload's cells"):
+        await register_cells(ctx.database_url)
     conn = await asyncpg.connect(ctx.database_url)
     try:
         # What one database round trip costs here, on a quiet machine.

@@ -226,6 +226,8 @@ def parse_month(text: str) -> tuple[int, int]:
     y, m = int(year), int(month)
     if not 1 <= m <= 12:
         raise ValueError(f"not a month: {text!r} (want YYYY-MM)")
+    if not 2000 <= y <= 2099:  # the contract's years (shared/contract/types.py)
+        raise ValueError(f"not a month of the contract's years 2000-2099: {text!r}")
     return y, m
 
 

@@ -55,10 +55,10 @@ class FrozenClock:
 class ReportMonth:
     """A calendar month in Asia/Ho_Chi_Minh, as reports and their deadlines count it."""
 
-    # The years a reader may ask for: none before the Party's founding, and ample room
-    # ahead. Outside them a month's bounds can overflow: year 0 and 10000 are not datetimes,
-    # and 0001-01 starts in year 0 once in UTC, which the PostgreSQL driver cannot encode.
-    FIRST_YEAR = 1930
+    # The years a reader may ask for: the contract's (shared/contract/types.py). Outside
+    # them a month's bounds can overflow: year 0 and 10000 are not datetimes, and 0001-01
+    # starts in year 0 once in UTC, which the PostgreSQL driver cannot encode.
+    FIRST_YEAR = 2000
     LAST_YEAR = 2099
 
     def __init__(self, label: str) -> None:

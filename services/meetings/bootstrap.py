@@ -14,10 +14,13 @@ from services.meetings.adapters.metrics import MeetingsMetrics
 from services.meetings.adapters.org_directory import OrgDirectory
 from services.meetings.adapters.relay import EventRelay
 from services.meetings.domain.petition import PetitionPolicy
-from services.meetings.entrypoints.http import command_router
+from services.meetings.entrypoints.http import command_router, install_unstorable_handler
 from services.meetings.entrypoints.http_contacts import contacts_router
 from services.meetings.entrypoints.kafka_commands import KafkaCommandIntake
-from services.meetings.service_layer.deadline_scheduler import DeadlineScheduler
+from services.meetings.service_layer.deadline_scheduler import (
+    DeadlineScheduler,
+    warn_of_levels_off_the_ladder,
+)
 from services.meetings.service_layer.handlers import CommandBus
 from shared.clock import Clock
 from shared.consumer import freeze_startup_objects, make_broker, undecoded
@@ -85,6 +88,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
             reset_session=False,
         )
         await migrate(pool, "meetings", MIGRATIONS)
+        await warn_of_levels_off_the_ladder(pool, policy)
         await ensure_topics(kafka, [kafka.events_topic, kafka.commands_topic, kafka.dlq_topic])
         store = PostgresEventStore(pool, metrics, settings.aggregate_cache_streams)
         bus = CommandBus(store, OrgDirectory(pool), clock, metrics, policy)
@@ -138,6 +142,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
 
     app = FastAPI(title="Chibo — meetings (write side)", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_unstorable_handler(app)
     app.include_router(command_router())
     app.include_router(contacts_router())
 

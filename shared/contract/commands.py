@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contract.events import (
     AttendanceEntry,
@@ -15,7 +14,16 @@ from shared.contract.events import (
     PetitionCategory,
     ResolutionTask,
 )
-from shared.contract.types import EmailLike, Identifier, ShortText
+from shared.contract.types import (
+    EARLIEST_DAY,
+    LATEST_DAY,
+    ContractDate,
+    ContractDatetime,
+    EmailLike,
+    Identifier,
+    Month,
+    ShortText,
+)
 
 
 class Command(BaseModel):
@@ -59,7 +67,7 @@ class ScheduleMeeting(Command):
     ward_id: Identifier
     cell_id: Identifier
     kind: MeetingKind = MeetingKind.REGULAR
-    scheduled_start: AwareDatetime
+    scheduled_start: ContractDatetime
     agenda: list[ShortText] = Field(default_factory=list, max_length=50)
     location: ShortText | None = None
     orientation_id: Identifier | None = None
@@ -92,8 +100,8 @@ class ExemptMember(Command):
     cell_id: Identifier
     ward_id: Identifier
     member_id: Identifier
-    exempt_from: date
-    exempt_until: date | None = None
+    exempt_from: ContractDate
+    exempt_until: ContractDate | None = None
     reason: ShortText
 
 
@@ -114,7 +122,7 @@ class RescheduleMeeting(Command):
     meeting_id: Identifier
     ward_id: Identifier
     cell_id: Identifier
-    scheduled_start: AwareDatetime
+    scheduled_start: ContractDatetime
     reason: ShortText
 
 
@@ -136,7 +144,7 @@ class OpenMeeting(Command):
     meeting_id: Identifier
     ward_id: Identifier
     cell_id: Identifier
-    opened_at: AwareDatetime
+    opened_at: ContractDatetime
     roll_call: list[AttendanceEntry] = Field(max_length=500)
     supervisor_present: bool = False
 
@@ -154,6 +162,16 @@ class AdoptResolution(Command):
     votes_abstain: int = Field(0, ge=0)
     tasks: list[ResolutionTask] = Field(default_factory=list, max_length=50)
 
+    @field_validator("tasks")
+    @classmethod
+    def _due_in_the_contract_years(cls, tasks: list[ResolutionTask]) -> list[ResolutionTask]:
+        # The bound of every other date of the contract; ResolutionTask is the event's
+        # model too, and events already stored are not validated again against it.
+        for task in tasks:
+            if not EARLIEST_DAY <= task.due_on <= LATEST_DAY:
+                raise ValueError(f"due_on must be between {EARLIEST_DAY} and {LATEST_DAY}")
+        return tasks
+
 
 class CompleteTask(Command):
     command_type: ClassVar[str] = "CompleteTask"
@@ -163,7 +181,7 @@ class CompleteTask(Command):
     cell_id: Identifier
     resolution_id: Identifier
     task_id: Identifier
-    completed_on: date
+    completed_on: ContractDate
 
 
 class CloseMeeting(Command):
@@ -172,7 +190,7 @@ class CloseMeeting(Command):
     meeting_id: Identifier
     ward_id: Identifier
     cell_id: Identifier
-    closed_at: AwareDatetime
+    closed_at: ContractDatetime
     second_roll_call: list[AttendanceEntry] | None = Field(default=None, max_length=500)
     speakers: list[Identifier] = Field(default_factory=list, max_length=500)
     minutes_recorded: bool = True
@@ -243,7 +261,7 @@ class IssueOrientation(Command):
 
     orientation_id: Identifier
     ward_id: Identifier
-    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    month: Month
     topics: list[ShortText] = Field(min_length=1, max_length=30)
 
 
@@ -256,7 +274,7 @@ class SubmitWardReport(Command):
     command_type: ClassVar[str] = "SubmitWardReport"
 
     ward_id: Identifier
-    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    month: Month
     submitted_by: ShortText  # the official who signs it
 
 
@@ -306,7 +324,7 @@ class EscalateOverduePetition(Command):
 
     petition_id: Identifier
     ward_id: Identifier
-    deadline_at: AwareDatetime
+    deadline_at: ContractDatetime
 
 
 class ReopenPetition(Command):

@@ -34,6 +34,38 @@ def unique_ward() -> str:
     return f"ward-{uuid.uuid4().hex[:10]}"
 
 
+def _cell_bodies(ward_id: str, cells: int) -> list[dict[str, Any]]:
+    return [
+        {"cell_id": f"{ward_id}.to-{n:02d}", "ward_id": ward_id, "name": f"Chi bộ Tổ dân phố {n}"}
+        for n in range(1, cells + 1)
+    ]
+
+
+async def registered_ward(stack: Stack, cells: int = 1) -> str:
+    """A new ward with its cells ``to-01``... registered (the cells ``schedule_body``
+    names): a ward's meetings and petitions are of its own registered cells."""
+    ward = unique_ward()
+    async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
+        for body in _cell_bodies(ward, cells):
+            response = await client.post(
+                "/v1/commands/RegisterCell", json=body, headers=ward_auth(stack, ward)
+            )
+            assert response.status_code == 201, response.text
+    return ward
+
+
+def registered_ward_sync(stack: Stack, cells: int = 1) -> str:
+    """``registered_ward`` for a test that is not a coroutine."""
+    ward = unique_ward()
+    with httpx.Client(base_url=stack.service_url("meetings")) as client:
+        for body in _cell_bodies(ward, cells):
+            response = client.post(
+                "/v1/commands/RegisterCell", json=body, headers=ward_auth(stack, ward)
+            )
+            assert response.status_code == 201, response.text
+    return ward
+
+
 def schedule_body(ward_id: str, cell_no: int = 1, **overrides: Any) -> dict[str, Any]:
     cell_id = f"{ward_id}.to-{cell_no:02d}"
     start = (datetime.now(LOCAL_TZ) + timedelta(days=10)).replace(

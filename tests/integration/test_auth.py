@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 import pytest
 
 from ops.stack import Stack
-from tests.integration.helpers import fetch, schedule_body, unique_ward
+from shared.clock import LOCAL_TZ
+from tests.integration.helpers import (
+    fetch,
+    registered_ward,
+    schedule_body,
+    unique_ward,
+    ward_auth,
+)
 
 
 async def _post(stack: Stack, body: dict, token: str | None) -> httpx.Response:
@@ -41,7 +50,7 @@ async def test_missing_or_forged_tokens_are_401(running_stack: Stack) -> None:
 async def test_tokens_act_only_inside_their_scope(
     running_stack: Stack, role: str, level: str, unit_of: str, status: int, code: str | None
 ) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     district, province = f"{ward}-district", f"{ward}-province"
     conn_url = running_stack.database_url
     await fetch(
@@ -68,12 +77,16 @@ async def test_tokens_act_only_inside_their_scope(
     assert response.status_code == status, response.text
     if code:
         assert response.json()["code"] == code
-    stored = await fetch(conn_url, "select actor from meetings.events where ward_id = $1", ward)
+    stored = await fetch(
+        conn_url,
+        "select actor from meetings.events where ward_id = $1 and stream_id like 'meeting-%'",
+        ward,
+    )
     assert [r["actor"] for r in stored] == ([f"{role}:test-official"] if status == 201 else [])
 
 
 async def test_tokens_never_reach_the_logs(running_stack: Stack) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     token = running_stack.issue_token("ward_official", "ward", ward, "log-check")
     assert (await _post(running_stack, schedule_body(ward), token)).status_code == 201
     assert (await _post(running_stack, schedule_body(ward), token + "x")).status_code == 401
@@ -89,3 +102,56 @@ async def test_openapi_documents_the_command_and_its_security(running_stack: Sta
     assert {"401", "403", "409", "422"} <= operation["responses"].keys()
     assert operation["security"] == [{"HTTPBearer": []}]
     assert "ScheduleMeeting" in spec["components"]["schemas"]
+
+
+async def test_a_ward_cannot_act_for_another_wards_cell_nor_learn_its_roll(
+    running_stack: Stack,
+) -> None:
+    """A ward official's token covers the commands naming their ward; the cell named must
+    be that ward's too, or meetings and petitions of another ward's cell get recorded."""
+    own, other = await registered_ward(running_stack), await registered_ward(running_stack)
+    theirs = f"{other}.to-01"
+    member = {"member_id": f"{theirs}.dv1", "full_name": "Nguyễn Văn An"}
+    headers = ward_auth(running_stack, own)
+    other_headers = ward_auth(running_stack, other)
+    start = datetime.now(LOCAL_TZ).replace(microsecond=0)
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+
+        async def send(command_type: str, body: dict, auth: dict) -> httpx.Response:
+            return await client.post(f"/v1/commands/{command_type}", json=body, headers=auth)
+
+        admitted = await send("AdmitMember", {**member, "cell_id": theirs, "ward_id": other},
+                              other_headers)  # fmt: skip
+        assert admitted.status_code == 201, admitted.text
+        # Their own meeting, which the other ward schedules for its own cell.
+        mine = schedule_body(other, scheduled_start=start.isoformat())
+        assert (await send("ScheduleMeeting", mine, other_headers)).status_code == 201
+
+        foreign = schedule_body(own, scheduled_start=start.isoformat(), cell_id=theirs)
+        unknown = schedule_body(own, cell_id=f"{own}.to-99")
+        petition = {
+            "petition_id": f"{own}.kn-1", "ward_id": own, "cell_id": theirs,
+            "category": "roads_infrastructure", "place": "Ngõ 5", "raised_by": "Ông Hùng",
+            "text": "Đường ngõ xuống cấp.",
+        }  # fmt: skip
+        opening = {"meeting_id": mine["meeting_id"], "ward_id": own, "cell_id": theirs,
+                   "opened_at": start.isoformat(), "roll_call": []}  # fmt: skip
+        answers = {
+            "schedule_foreign": await send("ScheduleMeeting", foreign, headers),
+            "schedule_unknown": await send("ScheduleMeeting", unknown, headers),
+            "raise_foreign": await send("RaisePetition", petition, headers),
+            "open_foreign": await send("OpenMeeting", opening, headers),
+        }
+    codes = {name: (r.status_code, r.json()["code"]) for name, r in answers.items()}
+    assert codes == {
+        "schedule_foreign": (409, "wrong_ward"),
+        "schedule_unknown": (409, "unknown_cell"),
+        "raise_foreign": (409, "wrong_ward"),
+        "open_foreign": (409, "wrong_cell"),  # the meeting is the other ward's
+    }
+    for response in answers.values():
+        assert member["member_id"] not in response.text  # their roll is not disclosed
+    stored = await fetch(
+        running_stack.database_url, "select stream_id from meetings.events where ward_id = $1", own
+    )
+    assert [r["stream_id"] for r in stored] == [f"cell-{own}.to-01"]  # only its own cell

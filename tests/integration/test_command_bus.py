@@ -26,7 +26,12 @@ from services.meetings.service_layer.handlers import CommandBus, CommandContext,
 from shared.auth import Principal, Role
 from shared.clock import SystemClock
 from shared.contract import DomainEvent, MeetingKind, MeetingScheduled, ScheduleMeeting
-from shared.contract.commands import CancelMeeting, RescheduleMeeting
+from shared.contract.commands import (
+    CancelMeeting,
+    IssueOrientation,
+    RegisterCell,
+    RescheduleMeeting,
+)
 from tests.integration.helpers import close_pool, read_topic, unique_ward
 
 SYSTEM = Principal(subject="test", role=Role.SYSTEM_PUBLISHER, scope_level="system")
@@ -53,6 +58,14 @@ def schedule(ward: str, n: int) -> ScheduleMeeting:
     )
 
 
+async def register_cell(bus: CommandBus, ward: str) -> None:
+    """The cell ``schedule`` names: a ward's meetings are of its own registered cells."""
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    assert isinstance(await bus.handle(cell, ctx()), AppendResult)
+
+
 def redone(bus: CommandBus) -> float:
     """Batches rolled back after a write conflict and redone one command at a time."""
     value = bus._metrics.registry.get_sample_value("chibo_command_batches_redone_total")
@@ -68,6 +81,7 @@ async def test_a_batch_with_repeats_decides_each_in_order(
 ) -> None:
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     key = f"test:{uuid.uuid4()}"
     outcomes = await bus.handle_batch(
         [
@@ -85,7 +99,7 @@ async def test_a_batch_with_repeats_decides_each_in_order(
     assert isinstance(other, AppendResult) and other.stream_version == 1
     rows = await pool.fetch(
         "select stream_id, stream_version from meetings.events where ward_id = $1"
-        " order by global_position",
+        " and stream_id like 'meeting-%' order by global_position",
         ward,
     )
     assert [(r["stream_id"], r["stream_version"]) for r in rows] == [
@@ -99,6 +113,7 @@ async def test_a_race_inside_a_batch_refuses_only_the_loser(
 ) -> None:
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     store = PostgresEventStore(pool, MeetingsMetrics(CollectorRegistry()))
     # Another writer holds meeting 1's stream, uncommitted, while the batch runs.
     rival = await pool.acquire()
@@ -125,7 +140,8 @@ async def test_a_race_inside_a_batch_refuses_only_the_loser(
     assert loser.code in ("already_exists", "concurrency_conflict")
     assert isinstance(second, AppendResult) and isinstance(third, AppendResult)
     actors = await pool.fetch(
-        "select stream_id, actor from meetings.events where ward_id = $1 order by stream_id",
+        "select stream_id, actor from meetings.events where ward_id = $1"
+        " and stream_id like 'meeting-%' order by stream_id",
         ward,
     )
     assert [(r["stream_id"], r["actor"]) for r in actors] == [
@@ -143,6 +159,7 @@ async def test_a_refused_command_naming_another_ward_does_not_send_the_batch_to_
     the whole batch is redone one command per transaction for nothing."""
     bus, pool = bus_and_pool
     ward, other = unique_ward(), unique_ward()
+    await register_cell(bus, ward)
     assert isinstance(await bus.handle(schedule(ward, 1), ctx()), AppendResult)
     moved = RescheduleMeeting(
         meeting_id=f"{ward}.m1",
@@ -218,6 +235,7 @@ async def test_a_redone_batch_keeps_every_streams_relay_order_in_version_order(
     meeting 2's version 3 before version 2, which every consumer then dropped."""
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     rival = rival_bus(pool)
     assert all(
         isinstance(o, AppendResult)
@@ -248,11 +266,15 @@ async def test_a_redone_batch_keeps_every_streams_relay_order_in_version_order(
         assert versions == [1, 2, 3], stream
 
     # And on the topic, as consumers read it: each stream's versions in partition order.
+    def meetings_of(records: list) -> list[dict]:
+        ours = (json.loads(r.value) for r in records if r.key == ward.encode())
+        return [e for e in ours if e["stream_id"].startswith("meeting-")]
+
     def all_six(records: list) -> bool:
-        return sum(1 for r in records if r.key == ward.encode()) >= 6
+        return len(meetings_of(records)) >= 6
 
     records = await read_topic(running_stack.kafka_bootstrap, "chibo.events.v1", all_six)
-    published = [json.loads(r.value) for r in records if r.key == ward.encode()]
+    published = meetings_of(records)
     for n in (1, 2):
         stream = f"meeting-{ward}.m{n}"
         versions = [e["stream_version"] for e in published if e["stream_id"] == stream]
@@ -266,6 +288,7 @@ async def test_a_key_sent_twice_in_a_redone_batch_is_answered_as_a_replay(
     answered from the first one's result, as without the race, not refused as a conflict."""
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     rival = rival_bus(pool)
     await bus.handle_batch([(schedule(ward, 1), ctx()), (schedule(ward, 2), ctx())])
     interleave(bus, before={}, after={1: lambda: rival.handle(reschedule(ward, 2, 7), ctx())})
@@ -297,6 +320,7 @@ async def test_a_key_sent_again_with_another_command_is_refused(
     command's result (which would drop the new command without a word)."""
     bus, pool = bus_and_pool
     ward = unique_ward()
+    await register_cell(bus, ward)
     key = f"kafka:meeting-app:{uuid.uuid4()}"
     cancel = CancelMeeting(
         meeting_id=f"{ward}.m1", ward_id=ward, cell_id=f"{ward}.to-01", reason="Mưa bão"
@@ -323,3 +347,59 @@ async def test_a_key_sent_again_with_another_command_is_refused(
     assert [(r["stream_id"], r["event_type"]) for r in rows] == [
         (f"meeting-{ward}.m1", "MeetingScheduled")
     ]
+
+
+async def test_a_decision_that_crashes_refuses_that_command_and_the_batch_goes_on(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """A value the contract lets through and a decision cannot handle (as months 9999-12
+    once were) is one command's invalid_command, never the whole batch's failure."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    gap = IssueOrientation.model_construct(  # as if the contract still allowed it
+        orientation_id=f"{ward}.o", ward_id=ward, month="9999-12", topics=["x"]
+    )
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    crashed, registered = await bus.handle_batch([(gap, ctx()), (cell, ctx())])
+
+    assert isinstance(crashed, Rejection)
+    assert (crashed.code, crashed.status) == ("invalid_command", 422)
+    assert crashed.message_vi and crashed.details == {"error": "ValueError"}
+    assert isinstance(registered, AppendResult)
+    rows = await pool.fetch("select stream_id from meetings.events where ward_id = $1", ward)
+    assert [r["stream_id"] for r in rows] == [f"cell-{ward}.to-01"]
+    registry = bus._metrics.registry
+    errors = "chibo_command_decision_errors_total"
+    assert registry.get_sample_value(errors, {"command": "IssueOrientation"}) == 1
+    assert (
+        registry.get_sample_value(
+            "chibo_commands_total",
+            {"command": "IssueOrientation", "door": "kafka", "outcome": "rejected_invalid_command"},
+        )
+        == 1
+    )
+
+
+async def test_a_meeting_needs_a_registered_cell_of_its_ward(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """The cell is read with the batch (once per distinct cell), registrations earlier in
+    the same batch included."""
+    bus, _ = bus_and_pool
+    ward, other = unique_ward(), unique_ward()
+    cell = RegisterCell.model_validate(
+        {"cell_id": f"{ward}.to-01", "ward_id": ward, "name": "Chi bộ Tổ dân phố 1"}
+    )
+    foreign = schedule(ward, 3).model_copy(update={"meeting_id": f"{other}.m3", "ward_id": other})
+    outcomes = await bus.handle_batch(
+        [
+            (schedule(ward, 1), ctx()),  # before its cell is registered
+            (cell, ctx()),
+            (schedule(ward, 2), ctx()),
+            (foreign, ctx()),
+        ]
+    )
+    codes = [o.code if isinstance(o, Rejection) else "ok" for o in outcomes]
+    assert codes == ["unknown_cell", "ok", "ok", "wrong_ward"]

@@ -10,8 +10,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import httpx
+
 from ops.stack import Stack
-from tests.integration.helpers import eventually, fetch, unique_ward
+from tests.integration.helpers import eventually, fetch, unique_ward, ward_auth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -38,6 +40,15 @@ async def test_the_documented_kcat_example_schedules_a_meeting(
     raw = json.dumps(example, ensure_ascii=False).replace(example["payload"]["ward_id"], ward)
     message = json.loads(raw)
     message["message_id"] = f"meeting-app:{uuid.uuid4()}"
+    # The meeting's cell is registered first, as the contract says (not with kcat: over HTTP).
+    cell = message["payload"]["cell_id"]
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+        registered = await client.post(
+            "/v1/commands/RegisterCell",
+            json={"cell_id": cell, "ward_id": ward, "name": "Chi bộ khu phố 3"},
+            headers=ward_auth(running_stack, ward),
+        )
+    assert registered.status_code == 201, registered.text
     lines = tmp_path / "schedule.jsonl"
     lines.write_text(json.dumps(message, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -52,7 +63,8 @@ async def test_the_documented_kcat_example_schedules_a_meeting(
     async def appended() -> list | None:
         rows = await fetch(
             running_stack.database_url,
-            "select payload, source from meetings.events where ward_id = $1",
+            "select payload, source from meetings.events"
+            " where ward_id = $1 and event_type = 'MeetingScheduled'",
             ward,
         )
         return rows or None
@@ -70,7 +82,11 @@ async def test_the_documented_kcat_example_schedules_a_meeting(
              "-o", "beginning", "-e", "-q", "-f", "%k %s\n"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        mine = [line for line in consume.stdout.splitlines() if line.startswith(f"{ward} ")]
+        mine = [
+            line
+            for line in consume.stdout.splitlines()
+            if line.startswith(f"{ward} ") and '"event_type": "MeetingScheduled"' in line
+        ]
         return mine[0] if mine else None
 
     line = await eventually(read_back_with_kcat, what="the event read back with kcat")

@@ -62,6 +62,8 @@ class Ward(UnitLadder):
 async def new_ward(stack: Stack) -> Ward:
     ward = Ward(stack)
     await ward.register()
+    cell = {"cell_id": f"{ward.ward}.to-01", "ward_id": ward.ward, "name": "Chi bộ Tổ dân phố 1"}
+    await ward.send("RegisterCell", cell)  # the cell its petitions are raised in
     return ward
 
 

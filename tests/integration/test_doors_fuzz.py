@@ -17,8 +17,9 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
+    registered_ward,
     schedule_body,
-    unique_ward,
+    ward_auth,
 )
 
 FUZZ = settings(
@@ -115,7 +116,7 @@ def test_kafka_door_accounts_for_every_record_and_keeps_flowing(running_stack: S
 async def _publish_and_account(
     stack: Stack, generated: list[tuple[bytes, bytes | None, str | None]]
 ) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(stack)
     sentinel = inbound(schedule_body(ward))
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
@@ -134,7 +135,9 @@ async def _publish_and_account(
     async def sentinel_appended() -> list | None:
         return (
             await fetch(
-                stack.database_url, "select 1 from meetings.events where ward_id = $1", ward
+                stack.database_url,
+                "select 1 from meetings.events where ward_id = $1 and stream_id like 'meeting-%'",
+                ward,
             )
             or None
         )
@@ -183,3 +186,26 @@ async def _publish_and_account(
     async with httpx.AsyncClient() as client:
         ready = await client.get(f"{stack.service_url('meetings')}/ready")
     assert ready.status_code == 200
+
+
+async def test_values_outside_the_contracts_years_get_a_4xx_with_the_reason(
+    running_stack: Stack,
+) -> None:
+    """Each of these once passed the contract and then crashed the decision: a 500."""
+    ward = await registered_ward(running_stack)
+    far = "0001-01-01T06:00:00+07:00"
+    commands = [
+        ("IssueOrientation", {"orientation_id": f"{ward}.o", "ward_id": ward,
+                              "month": "9999-12", "topics": ["x"]}, "month"),
+        ("SubmitWardReport", {"ward_id": ward, "month": "0000-05", "submitted_by": "x"}, "month"),
+        ("ScheduleMeeting", schedule_body(ward, scheduled_start=far), "scheduled_start"),
+    ]  # fmt: skip
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+        for command_type, body, field in commands:
+            response = await client.post(
+                f"/v1/commands/{command_type}", json=body, headers=ward_auth(running_stack, ward)
+            )
+            assert response.status_code == 422, (command_type, response.text)
+            answer = response.json()
+            assert answer["code"] == "invalid_command" and answer["message_vi"]
+            assert field in {str(p) for e in answer["details"]["errors"] for p in e["loc"]}

@@ -9,7 +9,13 @@ import uuid
 import httpx
 
 from ops.stack import Stack
-from tests.integration.helpers import daytime, eventually, schedule_body, unique_ward, ward_auth
+from tests.integration.helpers import (
+    daytime,
+    eventually,
+    registered_ward,
+    schedule_body,
+    ward_auth,
+)
 
 
 def log_lines(stack: Stack, service: str) -> list[dict]:
@@ -43,7 +49,7 @@ def applied(stack: Stack, service: str, correlation: str) -> list[dict]:
 
 async def test_a_command_is_traceable_through_every_service(running_stack: Stack) -> None:
     with daytime(running_stack):  # quiet hours would hold the notice back
-        ward = unique_ward()
+        ward = await registered_ward(running_stack)
         correlation = str(uuid.uuid4())
         async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
             response = await client.post(

@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
+    registered_ward,
     schedule_body,
     unique_ward,
     ward_auth,
@@ -54,7 +55,8 @@ async def _produce(
 async def _events_of(stack: Stack, ward: str) -> list:
     return await fetch(
         stack.database_url,
-        "select stream_id, stream_version, source from meetings.events where ward_id = $1",
+        "select stream_id, stream_version, source from meetings.events"
+        " where ward_id = $1 and stream_id like 'meeting-%'",  # not the cell it registered
         ward,
     )
 
@@ -66,7 +68,7 @@ def _dlq_json(stack: Stack, *args: str) -> dict[str, Any]:
 
 
 async def test_stream_show_prints_a_meeting_scheduled_over_http(running_stack: Stack) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     body = schedule_body(ward, location="Nhà văn hóa khu phố 3")
     async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
         response = await client.post(
@@ -92,7 +94,10 @@ async def test_stream_show_prints_a_meeting_scheduled_over_http(running_stack: S
     assert event["occurred_at"].endswith("+07:00")
 
     listed = json.loads(chibo(running_stack, "stream", "list", "--ward", ward, "--json").stdout)
-    assert [(s["stream_id"], s["version"]) for s in listed["streams"]] == [(stream_id, 1)]
+    assert [(s["stream_id"], s["version"]) for s in listed["streams"]] == [
+        (f"cell-{body['cell_id']}", 1),
+        (stream_id, 1),
+    ]
 
     missing = chibo(running_stack, "stream", "show", "meeting-does-not-exist")
     assert missing.exit_code == 3
@@ -128,7 +133,7 @@ async def test_dlq_list_shows_a_poison_record(running_stack: Stack) -> None:
 async def test_redrive_carries_out_a_dead_lettered_command_once(running_stack: Stack) -> None:
     # A valid command dead-lettered while a rule was wrong (here: put on the DLQ directly,
     # as the meetings service would have, with its headers).
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     command = inbound(schedule_body(ward))
     partition, offset = await _produce(
         running_stack,

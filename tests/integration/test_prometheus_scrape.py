@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ops.prometheus import RULES_DIR, LocalPrometheus, scrape_config, stack_targets
 from ops.stack import SERVICES, Stack
-from tests.integration.helpers import daytime, schedule_body, unique_ward, ward_auth
+from tests.integration.helpers import daytime, registered_ward_sync, schedule_body, ward_auth
 from tests.integration.test_deadline_scheduler import DAY, escalations, new_ward
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ def test_the_rule_files_are_loaded(prometheus: LocalPrometheus) -> None:
 
 
 def test_key_series_exist(running_stack: Stack, prometheus: LocalPrometheus) -> None:
-    ward = unique_ward()  # one command, so the labelled counters have a series
+    ward = registered_ward_sync(running_stack)  # commands, so labelled counters have series
     response = httpx.post(
         f"{running_stack.service_url('meetings')}/v1/meetings",
         json=schedule_body(ward),
@@ -172,7 +172,7 @@ def test_series_move_under_load(running_stack: Stack, prometheus: LocalPrometheu
         poll(lambda: prometheus.query("chibo_relay_is_leader == 1"), what="a relay leader")
         before = {selector: total(prometheus, selector) for selector in MOVING}
 
-        ward = unique_ward()
+        ward = registered_ward_sync(running_stack, cells=5)
         auth = ward_auth(running_stack, ward)
         with httpx.Client(base_url=running_stack.service_url("meetings"), timeout=10.0) as client:
             for cell in range(1, 6):
@@ -322,7 +322,7 @@ def violations(service: str, text: str) -> list[str]:
 
 
 def test_our_metrics_follow_prometheus_naming_conventions(running_stack: Stack) -> None:
-    ward = unique_ward()  # so the labelled series have samples to inspect
+    ward = registered_ward_sync(running_stack)  # so the labelled series have samples
     response = httpx.post(
         f"{running_stack.service_url('meetings')}/v1/meetings",
         json=schedule_body(ward),

@@ -14,8 +14,8 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     mails_to,
+    registered_ward,
     schedule_body,
-    unique_ward,
     ward_auth,
 )
 
@@ -35,7 +35,7 @@ async def _metric(stack: Stack, service: str, name: str) -> float | None:
 async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack: Stack) -> None:
     with daytime(running_stack):  # quiet hours would hold the notice back
         stack = running_stack
-        ward = unique_ward()
+        ward = await registered_ward(stack)
         body = schedule_body(ward)
 
         await asyncio.to_thread(stack.stop_kafka)
@@ -104,7 +104,7 @@ async def test_unreadable_event_goes_to_dlq_and_the_partition_keeps_flowing(
     running_stack: Stack,
 ) -> None:
     stack = running_stack
-    ward = unique_ward()
+    ward = await registered_ward(stack)
     poison = b'{"event_id": "not-a-uuid", "this is": "not an envelope"'
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()

@@ -15,6 +15,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     mails_to,
+    registered_ward,
     schedule_body,
     unique_ward,
     ward_auth,
@@ -40,7 +41,7 @@ async def _ward_view(stack: Stack, ward_id: str) -> dict:
 
 async def test_command_reaches_event_store_report_view_and_mailbox(running_stack: Stack) -> None:
     with daytime(running_stack):  # quiet hours would hold the notice back
-        ward = unique_ward()
+        ward = await registered_ward(running_stack)
         body = schedule_body(ward)
         response = await _schedule(running_stack, body)
         assert response.status_code == 201, response.text
@@ -93,7 +94,7 @@ async def test_command_reaches_event_store_report_view_and_mailbox(running_stack
 async def test_relayed_event_is_read_back_with_a_plain_aiokafka_consumer(
     running_stack: Stack,
 ) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     response = await _schedule(running_stack, schedule_body(ward))
     assert response.status_code == 201
     event_id = response.json()["event_ids"][0]
@@ -138,7 +139,7 @@ async def test_relayed_event_is_read_back_with_a_plain_aiokafka_consumer(
 
 
 async def test_idempotent_resend_and_duplicate_schedule(running_stack: Stack) -> None:
-    body = schedule_body(unique_ward())
+    body = schedule_body(await registered_ward(running_stack))
     key = f"test:{uuid.uuid4()}"
     first = await _schedule(running_stack, body, **{"Idempotency-Key": key})
     again = await _schedule(running_stack, body, **{"Idempotency-Key": key})

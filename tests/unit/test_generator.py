@@ -236,7 +236,7 @@ def test_the_command_line_writes_commands_and_figures(tmp_path: Any) -> None:
     expected = json.loads((out / "expected.json").read_text(encoding="utf-8"))
     assert len(lines) == expected["commands"]["total"]
     assert expected["month"] == "2026-10" and expected["district"]["cells"] == 6
-    assert main(["--seed", "7", "--month", "2999-01", "--out", str(out), "--publish",
+    assert main(["--seed", "7", "--month", "2099-01", "--out", str(out), "--publish",
                  "--bootstrap", "x:1", "--database-url", "postgresql://x"]) == 2  # fmt: skip
 
 

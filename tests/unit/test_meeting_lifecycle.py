@@ -368,3 +368,60 @@ def test_the_cell_committee_calls_only_those_who_attend() -> None:
     rejected(
         "not_a_member", lambda: Meeting.replay(MEETING, committee).open(stranger, a_cell(), NOW)
     )
+
+
+# -- a closed meeting, and a cell of another ward -------------------------------------------
+
+
+def closed() -> list[DomainEvent]:
+    close = CloseMeeting(
+        closed_at=START + timedelta(hours=2), second_roll_call=present("m1", "m2", "m3"), **MIDS
+    )
+    return opened() + Meeting.replay(MEETING, opened()).close(close, a_cell(), NOW)
+
+
+def test_no_resolution_is_adopted_after_the_meeting_closed_but_its_tasks_are_completed() -> None:
+    after = closed()
+    refusal = rejected(
+        "meeting_closed", lambda: Meeting.replay(MEETING, after).adopt_resolution(resolution())
+    )
+    assert "bế mạc" in refusal.message_vi
+    # Adopted at the meeting, its tasks are carried out over the month, after the close.
+    adopted = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution())
+    close = CloseMeeting(
+        closed_at=START + timedelta(hours=2), second_roll_call=present("m1", "m2", "m3"), **MIDS
+    )
+    history = adopted + Meeting.replay(MEETING, adopted).close(close, a_cell(), NOW)
+    done = CompleteTask(resolution_id="nq-12", task_id="t1", completed_on=date(2026, 12, 5), **MIDS)
+    assert Meeting.replay(MEETING, history).complete_task(done, NOW + timedelta(days=3))
+
+
+def foreign_cell() -> Cell:
+    """The same cell id, registered by another ward (with members of its own)."""
+    events = cell_history()
+    events[0] = events[0].model_copy(update={"ward_id": "other-ward"})
+    return Cell.replay(CELL, events)
+
+
+def test_a_meeting_is_scheduled_only_for_a_registered_cell_of_the_commands_ward() -> None:
+    from shared.contract import ScheduleMeeting
+
+    cmd = ScheduleMeeting(scheduled_start=START, **MIDS)
+    assert Meeting.replay(MEETING, []).schedule(cmd, a_cell())
+    rejected("unknown_cell", lambda: Meeting.replay(MEETING, []).schedule(cmd, Cell(CELL)))
+    refusal = rejected(
+        "wrong_ward", lambda: Meeting.replay(MEETING, []).schedule(cmd, foreign_cell())
+    )
+    assert "không thuộc đảng bộ" in refusal.message_vi
+
+
+def test_a_meeting_is_not_opened_or_closed_with_another_wards_cell_nor_its_roll_named() -> None:
+    cmd = OpenMeeting(opened_at=START, roll_call=[], **MIDS)
+    refusal = rejected(
+        "wrong_ward", lambda: Meeting.replay(MEETING, scheduled()).open(cmd, foreign_cell(), NOW)
+    )
+    assert "member_ids" not in refusal.details  # the other ward's roll is not disclosed
+    close = CloseMeeting(closed_at=START + timedelta(hours=2), **MIDS)
+    rejected(
+        "wrong_ward", lambda: Meeting.replay(MEETING, opened()).close(close, foreign_cell(), NOW)
+    )

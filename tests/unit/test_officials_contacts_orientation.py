@@ -93,16 +93,17 @@ def test_a_meeting_linked_to_an_orientation_needs_that_wards_orientation() -> No
         orientation_id="nam-ngan.2026-12", **IDS,
     )  # fmt: skip
     assert (
-        code_of(lambda: Meeting.replay("m", []).schedule(schedule, None)) == "unknown_orientation"
+        code_of(lambda: Meeting.replay("m", []).schedule(schedule, a_cell(), None))
+        == "unknown_orientation"
     )
     issued = OrientationIssued(
         orientation_id="nam-ngan.2026-12", ward_id=WARD, month="2026-12", topics=["x"],
         issued_at=datetime(2026, 11, 28, tzinfo=LOCAL_TZ), on_time=True,
     )  # fmt: skip
-    assert Meeting.replay("m", []).schedule(schedule, issued)
+    assert Meeting.replay("m", []).schedule(schedule, a_cell(), issued)
     foreign = issued.model_copy(update={"ward_id": "other"})
     assert (
-        code_of(lambda: Meeting.replay("m", []).schedule(schedule, foreign))
+        code_of(lambda: Meeting.replay("m", []).schedule(schedule, a_cell(), foreign))
         == "unknown_orientation"
     )
 

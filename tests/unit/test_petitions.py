@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
 from services.meetings.domain.petition import Petition, PetitionPolicy, place_key
 from shared.clock import LOCAL_TZ
@@ -21,6 +22,7 @@ from shared.contract.commands import (
     ResolvePetition,
 )
 from shared.contract.events import (
+    CellRegistered,
     EscalationReason,
     PetitionCategory,
     PetitionEscalated,
@@ -46,9 +48,15 @@ RAISE = RaisePetition(
     text="Đường ngõ 5 xuống cấp, mưa là ngập, đề nghị sửa chữa.",
 )
 
+# The cell the petition is raised in, registered in the same ward.
+RAISED_IN = Cell.replay(
+    RAISE.cell_id,
+    [CellRegistered(cell_id=RAISE.cell_id, ward_id=WARD, name="Tổ 3", meeting_day=3, roll_calls=1)],
+)
+
 
 def raised(policy: PetitionPolicy = POLICY, similar: list[str] | None = None) -> list[DomainEvent]:
-    return Petition.replay(PID, []).raise_(RAISE, policy, T0, similar or [])
+    return Petition.replay(PID, []).raise_(RAISE, policy, T0, similar or [], RAISED_IN)
 
 
 def overdue(history: list[DomainEvent], policy: PetitionPolicy = POLICY) -> list[DomainEvent]:
@@ -68,7 +76,7 @@ def test_raising_sets_the_cell_level_and_its_deadline() -> None:
     assert event.deadline_at == T0 + timedelta(days=7)
     assert not event.recurring
     with pytest.raises(DomainRejection) as again:
-        Petition.replay(PID, raised()).raise_(RAISE, POLICY, T0, [])
+        Petition.replay(PID, raised()).raise_(RAISE, POLICY, T0, [], RAISED_IN)
     assert again.value.code == "already_exists"
 
 
@@ -220,3 +228,42 @@ def test_escalation_invariants(steps: list[str], ladder: PetitionPolicy) -> None
             resolved = False
         elif isinstance(event, PetitionEscalated | PetitionMarkedOverdue):
             assert not resolved
+
+
+def test_a_petition_is_raised_only_in_a_registered_cell_of_the_commands_ward() -> None:
+    unregistered = Cell(RAISE.cell_id)
+    foreign = Cell.replay(
+        RAISE.cell_id,
+        [
+            CellRegistered(
+                cell_id=RAISE.cell_id, ward_id="other", name="x", meeting_day=3, roll_calls=1
+            )
+        ],
+    )
+    for cell, code in ((unregistered, "unknown_cell"), (foreign, "wrong_ward")):
+        with pytest.raises(DomainRejection) as refused:
+            Petition.replay(PID, []).raise_(RAISE, POLICY, T0, [], cell)
+        assert refused.value.code == code and refused.value.message_vi
+
+
+def test_a_petition_held_at_a_level_no_longer_on_the_ladder_is_refused_not_crashed() -> None:
+    """The district level removed from PETITION_LADDER (the 2025 two-tier reform) under a
+    petition it holds: each of its commands is refused with the reason, per petition."""
+    at_district = overdue(overdue(raised()))
+    assert Petition.replay(PID, at_district).level == "district"
+    two_tier = PetitionPolicy.parse("cell:7,ward:15,province:45", 180)
+    deadline = Petition.replay(PID, at_district).deadline_at
+    assert deadline is not None
+    cmd = EscalateOverduePetition(petition_id=PID, ward_id=WARD, deadline_at=deadline)
+    petition = Petition.replay(PID, at_district)
+    for decide in (
+        lambda: petition.escalate_overdue(cmd, two_tier, deadline + timedelta(days=1), CHAIN),
+        lambda: petition.escalate(
+            EscalatePetition(petition_id=PID, ward_id=WARD, note="x"), two_tier, T0, CHAIN
+        ),
+    ):
+        with pytest.raises(DomainRejection) as refused:
+            decide()
+        assert refused.value.code == "unknown_level"
+        assert refused.value.details["level"] == "district"
+        assert "không còn trong thang" in refused.value.message_vi

@@ -187,6 +187,20 @@ class ConcurrencyConflict(Exception):
         self.actual = actual
 
 
+# Errors PostgreSQL (or asyncpg, encoding a parameter) gives for a value it cannot take
+# (SQLSTATE class 22, "data exception", and class 54, e.g. an index row too large): the
+# same write fails again however often it is retried, unlike a lost connection.
+UNSTORABLE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+def is_unstorable(exc: BaseException) -> bool:
+    """Whether a write failed for its values, not for the database's state."""
+    return isinstance(exc, UNSTORABLE_ERRORS)
+
+
 class StreamCache:
     """Recently loaded streams, so that loading an aggregate reads only its newest events.
 

@@ -20,6 +20,13 @@ class MeetingsMetrics:
             " and redone one command per transaction.",
             registry=registry,
         )
+        self.decision_errors = Counter(
+            "chibo_command_decision_errors_total",
+            "Commands whose decision raised an unexpected error (a bug, or a value the"
+            " contract let through), refused as invalid_command, by command type.",
+            ["command"],
+            registry=registry,
+        )
         self.events_appended = Counter(
             "chibo_events_appended_total",
             "Events appended to the event store.",

@@ -97,7 +97,7 @@ class Cell:
         return [CellRegistered(**cmd.model_dump())]
 
     def admit(self, cmd: AdmitMember) -> list[DomainEvent]:
-        self._require_registered(cmd.ward_id)
+        self.require_registered(cmd.ward_id)
         if cmd.member_id in self.members:
             raise reject(
                 "already_a_member",
@@ -107,7 +107,7 @@ class Cell:
         return [MemberAdmitted(**cmd.model_dump())]
 
     def exempt(self, cmd: ExemptMember) -> list[DomainEvent]:
-        self._require_registered(cmd.ward_id)
+        self.require_registered(cmd.ward_id)
         self._require_member(cmd.member_id)
         if cmd.exempt_until is not None and cmd.exempt_until < cmd.exempt_from:
             raise reject(
@@ -118,7 +118,7 @@ class Cell:
         return [MemberExempted(**cmd.model_dump())]
 
     def transfer_out(self, cmd: TransferMember) -> list[DomainEvent]:
-        self._require_registered(cmd.ward_id)
+        self.require_registered(cmd.ward_id)
         self._require_member(cmd.member_id)
         if cmd.to_cell_id == self.cell_id:
             raise reject(
@@ -129,7 +129,7 @@ class Cell:
         return [MemberTransferredOut(**cmd.model_dump())]
 
     def appoint(self, cmd: AppointOfficial) -> list[DomainEvent]:
-        self._require_registered(cmd.ward_id)
+        self.require_registered(cmd.ward_id)
         if cmd.role != OfficialRole.WARD_MEMBER_IN_CHARGE:
             self._require_member(cmd.person_id)  # the secretary and deputy are the cell's own
         current = self.officials.get(cmd.role)
@@ -141,7 +141,8 @@ class Cell:
             )
         return [OfficialAppointed(**cmd.model_dump(), replaces_person_id=current)]
 
-    def _require_registered(self, ward_id: str) -> None:
+    def require_registered(self, ward_id: str) -> None:
+        """The cell is registered, in this ward: what every command naming it needs."""
         if self.registered is None:
             raise reject(
                 "unknown_cell",

@@ -80,7 +80,7 @@ class Meeting:
 
     # -- decisions ---------------------------------------------------------------------
     def schedule(
-        self, cmd: ScheduleMeeting, orientation: OrientationIssued | None = None
+        self, cmd: ScheduleMeeting, cell: Cell, orientation: OrientationIssued | None = None
     ) -> list[DomainEvent]:
         if cmd.orientation_id is not None and (
             orientation is None or orientation.ward_id != cmd.ward_id
@@ -97,6 +97,8 @@ class Meeting:
                 f"Meeting {cmd.meeting_id} is already scheduled.",
                 meeting_id=cmd.meeting_id,
             )
+        # A ward schedules its own cells' meetings only (the token's scope is the ward).
+        cell.require_registered(cmd.ward_id)
         # Read from the command's attributes: the same validation, without a dict between.
         return [MeetingScheduled.model_validate(cmd, from_attributes=True)]
 
@@ -110,6 +112,7 @@ class Meeting:
 
     def open(self, cmd: OpenMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
+        cell.require_registered(cmd.ward_id)  # before its roll is named in any answer
         self._require_not_cancelled()
         if self.opened is not None:
             raise reject(
@@ -136,6 +139,14 @@ class Meeting:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
         self._require_not_cancelled()
         opened = self._require_opened()
+        if self.closed:
+            # A resolution is adopted at the meeting, by the members present (domain.md);
+            # its tasks are still completed afterwards (CompleteTask).
+            raise reject(
+                "meeting_closed",
+                "Cuộc họp đã bế mạc, không thể thông qua nghị quyết.",
+                "The meeting is closed; a resolution is adopted at the meeting.",
+            )
         if cmd.resolution_id in self.resolutions:
             raise reject(
                 "already_exists",
@@ -187,6 +198,7 @@ class Meeting:
 
     def close(self, cmd: CloseMeeting, cell: Cell, now: datetime) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
+        cell.require_registered(cmd.ward_id)
         self._require_not_cancelled()
         opened = self._require_opened()
         if self.closed:

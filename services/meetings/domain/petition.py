@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import reject
 from shared.contract import DomainEvent
 from shared.contract.commands import (
@@ -68,8 +69,25 @@ class PetitionPolicy:
             raise ValueError(f"a ladder needs two or more distinct levels: {ladder!r}")
         return cls(tuple(levels), timedelta(days=recurring_window_days))
 
+    @property
+    def level_names(self) -> list[str]:
+        return [lv.name for lv in self.ladder]
+
     def index(self, level: str) -> int:
-        return [lv.name for lv in self.ladder].index(level)
+        """The level's rung. A petition held at a level no longer configured (the district
+        level removed after the 2025 reform) is refused, petition by petition, until an
+        operator moves it: the ladder is data and may change under open petitions."""
+        names = self.level_names
+        if level not in names:
+            raise reject(
+                "unknown_level",
+                f"Cấp đang giữ kiến nghị ({level}) không còn trong thang chuyển cấp đã cấu hình.",
+                f"The petition is held at level {level!r}, which is not in the configured"
+                f" ladder {names}.",
+                level=level,
+                ladder=names,
+            )
+        return names.index(level)
 
 
 @dataclass
@@ -110,7 +128,12 @@ class Petition:
 
     # -- decisions ---------------------------------------------------------------------
     def raise_(
-        self, cmd: RaisePetition, policy: PetitionPolicy, now: datetime, similar: list[str]
+        self,
+        cmd: RaisePetition,
+        policy: PetitionPolicy,
+        now: datetime,
+        similar: list[str],
+        cell: Cell,
     ) -> list[DomainEvent]:
         if self.raised is not None:
             raise reject(
@@ -118,6 +141,8 @@ class Petition:
                 f"Kiến nghị {cmd.petition_id} đã được ghi nhận.",
                 f"Petition {cmd.petition_id} is already raised.",
             )
+        # The cell holds it first, and its officials are told: it must be the ward's own.
+        cell.require_registered(cmd.ward_id)
         first = policy.ladder[0]
         return [
             PetitionRaised(

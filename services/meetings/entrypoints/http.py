@@ -7,14 +7,18 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
+from services.meetings.adapters.event_store import UNSTORABLE_ERRORS
 from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
 from shared.auth import Principal
 from shared.contract import ScheduleMeeting
 from shared.contract.commands import COMMAND_TYPES, Command
 from shared.http import bearer_principal, error_response
+from shared.logs import get_logger
+
+log = get_logger(__name__)
 
 REJECTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": example}}}
@@ -47,6 +51,25 @@ def caller_idempotency_key(principal: Principal, key: str) -> str:
     percent-encoded, so the first ``:`` after it ends it; the prefix is not ``http:``,
     the global form used before, so no old key can be read as a caller's new one."""
     return f"http-caller:{quote(principal.subject, safe='')}:{key}"
+
+
+def install_unstorable_handler(app: FastAPI) -> None:
+    """A command whose write the database refuses for a value in it (a value the contract
+    let through, that PostgreSQL cannot take) is the caller's 422, not a 500: the same
+    request would fail again however often it is sent."""
+
+    async def unstorable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("http.command_unstorable", path=request.url.path, error=f"{exc!r}"[:500])
+        return error_response(
+            422,
+            "invalid_command",
+            "Dữ liệu gửi lên có giá trị không lưu được; hãy kiểm tra lại.",
+            "The database refused a value in the command.",
+            error=type(exc).__name__,
+        )
+
+    for error in UNSTORABLE_ERRORS:
+        app.add_exception_handler(error, unstorable)
 
 
 def _bus(request: Request) -> CommandBus:

@@ -5,7 +5,10 @@ transaction per batch. Whatever cannot be accepted — unreadable bytes, an unkn
 an invalid payload, a source not on the allow-list, a broken rule — goes to the DLQ
 topic with the reason and the original bytes, and the records after it keep flowing.
 A batch that fails for an infrastructure reason (database down) is not acknowledged:
-every partition in it is rewound and read again after a pause.
+every partition in it is rewound and read again after a pause. A batch whose write the
+database refuses for a value in it (a ``DataError``: it would fail again on every retry)
+is carried out again one command at a time, and the command that fails alone is
+dead-lettered (``unstorable``).
 """
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
@@ -13,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, TypeAdapter, ValidationError, create_model
 
-from services.meetings.service_layer.handlers import CommandBus, CommandContext, Rejection
+from services.meetings.adapters.event_store import is_unstorable
+from services.meetings.service_layer.handlers import CommandBus, CommandContext, Outcome, Rejection
 from shared.auth import Principal, Role
 from shared.clock import Clock
 from shared.consumer import batch_records, rewind_and_pause
@@ -38,7 +43,12 @@ DOOR_REASONS = (
     "invalid_payload",
     "implausible_time",
     "wrong_key",
+    "unstorable",
 )
+# A dead letter's whole record must stay under the producer's max_request_size and the
+# broker's message.max.bytes (both about 1 MiB by default), with the dlq_* headers added
+# to a record that may itself have been close to the limit: a longer value is cut to this.
+DLQ_MAX_VALUE_BYTES = 900_000
 
 
 def _typed_envelopes() -> TypeAdapter[Any]:
@@ -124,13 +134,49 @@ class KafkaCommandIntake:
                 dead.append((record, letter))
             else:
                 accepted.append((i, command, ctx, message_id))
-        outcomes = await self._bus.handle_batch([(c, ctx) for _, c, ctx, _ in accepted])
+        batch = [(c, ctx) for _, c, ctx, _ in accepted]
+        outcomes: list[Outcome | Exception]
+        try:
+            outcomes = list(await self._bus.handle_batch(batch))
+        except Exception as exc:
+            if not is_unstorable(exc):
+                raise  # database down, a bug: the batch is rewound and read again
+            outcomes = await self._one_by_one(batch, exc)
         for (i, _, _, message_id), outcome in zip(accepted, outcomes, strict=True):
             if isinstance(outcome, Rejection):
                 reason = f"rejected_{outcome.code}"
                 dead.append((records[i], DeadLetter(reason, outcome.message_en, message_id)))
+            elif isinstance(outcome, Exception):
+                detail = f"the database refused a value: {type(outcome).__name__}: {outcome}"
+                dead.append((records[i], DeadLetter("unstorable", detail, message_id)))
         for record, dead_letter in dead:
             await self._dead_letter(record, dead_letter)
+
+    async def _one_by_one(
+        self, batch: list[tuple[Command, CommandContext]], failure: Exception
+    ) -> list[Outcome | Exception]:
+        """The batch's write was refused for a value in it, and was rolled back: carry
+        out each command alone, so that only the one the database refuses is left (its
+        error in its place). Commands done before a transient failure here are replayed
+        from their idempotency keys when the rewound batch is read again."""
+        log.warning(
+            "intake.batch_isolating", commands=len(batch), error=f"{type(failure).__name__}"
+        )
+        outcomes: list[Outcome | Exception] = []
+        for item in batch:
+            try:
+                outcomes += await self._bus.handle_batch([item])
+            except Exception as exc:
+                if not is_unstorable(exc):
+                    raise
+                log.error(
+                    "intake.command_unstorable",
+                    command=item[0].command_type,
+                    correlation_id=str(item[1].correlation_id),
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+                outcomes.append(exc)
+        return outcomes
 
     def _read(self, record: ConsumerRecord) -> tuple[Command, CommandContext, str]:
         value = record.value or b""
@@ -218,9 +264,23 @@ class KafkaCommandIntake:
         }
         if letter.message_id:
             headers["dlq_message_id"] = letter.message_id
-        await self._broker.publish(
-            record.value or b"", topic=self._settings.dlq_topic, key=record.key, headers=headers
-        )
+        value = record.value or b""
+        cut = {"dlq_truncated": "true", "dlq_original_bytes": str(len(value))}
+        if len(value) > DLQ_MAX_VALUE_BYTES:
+            # A copy too large to publish would stall the partition: cut it, and say so.
+            headers |= cut
+            value = value[:DLQ_MAX_VALUE_BYTES]
+        try:
+            await self._broker.publish(
+                value, topic=self._settings.dlq_topic, key=record.key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            # The DLQ topic takes less than the commands topic did: send the reason and
+            # where the original is (dlq_source) without its bytes.
+            headers |= cut
+            await self._broker.publish(
+                b"", topic=self._settings.dlq_topic, key=record.key, headers=headers
+            )
         self.dead_lettered.labels(self._settings.dlq_topic, letter.reason).inc()
         log.warning("intake.dead_lettered", reason=letter.reason, source=headers["dlq_source"])
 

@@ -18,6 +18,7 @@ import asyncio
 import asyncpg
 
 from services.meetings.adapters.metrics import MeetingsMetrics
+from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.service_layer.handlers import CommandBus, CommandContext
 from shared.auth import Principal, Role
 from shared.clock import Clock
@@ -125,3 +126,27 @@ class DeadlineScheduler:
             except Exception as exc:
                 log.warning("scheduler.measure_failed", error=str(exc))
             await asyncio.sleep(5.0)
+
+
+async def warn_of_levels_off_the_ladder(
+    pool: asyncpg.Pool, policy: PetitionPolicy, listed: int = 100
+) -> list[str]:
+    """At start-up: open petitions held at a level the configured ladder no longer has
+    (PETITION_LADDER changed under them). Their commands are refused (``unknown_level``)
+    until an operator moves them, so say so once, loudly, with the first of them."""
+    rows = await pool.fetch(
+        "select petition_id, ward_id, level from meetings.petition_deadlines"
+        " where level is not null and not (level = any($1::text[]))"
+        " order by petition_id limit $2",
+        policy.level_names,
+        listed,
+    )
+    if rows:
+        log.warning(
+            "petitions.levels_off_the_ladder",
+            ladder=policy.level_names,
+            levels=sorted({r["level"] for r in rows}),
+            petitions=[f"{r['ward_id']}/{r['petition_id']}@{r['level']}" for r in rows],
+            listed_at_most=listed,
+        )
+    return [r["petition_id"] for r in rows]

@@ -223,7 +223,9 @@ ROUTES: dict[type[Command], Route] = {
         lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.register(c, h)
     ),
     RaisePetition: Route(
-        _petition, lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c))
+        _petition,
+        lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c), i.cell(c.cell_id)),
+        _reads_cell,
     ),
     AcknowledgePetition: Route(_petition, lambda c, h, i: _p(c, h).acknowledge(c, i.now)),
     ResolvePetition: Route(_petition, lambda c, h, i: _p(c, h).resolve(c, i.now)),
@@ -242,8 +244,11 @@ ROUTES: dict[type[Command], Route] = {
     TransferMember: Route(_cell, lambda c, h, i: _c(c, h).transfer_out(c)),
     ScheduleMeeting: Route(
         _meeting,
-        lambda c, h, i: _m(c, h).schedule(c, i.orientation(c.orientation_id)),
-        lambda c: [orientation.stream_id(c.orientation_id)] if c.orientation_id else [],
+        lambda c, h, i: _m(c, h).schedule(c, i.cell(c.cell_id), i.orientation(c.orientation_id)),
+        # The cell, to check it is the ward's: one stream per distinct cell of a batch.
+        lambda c: (
+            _reads_cell(c) + ([orientation.stream_id(c.orientation_id)] if c.orientation_id else [])
+        ),
     ),
     AppointOfficial: Route(_cell, lambda c, h, i: _c(c, h).appoint(c)),
     AppointUnitOfficial: Route(
@@ -490,6 +495,19 @@ class CommandBus:
             except DomainRejection as exc:
                 outcomes[i] = Rejection.of(exc)
                 continue
+            except Exception as exc:  # one command's fault, not the whole batch's
+                # A decision that crashes on a value the contract let through (a bug or a
+                # gap in its bounds) refuses that command only: bad input never stops the
+                # line (design invariant 6). Logged with the trace, and counted to alert.
+                outcomes[i] = _invalid_command(command, exc)
+                self._metrics.decision_errors.labels(command.command_type).inc()
+                log.exception(
+                    "command.decision_failed",
+                    command=command.command_type,
+                    door=ctx.door,
+                    correlation_id=str(ctx.correlation_id),
+                )
+                continue
             meta = self._metadata(ctx)
             first = len(history) + 1
             new_events += [
@@ -541,7 +559,13 @@ class CommandBus:
             key = items[i][1].idempotency_key
             if outcomes[i] is None and key is not None:
                 outcomes[i] = _as_replayed(replayed[key])
-        return Written([(sid, histories[sid]) for sid in wards], [e.event for e in new_events])
+        # The streams only read (a cell's roll) are committed rows, a true prefix of each:
+        # remembered too, so the next batch naming the same cell reads only what is new.
+        read_only = [sid for sid in dict.fromkeys(reads) if sid not in wards]
+        return Written(
+            [(sid, histories[sid]) for sid in [*wards, *read_only]],
+            [e.event for e in new_events],
+        )
 
     async def _authorise(
         self, items: list[tuple[Command, CommandContext]], outcomes: list[Outcome | None]
@@ -597,6 +621,16 @@ def _key_reused(stream_id: str, command_type: str | None) -> Rejection:
         "This idempotency key was already used for a different command; use a new key for"
         " each command.",
         {"stream_id": stream_id, "command_type": command_type},
+    )
+
+
+def _invalid_command(command: Command, exc: Exception) -> Rejection:
+    return Rejection(
+        "invalid_command",
+        422,
+        "Lệnh có giá trị không xử lý được; hãy kiểm tra lại dữ liệu gửi lên.",
+        f"{command.command_type} could not be decided: {type(exc).__name__}: {exc}"[:500],
+        {"error": type(exc).__name__},
     )
 
 
