@@ -188,9 +188,10 @@ async def claim_batch(
     batches take them); ``old.version`` and ``new.version`` (PostgreSQL 18) say where it
     stood and stands. A row another transaction holds is waited for, and its committed
     version is the one compared, so a rebalance overlap finds its duplicates without a
-    retry. A second statement only when a stream's row already stood past an unreadable
-    version of the batch and later readable ones continue from it (a redelivered range
-    whose dead-lettered event was since applied).
+    retry. A second statement only when a stream's row already stood past the end of
+    that run (a version missing or unreadable after it) and later readable versions of
+    the batch continue from the row (say, a redelivered range whose dead-lettered event
+    was since applied).
     """
     if readable is None:
         readable = [True] * len(envelopes)
@@ -201,7 +202,11 @@ async def claim_batch(
         if version < lowest.get(stream, version + 1):
             lowest[stream] = version
         if ok:
-            claimable.setdefault(stream, set()).add(version)
+            versions = claimable.get(stream)
+            if versions is None:
+                claimable[stream] = {version}
+            else:
+                versions.add(version)
     runs = []
     for stream, lo in lowest.items():
         ok_versions = claimable.get(stream, ())
@@ -229,25 +234,32 @@ async def claim_batch(
     if further:
         await conn.execute(_claim_further_sql(schema), json_rows(further))
     outcomes: list[Claim] = []
-    taken: set[tuple[str, int]] = set()
-    last_new: dict[str, int] = {}
+    last_new: dict[str, int] = {}  # each stream's highest new version so far
     out_of_order = False
     for envelope, ok in zip(envelopes, readable, strict=True):
         stream, version = envelope.stream_id, envelope.stream_version
-        if version <= before[stream]:
+        if version <= before[stream] or version > after[stream]:
+            outcomes.append(Claim.DUPLICATE if version <= before[stream] else Claim.PARKED)
+        elif not ok:
+            # Its version is claimed by a readable copy of it in the batch.
             outcomes.append(Claim.DUPLICATE)
-        elif version <= after[stream]:
-            # Each version once; an unreadable copy of it is a duplicate of the readable one.
-            if ok and (stream, version) not in taken:
-                taken.add((stream, version))
-                outcomes.append(Claim.NEW)
-                out_of_order = out_of_order or version < last_new.get(stream, version)
-                last_new[stream] = version
-            else:
-                outcomes.append(Claim.DUPLICATE)
+        elif version > last_new.get(stream, 0):
+            outcomes.append(Claim.NEW)  # the common case: a stream's events in order
+            last_new[stream] = version
+        elif _taken(envelopes, outcomes, stream, version):
+            outcomes.append(Claim.DUPLICATE)  # each version once
         else:
-            outcomes.append(Claim.PARKED)
+            outcomes.append(Claim.NEW)
+            out_of_order = True
     return Claimed(outcomes, after, out_of_order)
+
+
+def _taken(envelopes: Sequence[Envelope], outcomes: list[Claim], stream: str, version: int) -> bool:
+    """Whether an earlier event of the batch was taken as this version of ``stream`` new."""
+    return any(
+        outcome is Claim.NEW and e.stream_id == stream and e.stream_version == version
+        for e, outcome in zip(envelopes, outcomes, strict=False)
+    )
 
 
 def in_stream_order(
