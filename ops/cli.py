@@ -614,11 +614,15 @@ def dlq_redrive(
     for the events DLQ), with a header redriven_from = the DLQ record's
     topic/partition/offset.
 
-    It is safe to repeat. A command is carried out at most once per (source, message_id),
-    so a command that was already carried out has no second effect; consumers drop an event
-    at or below the stream version they already applied. Fix the cause first (for
-    unauthorised_source: allow-list the source): a record that meets the same check again is
-    dead-lettered again, as a new DLQ record.
+    Records go out in DLQ order (by partition and offset). It is safe to repeat. A command
+    is carried out at most once per (source, message_id), so a command that was already
+    carried out has no second effect; consumers drop an event at or below the stream
+    version they already applied. Consumers apply each stream's events in order, so the
+    events after a dead-lettered one were parked too (reason stream_gap): redrive them
+    with it (e.g. --all, or --reason for both reasons) or after it. Fix the cause
+    first (for unauthorised_source: allow-list the source; for newer_schema_version:
+    upgrade the consumer): a record that meets the same check again is dead-lettered
+    again, as a new DLQ record, and its stream's later ones with it.
 
     Select with --reason, --source or --all (at least one)."""
     target = Target.from_env()

@@ -4,9 +4,14 @@ Reading uses a plain consumer with no group (nothing is committed, no consumer g
 joined) and stops at the end offsets taken when it started, so it always terminates.
 
 Re-driving publishes a DLQ record's original bytes, with its original key, to the topic
-it came from, with a `redriven_from` header naming the DLQ record. It is safe to repeat:
-a command is carried out at most once per (source, message_id), and consumers drop an
-event at or below the stream version they already applied.
+it came from, with a `redriven_from` header naming the DLQ record, in the DLQ's order
+(each partition's records by offset: a stream's records share its ward's key, so one
+partition holds them in the order they were dead-lettered). It is safe to repeat: a
+command is carried out at most once per (source, message_id), and consumers drop an
+event at or below the stream version they already applied. An event consumer applies
+each stream contiguously, so the records of a parked stream (its first one with the
+cause, the later ones `stream_gap`) apply once redriven together, in this order, with
+the cause fixed.
 """
 
 from __future__ import annotations
@@ -237,9 +242,12 @@ async def redrive(
     records: list[DlqRecord],
     on_sent: Callable[[], None] | None = None,
 ) -> int:
-    """Publish each record's original bytes and key to the original topic; returns how many
-    the broker acknowledged."""
+    """Publish each record's original bytes and key to the original topic, in each DLQ
+    partition's order (offsets, not timestamps: the order the records were dead-lettered
+    in, whatever the clocks of the consumers that wrote them); returns how many the broker
+    acknowledged."""
     target = origin_topic(settings, kind)
+    records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
 
     async def start() -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**kafka_kwargs(settings), enable_idempotence=True, acks="all")

@@ -7,6 +7,12 @@ of each stream (table ``<schema>.applied_streams``, created by the consumer's ow
 migrations) in the same transaction as its own writes. The relay keeps each stream's
 events in order, so an event whose version is not above the recorded one is a duplicate
 (redelivery, or a re-publish after a relay crash) and changes nothing.
+
+No skipped event (design invariant 3): each stream is applied contiguously. An event
+above the next version of its stream (its predecessor was dead-lettered) is dead-lettered
+too, with reason ``stream_gap``: the stream is parked, and its later events follow it to
+the DLQ in order, until a redrive of the DLQ (in its order) brings them back with the
+cause fixed. See ``claim_batch``.
 """
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
@@ -14,8 +20,10 @@ import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
@@ -73,6 +81,45 @@ def batch_records(message: KafkaMessage) -> list[ConsumerRecord]:
     return list(raw) if isinstance(raw, tuple) else [raw]
 
 
+class ReadRecord(NamedTuple):
+    """What a consumer makes of one record of the events topic."""
+
+    envelope: ConsumedEnvelope | None  # None: not an envelope (no stream to place it in)
+    event: DomainEvent | None  # None: an unknown type (ignored), or ``reason`` says why
+    reason: str | None = None  # the dead-letter reason when it cannot be read
+    detail: str = ""
+
+
+def read_record(value: bytes) -> ReadRecord:
+    """The envelope and typed event of a record of the events topic, or why not: reasons
+    ``malformed_envelope`` (no envelope), ``invalid_payload`` (the payload does not match
+    its type's schema), ``newer_schema_version`` (written by a newer contract than this
+    reader's: upgrade the reader) and ``unsupported_schema_version`` (an older version
+    with no upcaster here). An unknown event type has no event and no reason."""
+    try:
+        # One pass, for an event of a known type at its current version.
+        envelope, event = read_current(value)
+        return ReadRecord(envelope, event)
+    except ValidationError:
+        pass  # anything else: the two-pass path below decides, as it always did
+    try:
+        general = EventEnvelope.model_validate_json(value)
+    except ValidationError as exc:
+        return ReadRecord(None, None, "malformed_envelope", str(exc))
+    known = EVENT_TYPES.get(general.event_type)
+    if known is None:
+        return ReadRecord(general, None)  # a newer publisher's type: nothing depends on it
+    try:
+        return ReadRecord(general, general.domain_event())
+    except ValidationError as exc:
+        return ReadRecord(general, None, "invalid_payload", str(exc))
+    except LookupError as exc:  # from upcast(): no way from this version to ours
+        if general.schema_version > known.schema_version:
+            detail = f"{exc}; upgrade this reader, then redrive"
+            return ReadRecord(general, None, "newer_schema_version", detail)
+        return ReadRecord(general, None, "unsupported_schema_version", str(exc))
+
+
 async def rewind_and_pause(
     message: KafkaMessage, records: list[ConsumerRecord], failures_in_a_row: int
 ) -> None:
@@ -100,45 +147,163 @@ def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: s
     )
 
 
-async def claim_batch(
-    conn: asyncpg.Connection, schema: str, envelopes: Sequence[Envelope]
-) -> list[bool]:
-    """Record a batch's events as applied, in one statement; for each envelope, whether
-    it is new (False: it, or a later event of its stream, was applied already).
+class Claim(StrEnum):
+    """What ``claim_batch`` makes of one event of a batch."""
 
-    Must run first in the transaction that makes the batch's effects. Each stream's row
-    is moved up to the batch's highest version of it, or inserted, and locked (in stream
-    order, as concurrent batches take them); ``old.version`` (PostgreSQL 18) says where
-    it stood. A row another transaction holds is waited for, and its committed version
-    is the one compared, so a rebalance overlap finds its duplicates without a retry.
-    A stream whose row is not returned was applied up to that version or beyond (its
-    row is locked all the same): all its events here are duplicates.
+    NEW = "new"  # the next version of its stream: apply it
+    DUPLICATE = "duplicate"  # at or below what was applied: changes nothing
+    PARKED = "parked"  # its stream waits for an earlier version: dead-letter it, in order
+
+
+@dataclass(frozen=True)
+class Claimed:
+    outcomes: list[Claim]  # one per event, in the batch's order
+    versions: dict[str, int]  # each stream's applied version once the batch commits
+    # A stream's new events came in another order than their versions' (never from the
+    # relay or a redrive, which keep the stream's order): apply them in version order.
+    out_of_order: bool = False
+
+
+async def claim_batch(
+    conn: asyncpg.Connection,
+    schema: str,
+    envelopes: Sequence[Envelope],
+    readable: Sequence[bool] | None = None,
+) -> Claimed:
+    """Record a batch's events as applied, and say for each whether it is new, a
+    duplicate, or parked behind a gap in its stream. ``readable[i]`` False: the event
+    cannot be read (it is dead-lettered for its own reason), so its stream stops before it.
+
+    Each stream is applied contiguously: an event is new only when it is the next version
+    of its stream (or, for a stream this consumer has no row of yet, from the batch's
+    first version of it on: a consumer may first see a stream mid-way). An event above
+    the next version is parked: its predecessor was dead-lettered (or never read), and
+    it follows it to the DLQ, so that a redrive of the DLQ in order applies both.
+
+    Must run first in the transaction that makes the batch's effects. One statement in
+    the common case: each stream's row is moved up over the run of readable versions that
+    starts at the batch's lowest one (``lo`` .. ``hi``) when it stands in or just before
+    that run, or inserted (at ``hi``, which is ``lo - 1`` when ``lo`` cannot be read, so
+    that its successors are parked too), and locked (in stream order, as concurrent
+    batches take them); ``old.version`` and ``new.version`` (PostgreSQL 18) say where it
+    stood and stands. A row another transaction holds is waited for, and its committed
+    version is the one compared, so a rebalance overlap finds its duplicates without a
+    retry. A second statement only when a stream's row already stood past the end of
+    that run (a version missing or unreadable after it) and later readable versions of
+    the batch continue from the row (say, a redelivered range whose dead-lettered event
+    was since applied).
     """
-    latest: dict[str, int] = {}
-    for envelope in envelopes:
-        if envelope.stream_version > latest.get(envelope.stream_id, 0):
-            latest[envelope.stream_id] = envelope.stream_version
-    rows = await conn.fetch(
-        f"""
+    if readable is None:
+        readable = [True] * len(envelopes)
+    lowest: dict[str, int] = {}
+    claimable: dict[str, set[int]] = {}
+    for envelope, ok in zip(envelopes, readable, strict=True):
+        stream, version = envelope.stream_id, envelope.stream_version
+        if version < lowest.get(stream, version + 1):
+            lowest[stream] = version
+        if ok:
+            versions = claimable.get(stream)
+            if versions is None:
+                claimable[stream] = {version}
+            else:
+                versions.add(version)
+    runs = []
+    for stream, lo in lowest.items():
+        ok_versions = claimable.get(stream, ())
+        hi = lo - 1
+        while hi + 1 in ok_versions:
+            hi += 1
+        runs.append((stream, lo, hi))
+    rows = await conn.fetch(_claim_sql(schema), json_rows(runs))
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    for stream, old, new in rows:
+        before[stream] = lowest[stream] - 1 if old is None else old
+        after[stream] = new
+    # The row stood past the run (its lowest version a duplicate): the readable versions
+    # that continue from it are new too. Rare; the rows are ours until the commit.
+    further = []
+    for stream, version in after.items():
+        ok_versions = claimable.get(stream, ())
+        end = version
+        while end + 1 in ok_versions:
+            end += 1
+        if end > version:
+            further.append((stream, end))
+            after[stream] = end
+    if further:
+        await conn.execute(_claim_further_sql(schema), json_rows(further))
+    outcomes: list[Claim] = []
+    last_new: dict[str, int] = {}  # each stream's highest new version so far
+    out_of_order = False
+    for envelope, ok in zip(envelopes, readable, strict=True):
+        stream, version = envelope.stream_id, envelope.stream_version
+        if version <= before[stream] or version > after[stream]:
+            outcomes.append(Claim.DUPLICATE if version <= before[stream] else Claim.PARKED)
+        elif not ok:
+            # Its version is claimed by a readable copy of it in the batch.
+            outcomes.append(Claim.DUPLICATE)
+        elif version > last_new.get(stream, 0):
+            outcomes.append(Claim.NEW)  # the common case: a stream's events in order
+            last_new[stream] = version
+        elif _taken(envelopes, outcomes, stream, version):
+            outcomes.append(Claim.DUPLICATE)  # each version once
+        else:
+            outcomes.append(Claim.NEW)
+            out_of_order = True
+    return Claimed(outcomes, after, out_of_order)
+
+
+def _taken(envelopes: Sequence[Envelope], outcomes: list[Claim], stream: str, version: int) -> bool:
+    """Whether an earlier event of the batch was taken as this version of ``stream`` new."""
+    return any(
+        outcome is Claim.NEW and e.stream_id == stream and e.stream_version == version
+        for e, outcome in zip(envelopes, outcomes, strict=False)
+    )
+
+
+def in_stream_order(
+    fresh: list[tuple[ConsumedEnvelope, DomainEvent]],
+) -> list[tuple[ConsumedEnvelope, DomainEvent]]:
+    """The same events, each stream's in version order in the places its events held."""
+    places: dict[str, list[int]] = {}
+    for place, (envelope, _) in enumerate(fresh):
+        places.setdefault(envelope.stream_id, []).append(place)
+    ordered = list(fresh)
+    for held in places.values():
+        events = sorted((fresh[p] for p in held), key=lambda item: item[0].stream_version)
+        for place, item in zip(held, events, strict=True):
+            ordered[place] = item
+    return ordered
+
+
+def _claim_sql(schema: str) -> str:
+    """The row moves to ``hi`` (``excluded.version``) when it stands in ``lo - 1 .. hi - 1``;
+    otherwise it stays where it is (a no-op update, so that it is locked and returned
+    all the same). The row's ``lo`` comes from an object of the batch's streams, built
+    once per statement (an InitPlan)."""
+    lo = (
+        "((select jsonb_object_agg(r->>0, r->1) from jsonb_array_elements($1::jsonb) j(r))"
+        " ->> a.stream_id)::int"
+    )
+    moves = f"a.version < excluded.version and a.version >= {lo} - 1"
+    return f"""
         insert into "{schema}".applied_streams as a (stream_id, version)
-        select * from {rows_of("stream_id text, version int")} u
+        select stream_id, hi from {rows_of("stream_id text, lo int, hi int")} u
         order by stream_id
         on conflict (stream_id) do update
-        set version = excluded.version, applied_at = now()
-        where a.version < excluded.version
-        returning a.stream_id, coalesce(old.version, 0)
-        """,
-        json_rows(list(latest.items())),
-    )
-    applied: dict[str, int] = dict(rows)  # the moved streams: their version before
-    new: list[bool] = []
-    for envelope in envelopes:
-        before = applied.get(envelope.stream_id)
-        is_new = before is not None and envelope.stream_version > before
-        if is_new:
-            applied[envelope.stream_id] = envelope.stream_version
-        new.append(is_new)
-    return new
+        set version = case when {moves} then excluded.version else a.version end,
+            applied_at = case when {moves} then now() else a.applied_at end
+        returning a.stream_id, old.version, new.version
+        """
+
+
+def _claim_further_sql(schema: str) -> str:
+    return f"""
+        update "{schema}".applied_streams a set version = u.version, applied_at = now()
+        from {rows_of("stream_id text, version int")} u
+        where a.stream_id = u.stream_id
+        """
 
 
 # The envelope is an ``EventEnvelope``, or (an event of a known type at its current
@@ -188,6 +353,23 @@ class EventConsumer:
             outcome: self.outcomes.labels(service, outcome)
             for outcome in ("applied", "duplicate", "ignored", "dead_lettered", "failed")
         }
+        self.parked = Counter(
+            "chibo_consumer_parked_total",
+            "Events dead-lettered that leave their stream parked: the stream's later "
+            "events follow them to the DLQ (reason stream_gap) until a redrive in DLQ "
+            "order brings them back with the cause fixed. By dlq_reason.",
+            ["consumer", "reason"],
+            registry=registry,
+        )
+        self._parked = {
+            reason: self.parked.labels(service, reason)
+            for reason in (
+                "stream_gap",
+                "invalid_payload",
+                "newer_schema_version",
+                "unsupported_schema_version",
+            )
+        }
         self.applied_offset = Gauge(
             "chibo_consumer_applied_offset",
             "Offset of the last record each partition has committed the effect of.",
@@ -221,49 +403,65 @@ class EventConsumer:
         await message.ack()
 
     async def _process(self, records: list[ConsumerRecord]) -> None:
-        readable: list[tuple[ConsumedEnvelope, DomainEvent]] = []
-        dead: list[tuple[ConsumerRecord, str, str]] = []
-        for record in records:
-            raw_value: bytes = record.value or b""
-            try:
-                # One pass, for an event of a known type at its current version.
-                readable.append(read_current(raw_value))
-                continue
-            except ValidationError:
-                pass  # anything else: the two-pass path below decides, as it always did
-            try:
-                general = EventEnvelope.model_validate_json(raw_value)
-            except ValidationError as exc:
-                dead.append((record, "malformed_envelope", str(exc)))
-                continue
-            if general.event_type not in EVENT_TYPES:
-                # A newer publisher's event type: nothing here depends on it yet.
-                self._outcome["ignored"].inc()
-                log.info("consumer.unknown_event_type", event_type=general.event_type)
-                continue
-            try:
-                readable.append((general, general.domain_event()))
-            except ValidationError as exc:
-                dead.append((record, "invalid_payload", str(exc)))
+        # The records with a stream, read (event None: unknown type or unreadable), and
+        # the dead letters with their batch index, so that they go out in the batch's order.
+        read: list[tuple[int, ReadRecord]] = []
+        dead: list[tuple[int, str, str]] = []
+        for index, record in enumerate(records):
+            item = read_record(record.value or b"")
+            if item.envelope is None:
+                dead.append((index, item.reason or "malformed_envelope", item.detail))
+            else:
+                read.append((index, item))
         applied: list[ConsumedEnvelope] = []
-        if readable:
+        duplicates = 0
+        if read:
+            envelopes = [item.envelope for _, item in read if item.envelope is not None]
             async with self._pool.acquire() as conn, conn.transaction():
-                claimed = await claim_batch(conn, self._schema, [e for e, _ in readable])
-                fresh = [item for item, new in zip(readable, claimed, strict=True) if new]
+                claimed = await claim_batch(
+                    conn, self._schema, envelopes, [item.reason is None for _, item in read]
+                )
+                fresh: list[tuple[ConsumedEnvelope, DomainEvent]] = []
+                for (index, item), envelope, outcome in zip(
+                    read, envelopes, claimed.outcomes, strict=True
+                ):
+                    if outcome is Claim.NEW:
+                        if item.event is not None:
+                            fresh.append((envelope, item.event))
+                        else:
+                            # A newer publisher's type: claimed, so its stream goes on.
+                            self._outcome["ignored"].inc()
+                            log.info("consumer.unknown_event_type", event_type=envelope.event_type)
+                    elif outcome is Claim.DUPLICATE:
+                        duplicates += 1
+                    elif item.reason is not None:
+                        dead.append((index, item.reason, item.detail))
+                    else:
+                        waiting = claimed.versions[envelope.stream_id] + 1
+                        detail = (
+                            f"stream {envelope.stream_id} is waiting for version {waiting}"
+                            f" (this is version {envelope.stream_version}); redrive the"
+                            " stream's earlier dead letters first, in order"
+                        )
+                        dead.append((index, "stream_gap", detail))
+                if claimed.out_of_order:
+                    fresh = in_stream_order(fresh)
                 if self._apply_batch is not None:
                     await self._apply_batch(conn, fresh)
                 else:
                     for envelope, event in fresh:
                         await self._apply(conn, envelope, event)
                 applied = [envelope for envelope, _ in fresh]
-            self._outcome["duplicate"].inc(len(readable) - len(fresh))
+            self._outcome["duplicate"].inc(duplicates)
         if applied:
             self._after_commit()
             self._outcome["applied"].inc(len(applied))
             self._event_time.set(max(e.recorded_at for e in applied).timestamp())
-            self._log_applied(applied, duplicates=len(readable) - len(applied))
-        for record, reason, detail in dead:
-            await self._dead_letter(record, reason, detail)
+            self._log_applied(applied, duplicates=duplicates)
+        # In the batch's order: a parked stream's events reach the DLQ in their order.
+        dead.sort(key=lambda d: d[0])
+        for index, reason, detail in dead:
+            await self._dead_letter(records[index], reason, detail)
         # Every record of the batch is done with, in any outcome: each partition's gauge
         # is set once, to its last record's offset (a partition's records are in order).
         last: dict[tuple[str, int], int] = {}
@@ -321,6 +519,8 @@ class EventConsumer:
             },
         )
         self._outcome["dead_lettered"].inc()
+        if reason in self._parked:
+            self._parked[reason].inc()
         log.warning(
             "consumer.dead_lettered",
             reason=reason,

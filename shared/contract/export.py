@@ -145,7 +145,10 @@ def _events_dlq_description() -> str:
     return (
         f"Events from `{_topic('events_topic')}` that a consumer could not read. "
         f"Key: the original key. {_DLQ_HEADERS}, and `dlq_consumer` (the consuming "
-        "service). `dlq_reason` is `malformed_envelope` or `invalid_payload`."
+        "service). `dlq_reason` is `malformed_envelope`, `invalid_payload`, "
+        "`newer_schema_version` (written by a newer contract than the consumer's), "
+        "`unsupported_schema_version` (no upcaster), or `stream_gap` (a later event of a "
+        "stream whose earlier one was dead-lettered: consumers apply each stream in order)."
     )
 
 

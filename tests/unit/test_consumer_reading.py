@@ -11,23 +11,25 @@ import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from shared.consumer import EventConsumer
+from shared.consumer import EventConsumer, in_stream_order, read_record
 from shared.contract import EventEnvelope, MeetingScheduled
 from shared.settings import KafkaSettings
 from tests.unit.test_event_reading import PAYLOAD, value
 
 
 class FakeConnection:
-    """Enough of asyncpg for ``claim_batch``: no stream applied before."""
+    """Enough of asyncpg for ``claim_batch``: no stream applied before, so each stream's
+    row is inserted at the end of the batch's run of it (``old.version`` null)."""
 
     async def fetch(self, _sql: str, rows: str) -> list[Any]:
-        return [(stream_id, 0) for stream_id, _version in json.loads(rows)]
+        return [(stream_id, None, hi) for stream_id, _lo, hi in json.loads(rows)]
 
     @asynccontextmanager
     async def transaction(self):  # type: ignore[no-untyped-def]
@@ -192,3 +194,72 @@ def test_after_start_up_the_youngest_generation_is_collected_less_often() -> Non
         "assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, older, oldest), gc.get_threshold()\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_a_newer_schema_version_is_dead_lettered_and_parks_its_stream() -> None:
+    """An event written by a newer contract cannot be read here: it is dead-lettered
+    (reason newer_schema_version) instead of failing the batch for ever, its stream's
+    next event follows it to the DLQ (stream_gap), and the other streams are applied."""
+    applied: list[tuple[Any, Any]] = []
+
+    async def apply(_conn: Any, envelope: Any, event: Any) -> None:
+        applied.append((envelope, event))
+
+    broker = FakeBroker()
+    registry = CollectorRegistry()
+    consumer = EventConsumer(
+        "notifications",
+        "notifications",
+        FakePool(),  # type: ignore[arg-type]
+        broker,  # type: ignore[arg-type]
+        KafkaSettings(),
+        apply,
+        registry,
+    )
+    newer = value(schema_version=3)
+    after = value(stream_version=2, event_id="22222222-2222-4222-8222-222222222222")
+    other = value(stream_id="meeting-other", event_id="33333333-3333-4333-8333-333333333333")
+
+    asyncio.run(consumer._process([record(0, newer), record(1, after), record(2, other)]))
+
+    assert [envelope.stream_id for envelope, _ in applied] == ["meeting-other"]
+    published = [(body, kwargs["headers"]) for body, kwargs in broker.published]
+    assert [(body, h["dlq_reason"]) for body, h in published] == [
+        (newer, "newer_schema_version"),
+        (after, "stream_gap"),
+    ]
+    assert "newer than this reader" in published[0][1]["dlq_detail"]
+    assert "waiting for version 1" in published[1][1]["dlq_detail"]
+    assert [h["dlq_source"] for _, h in published] == ["chibo.events.v1/0/0", "chibo.events.v1/0/1"]
+
+    def sample(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, {"consumer": "notifications", **labels})
+
+    assert sample("chibo_consumed_events_total", {"outcome": "dead_lettered"}) == 2
+    assert sample("chibo_consumed_events_total", {"outcome": "applied"}) == 1
+    assert sample("chibo_consumed_events_total", {"outcome": "failed"}) == 0
+    assert sample("chibo_consumer_parked_total", {"reason": "newer_schema_version"}) == 1
+    assert sample("chibo_consumer_parked_total", {"reason": "stream_gap"}) == 1
+
+
+def test_read_record_says_why_a_version_cannot_be_read() -> None:
+    newer = read_record(value(schema_version=3))
+    assert newer.envelope is not None and newer.event is None
+    assert newer.reason == "newer_schema_version"
+    assert "upgrade this reader" in newer.detail
+    # v0 has no upcaster: a reader's defect, not a newer writer.
+    assert read_record(value(schema_version=0)).reason == "unsupported_schema_version"
+    unknown = read_record(value(event_type="SomethingNew", payload={"x": 1}))
+    assert unknown.envelope is not None and (unknown.event, unknown.reason) == (None, None)
+    assert read_record(b"not json").reason == "malformed_envelope"
+
+
+def test_in_stream_order_sorts_each_streams_events_in_their_places() -> None:
+    def item(stream: str, version: int) -> tuple[Any, Any]:
+        return SimpleNamespace(stream_id=stream, stream_version=version), f"{stream}{version}"
+
+    fresh = [item("m", 3), item("n", 1), item("m", 2), item("n", 2)]
+
+    ordered = in_stream_order(fresh)
+
+    assert [event for _, event in ordered] == ["m2", "n1", "m3", "n2"]

@@ -25,13 +25,11 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import ValidationError
 
 from services.reports.adapters import projection_store
 from services.reports.domain.projection import Write
 from services.reports.service_layer.projector import event_writes
-from shared.contract import DomainEvent
-from shared.contract.envelope import Envelope, read_event
+from shared.consumer import read_record
 from shared.kafka import aiokafka_client_kwargs, topic_partitions
 from shared.logs import get_logger
 from shared.postgres import json_rows, rows_of
@@ -52,7 +50,9 @@ class HistoryTruncated(RuntimeError):
 class RebuildResult:
     records: int = 0
     applied: int = 0
-    skipped: int = 0  # unreadable or of an unknown type: the live consumer dead-lettered them
+    # Unreadable (dead-lettered live), of an unknown type (ignored live), or behind an
+    # unreadable one in its stream (parked live, until a redrive).
+    skipped: int = 0
     already_current: bool = False  # only_if_outdated, and another process had rebuilt
     # What the preparer process used: CPU seconds, and its peak resident memory.
     preparer_cpu_s: float = 0.0
@@ -198,22 +198,40 @@ def _start() -> None:
 
 
 def _prepare(values: list[bytes]) -> _Prepared:
-    """In the preparer: a batch's records read, and the statements of those that are new."""
+    """In the preparer: a batch's records read, and the statements of those that are new.
+
+    Each stream is applied contiguously, as the live consumer's ``claim_batch`` does: an
+    event is new when it is the stream's first or next version. An event it cannot read
+    stops its stream before it (at its version - 1 when it is the stream's first), so
+    the stream's later events are not applied here either: the live consumer parked
+    them (``stream_gap``), and a redrive appends them to the topic again, after the
+    cause was fixed, where this reads them in turn."""
     applied = skipped = 0
     writes: list[Write] = []
     moved: dict[str, int] = {}
     for value in values:
-        item = _event(value)
-        if item is None:
-            skipped += 1
+        envelope, event, reason, _ = read_record(value)
+        if envelope is None:
+            skipped += 1  # not an envelope: dead-lettered, no stream to place it in
             continue
-        envelope = item[0]
-        if envelope.stream_version > _versions.get(envelope.stream_id, 0):
-            _versions[envelope.stream_id] = envelope.stream_version
-            moved[envelope.stream_id] = envelope.stream_version
-            applied += 1
-            # At once, while the event is fresh in the CPU's cache.
-            writes += event_writes(item)
+        stream, version = envelope.stream_id, envelope.stream_version
+        recorded = _versions.get(stream)
+        if reason is not None:
+            skipped += 1  # dead-lettered for its own reason
+            if recorded is None:
+                _versions[stream] = moved[stream] = version - 1
+            continue
+        if recorded is not None and version != recorded + 1:
+            if version > recorded:
+                skipped += 1  # parked behind the gap (stream_gap)
+            continue  # or a duplicate
+        _versions[stream] = moved[stream] = version
+        if event is None:
+            skipped += 1  # an unknown type: claimed, not applied
+            continue
+        applied += 1
+        # At once, while the event is fresh in the CPU's cache.
+        writes += event_writes((envelope, event))
     statements = projection_store.statements(writes)
     if moved:
         statements.append((_VERSIONS, json_rows(list(moved.items()))))
@@ -298,10 +316,3 @@ async def rebuild_if_outdated(
 
 async def _built_version(conn: asyncpg.Connection) -> int | None:
     return await conn.fetchval(f"select max(version) from {SCHEMA}.projection_version")  # type: ignore[no-any-return]
-
-
-def _event(value: bytes) -> tuple[Envelope, DomainEvent] | None:
-    try:
-        return read_event(value)
-    except ValidationError:
-        return None  # unreadable: the live consumer dead-lettered it
