@@ -19,7 +19,7 @@ from ops.target import Target
 from shared.clock import LOCAL_TZ
 
 notifications_app = typer.Typer(help="Notifications: dead-lettered deliveries and resending.")
-dlq_app = typer.Typer(help="Deliveries given up (permanent failure or attempts exhausted).")
+dlq_app = typer.Typer(help="Deliveries given up (permanent failure, or retried too long).")
 notifications_app.add_typer(dlq_app, name="dlq")
 
 
@@ -51,7 +51,8 @@ async def _resend(database_url: str, ids: list[int] | None) -> list[int]:
         # Back to pending with fresh attempts; the dispatcher picks them up within a second.
         rows = await conn.fetch(
             "update notifications.deliveries set status = 'pending', attempts = 0,"
-            " reason = null, next_attempt_at = now(), claimed_until = null"
+            " first_attempt_at = null, reason = null, next_attempt_at = now(),"
+            " claimed_until = null"
             " where status = 'dead' and ($1::bigint[] is null or delivery_id = any($1))"
             " returning delivery_id",
             ids,

@@ -194,6 +194,8 @@ class Stack:
             "AUTH_JWT_SECRET": self.auth_secret,
             # Notifications looks contact details up at send time in the meetings service.
             "CONTACTS_URL": self.service_url("meetings"),
+            # The local sink takes any address: the cells' office mailboxes are on here.
+            "CELL_MAILBOX_PATTERN": "chi-bo.{cell_id}@chibo.local",
             "INBOUND_ALLOWED_SOURCES": self.settings.inbound_allowed_sources,
             "PYTHONUNBUFFERED": "1",
         }

@@ -4,14 +4,16 @@ dispatcher → channels (SMTP e-mail, signed webhook, log); timers → scheduler
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from services.notifications.adapters.channels import (
     Channel,
@@ -65,14 +67,15 @@ class NotificationsSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_connections: int = 8  # open SMTP connections: also the duplicate window on a crash
     mail_from: str = "Chibo <thong-bao@chibo.local>"
-    # The cell's shared mailbox also receives meeting notices; "" turns it off.
-    cell_mailbox_pattern: str = "chi-bo.{cell_id}@chibo.local"
+    # A cell's shared mailbox, e.g. "chi-bo.{cell_id}@example.org", also receives meeting
+    # notices; off ("") unless a deployment names its real mail domain.
+    cell_mailbox_pattern: str = ""
     # -- webhook (SMS / Zalo gateways); enabled when both are set
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    # -- contacts, looked up at send time in the meetings service
+    # -- contacts, looked up at send time in the meetings service with a system token
+    # minted for each call from AUTH_JWT_SECRET (short-lived, so it never runs out)
     contacts_url: str = "http://127.0.0.1:8001"
-    contacts_token: SecretStr | None = None  # else minted from AUTH_JWT_SECRET
     # -- rules
     notify_default_channels: str = "email"
     notify_channels: str = ",".join(CHANNELS)  # channels this deployment may use
@@ -80,20 +83,26 @@ class NotificationsSettings(ServiceSettings):
     meeting_reminder_leads: str = "24h"
     petition_deadline_leads: str = "48h,4h"
     attendance_threshold: float = 0.9
-    meeting_missing_day: int = 10  # a regular meeting not held by this day is reported
+    # A regular meeting not held by this day is reported; every month has it (1..28).
+    meeting_missing_day: Annotated[int, Field(ge=1, le=28)] = 10
     # Ladder levels whose units are wards (đảng bộ phường / xã) and owe the monthly report:
     # the same variable and default as the reports service (services/reports/bootstrap.py).
     report_ward_levels: str = "ward,commune"
     digest_at: str = ""  # e.g. "07:00": low notices folded into a daily digest; "" = off
     templates_dir: Path | None = None
     # -- delivery
-    rate_limits: str = "email:2000,webhook:50,log:0"  # sends per second, 0 = unlimited
-    max_send_attempts: int = 5
+    rate_limits: str = "email:2000,webhook:50,log:0"  # per second and replica, 0 = unlimited
+    # A temporary failure is retried, RETRY_BASE_S doubling up to RETRY_MAX_S, for this
+    # long after the first attempt: an outage of hours delays notices, it does not lose them.
+    retry_give_up_s: Annotated[float, Field(gt=0)] = 6 * 3600.0
+    retry_base_s: Annotated[float, Field(gt=0)] = 2.0
+    retry_max_s: Annotated[float, Field(gt=0)] = 300.0
+    # A failing timer is retried with the same backoff, then set aside as dead.
+    timer_max_attempts: Annotated[int, Field(ge=1)] = 10
     dispatch_batch: int = 500
     dispatch_concurrency: int = 16
     dispatch_lease_s: float = 60.0
     dispatch_poll_s: float = 1.0
-    retry_base_s: float = 2.0
     scheduler_interval_s: float = 0.25
 
     def config(self) -> NotifyConfig:
@@ -124,12 +133,35 @@ class NotificationsSettings(ServiceSettings):
         )
 
 
-def _contacts_token(settings: NotificationsSettings) -> TokenService | str:
-    if settings.contacts_token is not None:
-        return settings.contacts_token.get_secret_value()
-    if settings.auth_jwt_secret is None:
-        raise SystemExit("set CONTACTS_TOKEN, or AUTH_JWT_SECRET to mint one")
-    return TokenService(settings.auth_jwt_secret)
+PLACEHOLDER = "REPLACE_ME"  # deploy/k8s/secret.template.yaml's mark
+
+
+def _refuse_placeholders(settings: NotificationsSettings) -> None:
+    """A secret this service will use that still holds the template's placeholder stops
+    the start: running with it would fail every send (or every look-up) later, quietly."""
+    used = {"AUTH_JWT_SECRET": settings.auth_jwt_secret}
+    if settings.smtp_username:
+        used["SMTP_PASSWORD"] = settings.smtp_password
+    if settings.webhook_url:
+        used["WEBHOOK_SECRET"] = settings.webhook_secret
+    left = sorted(n for n, v in used.items() if v and PLACEHOLDER in v.get_secret_value())
+    if left:
+        raise SystemExit(
+            f"{', '.join(left)} still hold the placeholder {PLACEHOLDER}:"
+            " set the real values (deploy/k8s/secret.template.yaml)"
+        )
+
+
+def _contacts_tokens(settings: NotificationsSettings) -> TokenService:
+    """The look-up's tokens are minted here, for each call, so none can expire in service;
+    a configured CONTACTS_TOKEN (a long-lived token, which did) is no longer read."""
+    _refuse_placeholders(settings)
+    if os.environ.get("CONTACTS_TOKEN"):
+        log.warning(
+            "settings.contacts_token_ignored",
+            detail="CONTACTS_TOKEN is not read: look-up tokens are minted from AUTH_JWT_SECRET",
+        )
+    return settings.tokens()  # refuses to start without a 32+ character AUTH_JWT_SECRET
 
 
 def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> FastAPI:
@@ -141,12 +173,10 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
     lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
-    token_source = _contacts_token(settings)
+    tokens = _contacts_tokens(settings)
 
     def contacts_token() -> str:
-        if isinstance(token_source, str):
-            return token_source
-        return token_source.issue(
+        return tokens.issue(
             "notifications", Role.SYSTEM_PUBLISHER, "system", None, ttl=timedelta(minutes=10)
         )
 
@@ -201,8 +231,9 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             rate_limits={
                 name: TokenBucket(rate) for name, rate in parse_rates(settings.rate_limits).items()
             },
-            max_attempts=settings.max_send_attempts,
+            give_up_after_s=settings.retry_give_up_s,
             retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
             batch=settings.dispatch_batch,
             concurrency=settings.dispatch_concurrency,
             lease_s=settings.dispatch_lease_s,
@@ -215,6 +246,9 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             metrics,
             work_available.set,
             interval_s=settings.scheduler_interval_s,
+            max_attempts=settings.timer_max_attempts,
+            retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
         )
         freeze_startup_objects()  # before the first batch
         await broker.start()
@@ -233,9 +267,8 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
 
     app = FastAPI(title="Chibo — notifications", version="0.2.0", lifespan=lifespan)
     install_error_handlers(app)
-    if settings.auth_jwt_secret is not None:
-        app.state.tokens = TokenService(settings.auth_jwt_secret)
-        app.include_router(preferences_router(config.default_channels, config.enabled_channels))
+    app.state.tokens = tokens
+    app.include_router(preferences_router(config.default_channels, config.enabled_channels))
 
     add_operational_routes(
         app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}

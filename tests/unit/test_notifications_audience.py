@@ -55,10 +55,12 @@ def test_a_preference_never_silences_a_person() -> None:
 
 
 def test_report_late_levels_and_the_mailbox_come_from_the_settings() -> None:
-    config = NotificationsSettings().config()
+    config = NotificationsSettings(cell_mailbox_pattern="chi-bo.{cell_id}@chibo.local").config()
     assert config.report_levels == {"ward", "commune"}  # as REPORT_WARD_LEVELS in reports
     assert config.cell_mailbox("to-01", "nam-ngan") == "mailbox:chi-bo.to-01@chibo.local"
     assert NotificationsSettings(cell_mailbox_pattern="").config().cell_mailbox("a", "b") is None
+    # Off unless a deployment names its mail domain (no mail to chibo.local by default).
+    assert NotificationsSettings().config().cell_mailbox("a", "b") is None
     three = NotificationsSettings(report_ward_levels="ward, commune,district").config()
     assert three.report_levels == {"ward", "commune", "district"}
 

@@ -2,7 +2,9 @@
 (the door for SMS and Zalo gateways), and a log channel for development.
 
 Each raises ``TemporaryFailure`` (worth retrying: connection refused, 4xx SMTP replies,
-HTTP 5xx/408/429) or ``PermanentFailure`` (5xx SMTP replies, other HTTP 4xx)."""
+any failure to connect or log in to the relay, HTTP 5xx/408/429) or ``PermanentFailure``
+(5xx SMTP replies to a message, other HTTP 4xx); ``LeaseRunningOut`` when the message
+could not start before its claim's ``send_by``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parseaddr
 from typing import Protocol
 
@@ -45,6 +48,16 @@ class PermanentFailure(Exception):
     """The same message will fail again: dead-lettered at once."""
 
 
+class LeaseRunningOut(Exception):
+    """Not sent: the wait (for a connection, the rate limit) ran past ``send_by``, after
+    which another dispatcher may claim the row. Nothing reached the server."""
+
+
+def check_send_by(message: Outgoing, now: datetime) -> None:
+    if message.send_by is not None and now > message.send_by:
+        raise LeaseRunningOut(f"delivery {message.delivery_id}: past send_by")
+
+
 @dataclass(frozen=True)
 class Outgoing:
     delivery_id: int
@@ -55,6 +68,8 @@ class Outgoing:
     subject: str
     text: str
     html: str
+    # No part of the message goes to the server after this (None: no limit).
+    send_by: datetime | None = None
 
 
 class Channel(Protocol):
@@ -126,12 +141,17 @@ class EmailChannel:
         await client.connect()
         if self._username:
             password = self._password.get_secret_value() if self._password else ""
-            await client.login(self._username, password)
+            try:
+                await client.login(self._username, password)
+            except BaseException:
+                client.close()
+                raise
         return client
 
     async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
         slot = await self._idle.get()
         try:
+            check_send_by(message, self._clock.now())  # the wait for a connection counts
             data = self._mail.message(
                 message.address,
                 message.subject,
@@ -141,8 +161,13 @@ class EmailChannel:
                 self._clock.now(),
             )
             if slot.client is None or not slot.client.is_connected:
-                slot.client = await self._connect()
-            await self._transaction(slot, message.address, data)
+                try:
+                    slot.client = await self._connect()
+                except aiosmtplib.SMTPResponseException as exc:
+                    # Refused at the greeting or the login: the relay or our settings, not
+                    # this message, so worth retrying whatever the code.
+                    raise TemporaryFailure(f"smtp connect {exc.code}: {exc.message}") from exc
+            await self._transaction(slot, message, data)
             slot.previous = recorded
         except aiosmtplib.SMTPResponseException as exc:
             await _drop(slot)
@@ -167,7 +192,8 @@ class EmailChannel:
         finally:
             self._idle.put_nowait(slot)
 
-    async def _transaction(self, slot: _Slot, recipient: str, data: bytes) -> None:
+    async def _transaction(self, slot: _Slot, message: Outgoing, data: bytes) -> None:
+        recipient = message.address
         client = slot.client
         assert client is not None
         options = [f"SIZE={len(data)}"] if client.supports_extension("size") else []
@@ -184,6 +210,11 @@ class EmailChannel:
             # The last message here may be unrecorded: send nothing more on top of it.
             await _drop(slot)
             raise TemporaryFailure("smtp: the previous message on this connection is unrecorded")
+        try:
+            check_send_by(message, self._clock.now())
+        except LeaseRunningOut:
+            await _drop(slot)  # MAIL and RCPT are open: start the next one afresh
+            raise
         await client.data(data)
 
     async def close(self) -> None:

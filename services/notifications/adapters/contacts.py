@@ -12,6 +12,15 @@ import httpx
 from services.notifications.adapters.channels import TemporaryFailure
 
 
+class LookupFailed(TemporaryFailure):
+    """The look-up failed; ``reason`` is ``unauthorized`` (the token was refused) or
+    ``unavailable`` (unreachable, or any other answer)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Contact:
     email: str | None
@@ -31,7 +40,7 @@ class ContactsClient:
         self._token = token  # a system-scoped bearer token, fresh for each call
 
     async def lookup(self, person_ids: list[str]) -> dict[str, Contact]:
-        """The contacts of those who have one; raises TemporaryFailure when unreachable."""
+        """The contacts of those who have one; raises LookupFailed (temporary) otherwise."""
         found: dict[str, Contact] = {}
         unique = sorted(set(person_ids))
         for start in range(0, len(unique), 1000):
@@ -42,9 +51,10 @@ class ContactsClient:
                     headers={"Authorization": f"Bearer {self._token()}"},
                 )
             except httpx.HTTPError as exc:
-                raise TemporaryFailure(f"contacts: {type(exc).__name__}") from exc
+                raise LookupFailed("unavailable", f"contacts: {type(exc).__name__}") from exc
             if response.status_code != 200:
-                raise TemporaryFailure(f"contacts: HTTP {response.status_code}")
+                reason = "unauthorized" if response.status_code in (401, 403) else "unavailable"
+                raise LookupFailed(reason, f"contacts: HTTP {response.status_code}")
             for person_id, c in response.json()["contacts"].items():
                 found[person_id] = Contact(email=c.get("email"), phone=c.get("phone"))
         return found

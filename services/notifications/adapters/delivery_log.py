@@ -4,8 +4,14 @@ States: ``pending`` (waiting, maybe until quiet hours end or a retry is due) →
 (claimed by a dispatcher, with a lease) → ``sent``; or ``dead`` (permanent failure, or
 attempts exhausted: the dead-letter state, resent by `chibo notifications resend`), or
 ``suppressed`` (not to be sent: ``no_contact``, nobody to send to on that channel;
-``superseded``, a meeting notice the meeting's later change made wrong; ``stale``, a
-meeting notice whose meeting had begun when it came to be sent)."""
+``no_channel``, the channel is not configured here; ``superseded``, a meeting notice the
+meeting's later change made wrong; ``stale``, a meeting notice whose meeting had begun
+when it came to be sent).
+
+A claim is identified by its ``claimed_until``: a later claim of the same row (after the
+lease ran out) always sets a later one. Every mark but ``sent`` applies only while the row
+is still ``sending`` under that claim, so a dispatcher whose lease ran out cannot put back
+or settle a row another one has claimed (or sent) since."""
 
 from __future__ import annotations
 
@@ -31,11 +37,13 @@ class Delivery:
     body_html: str
     attempts: int
     created_at: datetime
+    claimed_until: datetime  # this claim's identity (and the end of its lease)
+    first_attempt_at: datetime  # retries stop RETRY_GIVE_UP_S after it
 
 
 _COLUMNS = (
     "delivery_id, trigger_event_id, trigger, recipient, channel, subject, body_text,"
-    " body_html, attempts, created_at"
+    " body_html, attempts, created_at, claimed_until, first_attempt_at"
 )
 
 
@@ -128,7 +136,7 @@ async def claim(pool: asyncpg.Pool, now: datetime, limit: int, lease: timedelta)
     rows = await pool.fetch(
         f"""
         update notifications.deliveries d set status = 'sending', claimed_until = $3,
-               attempts = d.attempts + 1
+               attempts = d.attempts + 1, first_attempt_at = coalesce(d.first_attempt_at, $1)
         where d.delivery_id in (
             select delivery_id from notifications.deliveries
             where (status = 'pending' and next_attempt_at <= $1)
@@ -153,38 +161,62 @@ async def mark_sent(pool: asyncpg.Pool, delivery_ids: list[int], now: datetime) 
     )
 
 
-async def release(pool: asyncpg.Pool, delivery_ids: list[int]) -> None:
+async def release(pool: asyncpg.Pool, claims: list[Delivery]) -> int:
     """Give back claimed rows that were never handed to a channel: pending again, the
-    attempt not counted."""
-    await pool.execute(
-        "update notifications.deliveries set status = 'pending', claimed_until = null,"
-        " attempts = attempts - 1 where delivery_id = any($1) and status = 'sending'",
-        delivery_ids,
+    attempt not counted. Returns how many were still this claim's."""
+    status = await pool.execute(
+        "update notifications.deliveries d set status = 'pending', claimed_until = null,"
+        " attempts = d.attempts - 1"
+        " from unnest($1::bigint[], $2::timestamptz[]) as c(delivery_id, claimed_until)"
+        " where d.delivery_id = c.delivery_id and d.status = 'sending'"
+        " and d.claimed_until = c.claimed_until",
+        [d.delivery_id for d in claims],
+        [d.claimed_until for d in claims],
     )
+    return int(status.split()[-1])
 
 
-async def mark_retry(pool: asyncpg.Pool, delivery_id: int, error: str, at: datetime) -> None:
-    await pool.execute(
-        "update notifications.deliveries set status = 'pending', last_error = $2,"
-        " next_attempt_at = $3, claimed_until = null where delivery_id = $1",
-        delivery_id,
+async def mark_retry(pool: asyncpg.Pool, claim: Delivery, error: str, at: datetime) -> bool:
+    """Pending again from ``at``; False if the row is no longer this claim's."""
+    status = await pool.execute(
+        "update notifications.deliveries set status = 'pending', last_error = $3,"
+        " next_attempt_at = $4, claimed_until = null"
+        " where delivery_id = $1 and status = 'sending' and claimed_until = $2",
+        claim.delivery_id,
+        claim.claimed_until,
         error[:2000],
         at,
     )
+    return status.endswith(" 1")
 
 
 async def mark_final(
-    pool: asyncpg.Pool, delivery_id: int, status: str, reason: str, error: str | None
-) -> None:
-    """``dead`` (the dead-letter state) or ``suppressed``, with a machine-readable reason."""
-    await pool.execute(
-        "update notifications.deliveries set status = $2, reason = $3, last_error = $4,"
-        " claimed_until = null where delivery_id = $1",
-        delivery_id,
+    pool: asyncpg.Pool, claim: Delivery, status: str, reason: str, error: str | None
+) -> bool:
+    """``dead`` (the dead-letter state) or ``suppressed``, with a machine-readable reason;
+    False if the row is no longer this claim's."""
+    result = await pool.execute(
+        "update notifications.deliveries set status = $3, reason = $4, last_error = $5,"
+        " claimed_until = null"
+        " where delivery_id = $1 and status = 'sending' and claimed_until = $2",
+        claim.delivery_id,
+        claim.claimed_until,
         status,
         reason,
         error[:2000] if error else None,
     )
+    return result.endswith(" 1")
+
+
+async def release_digests(pool: asyncpg.Pool, not_before: datetime) -> int:
+    """With the digest turned off, low notices still waiting for one become ordinary
+    pending deliveries (sent from ``not_before`` at the latest: quiet hours still hold)."""
+    status = await pool.execute(
+        "update notifications.deliveries set status = 'pending',"
+        " next_attempt_at = least(next_attempt_at, $1) where status = 'digest'",
+        not_before,
+    )
+    return int(status.split()[-1])
 
 
 async def backlog(pool: asyncpg.Pool, now: datetime) -> tuple[int, float]:

@@ -13,9 +13,13 @@ SUPPRESS_REASONS = (
     "stale",
     "superseded",
     "no_contact",
+    "no_channel",
     "channel_not_configured",
 )
 DEAD_REASONS = ("permanent", "attempts_exhausted")
+TIMER_KINDS = ("meeting_reminder", "petition_deadline", "meeting_missing", "report_late")
+LOOKUP_FAILURES = ("unauthorized", "unavailable")
+LEASE_LOST_MARKS = ("retry", "dead", "suppressed", "release")
 
 
 class NotificationsMetrics:
@@ -40,7 +44,8 @@ class NotificationsMetrics:
         )
         self.dead = Counter(
             "chibo_notifications_dead_lettered_total",
-            "Deliveries given up (permanent failure or attempts exhausted): the DLQ state.",
+            "Deliveries given up (a permanent failure, or temporary failures for"
+            " RETRY_GIVE_UP_S): the DLQ state.",
             ["channel", "trigger", "reason"],
             registry=registry,
         )
@@ -49,8 +54,9 @@ class NotificationsMetrics:
             "Notices not sent, or held back: duplicate (already recorded), quiet_hours"
             " (held until the quiet hours end), stale (a meeting already begun),"
             " superseded (a waiting meeting notice made wrong by the meeting's move or"
-            " cancellation), no_contact (no address for that channel),"
-            " channel_not_configured (a preference naming a channel this deployment lacks).",
+            " cancellation), no_contact (no address for that channel), no_channel (a row"
+            " for a channel the dispatcher does not have), channel_not_configured (a"
+            " preference naming a channel this deployment lacks).",
             ["channel", "trigger", "reason"],
             registry=registry,
         )
@@ -76,6 +82,33 @@ class NotificationsMetrics:
             "Lag of the last fired timer: fired at minus due at.",
             registry=registry,
         )
+        self.lookup_failed = Counter(
+            "chibo_notifications_contact_lookups_failed_total",
+            "Contact look-ups in the meetings service that failed: unauthorized (HTTP"
+            " 401/403: the token is refused) or unavailable (unreachable, other answers).",
+            ["reason"],
+            registry=registry,
+        )
+        self.lease_lost = Counter(
+            "chibo_notifications_lease_lost_total",
+            "Outcomes not recorded because the claim's lease had run out and the row was"
+            " claimed (or sent) by another dispatcher since: mark = retry, dead, suppressed"
+            " or release.",
+            ["mark"],
+            registry=registry,
+        )
+        self.timer_failures = Counter(
+            "chibo_notifications_timer_failures_total",
+            "Timers whose firing failed (rolled back alone, retried with backoff).",
+            ["kind"],
+            registry=registry,
+        )
+        self.timers_dead = Counter(
+            "chibo_notifications_timers_dead_total",
+            "Timers given up after TIMER_MAX_ATTEMPTS failed attempts (status dead).",
+            ["kind"],
+            registry=registry,
+        )
         # Known label combinations exist at 0 from the start, so the first failure after a
         # restart is a rise that increase() sees (docs/operations.md, "Known gaps").
         for channel in CHANNELS:
@@ -89,3 +122,10 @@ class NotificationsMetrics:
                     self.dead.labels(channel, trigger.value, reason)
         for queue in ("deliveries", "timers"):
             self.oldest.labels(queue)
+        for reason in LOOKUP_FAILURES:
+            self.lookup_failed.labels(reason)
+        for mark in LEASE_LOST_MARKS:
+            self.lease_lost.labels(mark)
+        for kind in TIMER_KINDS:
+            self.timer_failures.labels(kind)
+            self.timers_dead.labels(kind)

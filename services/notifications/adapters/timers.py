@@ -3,7 +3,8 @@
 Set and cancelled in the consumer's transaction (with the event that causes it); fired by
 service_layer/scheduler.py, which claims due rows with ``for update skip locked`` and
 fires each in the same transaction as the deliveries it makes, so a timer fires once,
-whatever the number of replicas, and a restart loses none."""
+whatever the number of replicas, and a restart loses none. A timer that fails waits for
+``retry_at`` and, after too many attempts, is set aside as ``dead`` with its error."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Timer:
     ref_id: str
     due_at: datetime
     payload: dict[str, Any]
+    attempts: int = 0  # failed attempts so far
 
 
 async def set_timer(
@@ -50,14 +52,21 @@ async def cancel_timers(conn: asyncpg.Connection, kind: str, ref_id: str) -> int
 
 async def take_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Timer]:
     rows = await conn.fetch(
-        "select timer_id, kind, ref_id, due_at, payload from notifications.timers"
-        " where status = 'pending' and due_at <= $1 order by due_at, timer_id"
-        " limit $2 for update skip locked",
+        "select timer_id, kind, ref_id, due_at, payload, attempts from notifications.timers"
+        " where status = 'pending' and due_at <= $1 and (retry_at is null or retry_at <= $1)"
+        " order by due_at, timer_id limit $2 for update skip locked",
         now,
         limit,
     )
     return [
-        Timer(r["timer_id"], r["kind"], r["ref_id"], r["due_at"], json.loads(r["payload"]))
+        Timer(
+            r["timer_id"],
+            r["kind"],
+            r["ref_id"],
+            r["due_at"],
+            json.loads(r["payload"]),
+            r["attempts"],
+        )
         for r in rows
     ]
 
@@ -67,6 +76,20 @@ async def mark_fired(conn: asyncpg.Connection, timer_ids: list[int], now: dateti
         "update notifications.timers set status = 'fired', fired_at = $2 where timer_id = any($1)",
         timer_ids,
         now,
+    )
+
+
+async def mark_failed(
+    conn: asyncpg.Connection, timer_id: int, error: str, retry_at: datetime | None
+) -> None:
+    """Count a failed attempt: retried from ``retry_at``, or ``dead`` when it is None."""
+    await conn.execute(
+        "update notifications.timers set attempts = attempts + 1, last_error = $2,"
+        " retry_at = $3, status = case when $3::timestamptz is null then 'dead' else status end"
+        " where timer_id = $1",
+        timer_id,
+        error[:2000],
+        retry_at,
     )
 
 

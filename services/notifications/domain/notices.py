@@ -3,6 +3,7 @@ lead times, months in Asia/Ho_Chi_Minh and the attendance rate. No I/O here."""
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -233,8 +234,12 @@ def report_due_at(month: str) -> datetime:
 
 
 def meeting_check_at(month: str, due_day: int) -> datetime:
-    """The regular meeting must be held by the end of ``due_day``: checked at the next 00:00."""
-    return month_day_start(month, due_day) + timedelta(days=1)
+    """The regular meeting must be held by the end of ``due_day``: checked at the next 00:00.
+    A day the month does not have means its last day (timers set before MEETING_MISSING_DAY
+    was limited to 1..28 may carry 29-31)."""
+    year, mon = (int(p) for p in month.split("-"))
+    day = min(due_day, calendar.monthrange(year, mon)[1])
+    return month_day_start(month, day) + timedelta(days=1)
 
 
 def attendance_rate(roll_call: list[AttendanceEntry]) -> float | None:

@@ -1,7 +1,8 @@
 """Sends due deliveries and records the outcome.
 
 A dispatcher claims a batch (status ``sending``, with a lease), looks the recipients'
-contacts up once for the batch, and sends concurrently within each channel's rate limit;
+contacts up once for the batch (a failed look-up holds back only the rows that need an
+address), and sends concurrently within each channel's rate limit;
 the next batch is claimed and looked up while the current one's last messages go out. Each
 message is marked ``sent`` as soon as its channel accepted it; marks that come due together
 share one statement. The SMTP boundary is at-least-once: a process that dies after the
@@ -9,6 +10,12 @@ server accepted a message and before the mark leaves that row ``sending``; when 
 ends it is sent again, with the same Message-ID. A connection commits its next message only
 once the previous one is marked, so the duplicate window is at most one message per open
 connection (docs/notifications.md).
+
+A temporary failure is retried with a durable backoff (``retry_base_s`` doubling up to
+``retry_max_s``) for ``give_up_after_s`` from the row's first attempt, so an outage of
+the relay or of the contact look-up that lasts minutes or hours delays notices instead
+of losing them; a permanent one is dead-lettered at once. Every outcome but ``sent`` is
+recorded only while the row is still this claim's (delivery_log.py).
 """
 
 from __future__ import annotations
@@ -31,12 +38,14 @@ from tenacity import (
 from services.notifications.adapters import delivery_log
 from services.notifications.adapters.channels import (
     Channel,
+    LeaseRunningOut,
     Outgoing,
     PermanentFailure,
     Recorded,
     TemporaryFailure,
+    check_send_by,
 )
-from services.notifications.adapters.contacts import Contact, ContactsClient
+from services.notifications.adapters.contacts import Contact, ContactsClient, LookupFailed
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.rate_limit import TokenBucket
 from services.notifications.domain.notices import MEETING_NOTICES, outdated_reason
@@ -46,6 +55,12 @@ from shared.tasks import cancel
 
 log = get_logger(__name__)
 _MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
+
+
+def needs_lookup(d: delivery_log.Delivery) -> bool:
+    """Only a person's e-mail or phone is looked up: the log channel needs no address, and
+    an office mailbox (``mailbox:…``) carries its own."""
+    return d.channel != "log" and ":" not in d.recipient
 
 
 @dataclass
@@ -110,10 +125,11 @@ class Dispatcher:
         work_available: asyncio.Event,
         *,
         rate_limits: dict[str, TokenBucket] | None = None,
-        max_attempts: int = 5,
+        give_up_after_s: float = 6 * 3600.0,
         quick_retries: int = 3,
         quick_retry_wait_s: float = 0.2,
         retry_base_s: float = 2.0,
+        retry_max_s: float = 300.0,
         batch: int = 500,
         concurrency: int = 16,
         lease_s: float = 60.0,
@@ -126,10 +142,11 @@ class Dispatcher:
         self._clock = clock
         self._work_available = work_available
         self._limits = rate_limits or {}
-        self._max_attempts = max_attempts
+        self._give_up_after = timedelta(seconds=give_up_after_s)
         self._quick_retries = quick_retries
         self._quick_retry_wait_s = quick_retry_wait_s
         self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
         self._batch = batch
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -171,12 +188,17 @@ class Dispatcher:
         claimed = batch.claimed
         if not claimed:
             return 0
-        if batch.contacts is None:
-            # No addresses, no sending: the whole batch waits for its next attempt.
+        contacts = batch.contacts
+        if contacts is None:
+            # No addresses: the rows that need one wait for their next attempt; the log
+            # channel and office mailboxes go out as usual.
             assert batch.error is not None
-            for d in claimed:
+            waiting = [d for d in claimed if needs_lookup(d)]
+            for d in waiting:
                 await self._failed(d, batch.error)
-            return len(claimed)
+            claimed, contacts = [d for d in claimed if not needs_lookup(d)], {}
+            if not claimed:
+                return len(batch.claimed)
         # Claim the next batch when this one's tail starts: its lease starts then, not
         # earlier, and the connections do not wait for the claim and the look-up.
         unstarted = [len(claimed)]
@@ -184,13 +206,11 @@ class Dispatcher:
 
         def started() -> None:
             unstarted[0] -= 1
-            if unstarted[0] == low_water and len(claimed) >= self._batch:
+            if unstarted[0] == low_water and len(batch.claimed) >= self._batch:
                 self._ahead = asyncio.create_task(self._claim(), name="dispatcher.claim_ahead")
 
-        await asyncio.gather(
-            *(self._deliver(d, batch.contacts, started, batch.send_by) for d in claimed)
-        )
-        return len(claimed)
+        await asyncio.gather(*(self._deliver(d, contacts, started, batch.send_by) for d in claimed))
+        return len(batch.claimed)
 
     async def _claim(self) -> _Batch:
         while True:
@@ -206,9 +226,12 @@ class Dispatcher:
             return _Batch([], {})
         send_by = now + self._lease / 2
         try:
-            contacts = await self._contacts.lookup(
-                [d.recipient for d in claimed if d.channel != "log" and ":" not in d.recipient]
-            )
+            people = [d.recipient for d in claimed if needs_lookup(d)]
+            contacts = await self._contacts.lookup(people)
+        except LookupFailed as exc:
+            self._metrics.lookup_failed.labels(exc.reason).inc()
+            log.warning("dispatcher.contacts_failed", reason=exc.reason, error=str(exc))
+            return _Batch(claimed, None, exc, send_by)
         except TemporaryFailure as exc:
             return _Batch(claimed, None, exc, send_by)
         return _Batch(claimed, contacts, None, send_by)
@@ -248,7 +271,8 @@ class Dispatcher:
         except Exception:
             return
         if batch.claimed:
-            await delivery_log.release(self._pool, [d.delivery_id for d in batch.claimed])
+            released = await delivery_log.release(self._pool, batch.claimed)
+            self._lost("release", len(batch.claimed) - released)
 
     async def _deliver(
         self,
@@ -265,8 +289,10 @@ class Dispatcher:
         if address is None or channel is None:
             started()
             reason = "no_contact" if channel is not None else "no_channel"
-            await delivery_log.mark_final(self._pool, d.delivery_id, "suppressed", reason, None)
-            self._metrics.suppressed.labels(d.channel, d.trigger, "no_contact").inc()
+            if await delivery_log.mark_final(self._pool, d, "suppressed", reason, None):
+                self._metrics.suppressed.labels(d.channel, d.trigger, reason).inc()
+            else:
+                self._lost("suppressed")
             return
         message = Outgoing(
             delivery_id=d.delivery_id,
@@ -277,6 +303,7 @@ class Dispatcher:
             subject=d.subject,
             text=d.body_text,
             html=d.body_html,
+            send_by=send_by,
         )
         # Resolved once the outcome is recorded: the channel holds its connection's next
         # message back until then (the duplicate window).
@@ -285,11 +312,14 @@ class Dispatcher:
             try:
                 async with self._slots:
                     started()
-                    if send_by is not None and self._clock.now() > send_by:
-                        await delivery_log.release(self._pool, [d.delivery_id])
-                        log.info("dispatcher.lease_running_out", delivery_id=d.delivery_id)
-                        return
                     await self._send(d.channel, channel, message, recorded)
+            except LeaseRunningOut:
+                # Checked after every wait (a slot, the rate limit, a connection), so no
+                # send starts once half the lease is gone; the row is given back.
+                if not await delivery_log.release(self._pool, [d]):
+                    self._lost("release")
+                log.info("dispatcher.lease_running_out", delivery_id=d.delivery_id)
+                return
             except PermanentFailure as exc:
                 self._metrics.failed.labels(d.channel, d.trigger).inc()
                 await self._dead(d, "permanent", str(exc))
@@ -334,19 +364,35 @@ class Dispatcher:
             reraise=True,
         ):
             with attempt:
+                check_send_by(message, self._clock.now())
                 if limit is not None:
                     await limit.acquire()
+                    check_send_by(message, self._clock.now())
                 await channel.send(message, recorded)
+
+    def _lost(self, mark: str, n: int = 1) -> None:
+        """Outcomes not written: the lease ran out and another dispatcher has the row."""
+        if n > 0:
+            self._metrics.lease_lost.labels(mark).inc(n)
+            log.warning("dispatcher.lease_lost", mark=mark, rows=n)
+
+    def retry_in(self, attempts: int) -> float:
+        """The durable backoff after the ``attempts``-th attempt failed."""
+        return float(min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s))
 
     async def _failed(self, d: delivery_log.Delivery, exc: Exception) -> None:
         self._metrics.failed.labels(d.channel, d.trigger).inc()
-        if d.attempts >= self._max_attempts:
+        now = self._clock.now()
+        if now - d.first_attempt_at >= self._give_up_after:
             await self._dead(d, "attempts_exhausted", str(exc))
             return
+        retry_in = self.retry_in(d.attempts)
+        if not await delivery_log.mark_retry(
+            self._pool, d, str(exc), now + timedelta(seconds=retry_in)
+        ):
+            self._lost("retry")
+            return
         self._metrics.retried.labels(d.channel, d.trigger).inc()
-        retry_in = min(self._retry_base_s * 2 ** (d.attempts - 1), 300.0)  # durable backoff
-        at = self._clock.now() + timedelta(seconds=retry_in)
-        await delivery_log.mark_retry(self._pool, d.delivery_id, str(exc), at)
         log.warning(
             "dispatcher.send_failed",
             delivery_id=d.delivery_id,
@@ -357,7 +403,9 @@ class Dispatcher:
         )
 
     async def _dead(self, d: delivery_log.Delivery, reason: str, error: str) -> None:
-        await delivery_log.mark_final(self._pool, d.delivery_id, "dead", reason, error)
+        if not await delivery_log.mark_final(self._pool, d, "dead", reason, error):
+            self._lost("dead")
+            return
         self._metrics.dead.labels(d.channel, d.trigger, reason).inc()
         log.warning(
             "dispatcher.dead_lettered",

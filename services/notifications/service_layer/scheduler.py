@@ -3,15 +3,18 @@
 Every replica scans every ``interval_s``; due rows are claimed with ``for update skip
 locked`` and each batch is fired in one transaction with the deliveries it makes, so a
 timer fires exactly once and one that fell due while the service was down fires when it
-is back. A timer checks the current state before it speaks: a meeting that was moved or
-called off, or a petition that was resolved or sent up, says nothing."""
+is back. Each timer fires in a savepoint of its own: one that fails (a template, a stored
+payload, a bug) is rolled back alone, retried with backoff, and after ``max_attempts`` set
+aside as ``dead``; the others fire. A timer checks the current state before it speaks: a
+meeting that was moved or called off, or a petition that was resolved or sent up, says
+nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -19,12 +22,14 @@ from services.notifications.adapters import delivery_log, directory, timers
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.domain.notices import (
     Notice,
+    Priority,
     Trigger,
     digest_trigger_id,
     is_stale,
     meeting_check_at,
     next_month,
     report_due_at,
+    send_not_before,
     timer_trigger_id,
 )
 from services.notifications.service_layer.notifier import (
@@ -57,6 +62,9 @@ class TimerScheduler:
         interval_s: float = 0.25,
         batch: int = 500,
         gauges_every_s: float = 2.0,
+        max_attempts: int = 10,
+        retry_base_s: float = 2.0,
+        retry_max_s: float = 300.0,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
@@ -67,6 +75,9 @@ class TimerScheduler:
         self._batch = batch
         self._gauges_every_s = gauges_every_s
         self._gauges_at = 0.0
+        self._max_attempts = max_attempts
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -77,18 +88,32 @@ class TimerScheduler:
 
     async def _run(self) -> None:
         while True:
-            try:
-                while await self.fire_due() >= self._batch:
-                    pass
-                if self._outbox.config.digest_at is not None:
-                    await self.fold_digests()
-                if time.monotonic() >= self._gauges_at:  # the gauges, not every scan
-                    self._gauges_at = time.monotonic() + self._gauges_every_s
-                    await self._refresh_gauges()
-            except Exception:
-                log.exception("scheduler.round_failed")
+            await self.scan()
             # The scan period; a cancellation here ends the loop (stop() waits for it).
             await asyncio.sleep(self._interval_s)
+
+    async def scan(self) -> None:
+        """One scan: fire due timers, fold due digests, and (every ``gauges_every_s``)
+        refresh the gauges. Each part has its own error handling, so the gauges keep
+        showing a backlog while firing fails."""
+        try:
+            while await self.fire_due() >= self._batch:
+                pass
+        except Exception:
+            log.exception("scheduler.round_failed")
+        try:
+            if self._outbox.config.digest_at is not None:
+                await self.fold_digests()
+        except Exception:
+            log.exception("scheduler.digest_failed")
+        if time.monotonic() >= self._gauges_at:  # the gauges, not every scan
+            self._gauges_at = time.monotonic() + self._gauges_every_s
+            try:
+                if self._outbox.config.digest_at is None:
+                    await self.release_digests()
+                await self._refresh_gauges()
+            except Exception:
+                log.exception("scheduler.gauges_failed")
 
     async def _refresh_gauges(self) -> None:
         now = self._clock.now()
@@ -99,19 +124,74 @@ class TimerScheduler:
         self._metrics.pending.set(pending)
         self._metrics.oldest.labels("deliveries").set(age)
 
-    async def fire_due(self) -> int:
+    async def release_digests(self) -> int:
+        """DIGEST_AT turned off: the low notices that were waiting for a digest are sent
+        one by one, like normal ones (quiet hours still hold them)."""
         now = self._clock.now()
+        not_before = send_not_before(Priority.LOW, now, self._outbox.config.quiet_hours)
+        released = await delivery_log.release_digests(self._pool, not_before)
+        if released:
+            self._after_commit()
+            log.info("digests.released", notices=released)
+        return released
+
+    async def fire_due(self) -> int:
+        """Fire the due timers (up to ``batch``); returns how many were taken."""
+        now = self._clock.now()
+        fired: list[timers.Timer] = []
+        failed: list[tuple[timers.Timer, bool]] = []  # (timer, dead)
         async with self._pool.acquire() as conn, conn.transaction():
             due = await timers.take_due(conn, now, self._batch)
             for timer in due:
-                await self._fire(conn, timer, now)
-            if due:
-                await timers.mark_fired(conn, [t.timer_id for t in due], now)
-        if due:
+                try:
+                    async with conn.transaction():  # a savepoint: a failure is this timer's
+                        await self._fire(conn, timer, now)
+                except Exception as exc:
+                    failed.append((timer, await self._failed(conn, timer, exc, now)))
+                else:
+                    fired.append(timer)
+            if fired:
+                await timers.mark_fired(conn, [t.timer_id for t in fired], now)
+        for timer, dead in failed:
+            self._metrics.timer_failures.labels(timer.kind).inc()
+            if dead:
+                self._metrics.timers_dead.labels(timer.kind).inc()
+        if fired:
             self._after_commit()
-            self._metrics.fire_lag.set(max((now - t.due_at).total_seconds() for t in due))
-            log.info("timers.fired", count=len(due))
+            self._metrics.fire_lag.set(max((now - t.due_at).total_seconds() for t in fired))
+            log.info("timers.fired", count=len(fired))
         return len(due)
+
+    async def _failed(
+        self, conn: asyncpg.Connection, timer: timers.Timer, exc: Exception, now: datetime
+    ) -> bool:
+        """Record a failed attempt; returns True when the timer is given up (dead)."""
+        attempts = timer.attempts + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempts >= self._max_attempts:
+            await timers.mark_failed(conn, timer.timer_id, error, None)
+            log.error(
+                "scheduler.timer_dead",
+                timer_id=timer.timer_id,
+                kind=timer.kind,
+                ref_id=timer.ref_id,
+                attempts=attempts,
+                error=error,
+            )
+            return True
+        retry_in = min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s)
+        await timers.mark_failed(conn, timer.timer_id, error, now + timedelta(seconds=retry_in))
+        log.warning(
+            "scheduler.timer_failed",
+            timer_id=timer.timer_id,
+            kind=timer.kind,
+            ref_id=timer.ref_id,
+            attempt=attempts,
+            retry_in_s=retry_in,
+            error=error,
+            exc_info=exc,
+        )
+        return False
 
     async def fold_digests(self) -> int:
         """Fold the low notices whose digest time has come into one delivery per person
