@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from ops.stack import Stack
-from tests.integration.helpers import fetch, schedule_body, unique_ward, ward_auth
+from tests.integration.helpers import fetch, registered_ward, schedule_body, ward_auth
 
 
 async def _post(
@@ -24,7 +24,8 @@ async def _post(
 async def _streams_of(stack: Stack, ward: str) -> list[str]:
     rows = await fetch(
         stack.database_url,
-        "select stream_id from meetings.streams where ward_id = $1 order by stream_id",
+        "select stream_id from meetings.streams where ward_id = $1"
+        " and stream_id like 'meeting-%' order by stream_id",
         ward,
     )
     return [r["stream_id"] for r in rows]
@@ -35,7 +36,7 @@ async def test_two_callers_with_the_same_key_each_get_their_own_command_carried_
 ) -> None:
     """Ward B's official sends the key ward A's official used ("1", a local row id): B's
     meeting is scheduled, and B learns nothing of A's."""
-    ward_a, ward_b = unique_ward(), unique_ward()
+    ward_a, ward_b = await registered_ward(running_stack), await registered_ward(running_stack)
     key = "1"
     body_a, body_b = schedule_body(ward_a), schedule_body(ward_b)
     a = await _post(running_stack, "ScheduleMeeting", body_a, key, ward_auth(running_stack, ward_a))
@@ -51,7 +52,7 @@ async def test_two_callers_with_the_same_key_each_get_their_own_command_carried_
 async def test_a_key_sent_again_answers_the_same_command_and_refuses_another(
     running_stack: Stack,
 ) -> None:
-    ward = unique_ward()
+    ward = await registered_ward(running_stack)
     auth = ward_auth(running_stack, ward)
     key = f"row-{uuid.uuid4().hex[:8]}"
     body = schedule_body(ward)
@@ -81,7 +82,8 @@ async def test_a_key_sent_again_answers_the_same_command_and_refuses_another(
     # Neither refused command left anything: one meeting, scheduled and not cancelled.
     rows = await fetch(
         running_stack.database_url,
-        "select stream_id, event_type from meetings.events where ward_id = $1",
+        "select stream_id, event_type from meetings.events"
+        " where ward_id = $1 and stream_id like 'meeting-%'",
         ward,
     )
     assert [(r["stream_id"], r["event_type"]) for r in rows] == [
@@ -94,7 +96,7 @@ async def test_a_key_stored_before_keys_were_per_caller_answers_only_its_caller(
 ) -> None:
     """A key the door stored as `http:<key>` (one namespace for everyone) keeps answering
     the retry of the caller whose events it names; for anyone else it does not exist."""
-    ward_a, ward_b = unique_ward(), unique_ward()
+    ward_a, ward_b = await registered_ward(running_stack), await registered_ward(running_stack)
     auth_a = ward_auth(running_stack, ward_a)
     key = f"legacy-{uuid.uuid4().hex[:8]}"
     body_a = schedule_body(ward_a)

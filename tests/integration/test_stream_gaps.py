@@ -123,7 +123,10 @@ async def test_a_stream_parked_behind_a_newer_version_is_applied_in_order_after_
     def parked(records: list[Any]) -> dict[tuple[str, int], dict[str, str]]:
         found = {}
         for record in records:
-            event_id = json.loads(record.value).get("event_id")
+            try:  # other tests leave records on the DLQ that are not JSON objects
+                event_id = json.loads(record.value).get("event_id")
+            except (ValueError, AttributeError):
+                continue
             if event_id in parked_ids:
                 headers = {k: v.decode() for k, v in record.headers}
                 found[(headers["dlq_consumer"], parked_ids[event_id])] = {
