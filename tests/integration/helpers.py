@@ -189,13 +189,18 @@ def daytime(stack: Stack) -> Iterator[None]:
         path.write_text("0")
 
 
+# A UnitLadder's ward by its level: a ward (phường) or a commune (xã).
+WARD_NAMES = {"ward": "Đảng bộ phường Nam Ngạn", "commune": "Đảng bộ xã Thiệu Vân"}
+
+
 class UnitLadder:
     """A ward in a district in a province, with a token that may act on all of it, and
     its commands sent over the meetings service's HTTP door."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, ward_level: str = "ward") -> None:
         self.stack = stack
         self.ward = unique_ward()
+        self.ward_level = ward_level
         self.district = f"{self.ward}-huyen"
         self.province = f"{self.ward}-tinh"
         token = stack.issue_token("province_official", "province", self.province, "test")
@@ -210,12 +215,12 @@ class UnitLadder:
         return dict(response.json())
 
     async def register(self) -> None:
-        for unit, parent, level in (
-            (self.province, None, "province"),
-            (self.district, self.province, "district"),
-            (self.ward, self.district, "ward"),
+        for unit, parent, level, name in (
+            (self.province, None, "province", "Đảng bộ tỉnh Thanh Hóa"),
+            (self.district, self.province, "district", "Đảng bộ thành phố Thanh Hóa"),
+            (self.ward, self.district, self.ward_level, WARD_NAMES[self.ward_level]),
         ):
             await self.send(
                 "RegisterUnit",
-                {"unit_id": unit, "parent_id": parent, "level": level, "name": f"Đơn vị {level}"},
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": name},
             )

@@ -127,8 +127,8 @@ def clock(notify: Stack) -> Iterator[Any]:
 class Org(UnitLadder):
     """Province → district → ward → one cell, with members, officials and contacts."""
 
-    def __init__(self, stack: Stack) -> None:
-        super().__init__(stack)
+    def __init__(self, stack: Stack, ward_level: str = "ward") -> None:
+        super().__init__(stack, ward_level)
         self.cell = f"{self.ward}.to-01"
         self.members = [f"{self.cell}.dv{i}" for i in (1, 2, 3)]
         self.supervisor = f"{self.ward}.uv1"  # the ward committee member in charge
@@ -230,8 +230,8 @@ class Org(UnitLadder):
         return petition
 
 
-async def new_org(stack: Stack) -> Org:
-    org = Org(stack)
+async def new_org(stack: Stack, ward_level: str = "ward") -> Org:
+    org = Org(stack, ward_level)
     await org.register()
     return org
 
@@ -319,7 +319,8 @@ async def test_meeting_notice_reaches_members_and_supervisor_once_by_mail_and_we
 
     start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
     meeting = await org.schedule(start)
-    subject = f"[Chi bộ {org.cell}] Thông báo lịch sinh hoạt thường kỳ ngày {start:%d/%m/%Y}"
+    # The cell and the ward by their registered names, not their ids.
+    subject = f"[Chi bộ tổ dân phố số 1] Thông báo lịch sinh hoạt thường kỳ ngày {start:%d/%m/%Y}"
     for person in (org.members[0], org.members[1], org.supervisor):
         [mail] = await mails(notify, person, "Thông báo lịch")
         assert str(mail["Subject"]) == subject
@@ -327,9 +328,13 @@ async def test_meeting_notice_reaches_members_and_supervisor_once_by_mail_and_we
         assert mail["Message-ID"].startswith("<delivery-")
         text = text_of(mail)
         assert "Kính gửi các đồng chí đảng viên Chi bộ" in text
+        assert "Kính gửi các đồng chí đảng viên Chi bộ tổ dân phố số 1," in text
         assert "vào lúc 19:30" in text and "Kiến nghị của cử tri về đường giao thông" in text
+        assert text.rstrip().endswith("Đảng ủy phường Nam Ngạn") and org.ward not in text
         html = text_of(mail, "html")
         assert "<li>Quán triệt nghị quyết</li>" in html
+        assert "<strong>Chi bộ tổ dân phố số 1</strong>" in html
+        assert "<em>Đảng ủy phường Nam Ngạn</em>" in html and org.ward not in html
 
     async def webhook() -> list[dict[str, Any]] | None:
         got = [r for r in receiver.received if r["json"]["person_id"] == org.members[1]]
@@ -481,6 +486,7 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
     [warning] = await mails(notify, org.members[0], "Sắp hết hạn giải quyết kiến nghị")
     assert kept in str(warning["Subject"])
     assert "còn khoảng 46 giờ" in text_of(warning)
+    assert "Kính gửi các đồng chí cấp ủy Chi bộ tổ dân phố số 1," in text_of(warning)
     # Day 5 at 22:00: the moved meeting B's reminder (19:30 on day 6, 24 h before).
     clock(0.4)
     await mails(notify, org.supervisor, reminder_b)
@@ -492,6 +498,8 @@ async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_can
     [escalated] = await mails(notify, org.ward_official, "được chuyển lên cấp phường, xã")
     text = text_of(escalated)
     assert "Tiếp nhận ở cấp chi bộ" in text and "quá thời hạn giải quyết" in text
+    assert text.startswith("Kính gửi Thường trực Đảng ủy phường Nam Ngạn,")
+    assert f"{kept} của Chi bộ tổ dân phố số 1 được chuyển" in text
     assert all(
         resolved not in str(m["Subject"])
         for m in found_mails(notify, org.members[0], "Sắp hết hạn")
@@ -716,11 +724,12 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     # 10:00 on the check day: only the idle cell is reported to the ward.
     clock((check_at + timedelta(hours=10) - clock.now()).total_seconds() / DAY)
     label = f"{month[5:]}/{month[:4]}"
-    await mails(notify, org.ward_official, f"Chi bộ {idle_cell} chưa sinh hoạt thường kỳ")
+    await mails(notify, org.ward_official, "Chi bộ tổ số 2 chưa sinh hoạt thường kỳ")
     missing = found_mails(notify, org.ward_official, "chưa sinh hoạt thường kỳ")
     assert [str(m["Subject"]) for m in missing] == [
-        f"[Đảng bộ {org.ward}] Chi bộ {idle_cell} chưa sinh hoạt thường kỳ tháng {label}"
+        f"[Đảng bộ phường Nam Ngạn] Chi bộ tổ số 2 chưa sinh hoạt thường kỳ tháng {label}"
     ]
+    assert "Kính gửi Thường trực Đảng ủy phường Nam Ngạn," in text_of(missing[0])
 
     # The ward's report for the month it was registered in is due on the 10th after it.
     due = timers_now[org.ward]["due_at"].astimezone(LOCAL_TZ)
@@ -730,7 +739,8 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     subject = f"Chưa gửi báo cáo tháng {report_month[5:]}/{report_month[:4]}"
     for person in (org.ward_official, org.district_official):  # the ward and the level above
         [late] = await mails(notify, person, subject)
-        assert f"Đảng ủy {org.ward} chưa gửi báo cáo" in text_of(late)
+        assert "Đảng ủy phường Nam Ngạn chưa gửi báo cáo" in text_of(late)
+        assert str(late["Subject"]).startswith("[Đảng bộ phường Nam Ngạn] ")
     next_check = await fetch(
         notify.database_url,
         "select payload->>'month' as month from notifications.timers"
@@ -748,6 +758,58 @@ async def test_attendance_the_missing_meeting_and_the_late_report_reach_the_ward
     for person in (org.ward_official, org.district_official):
         [mail] = await mails(notify, person, ready)
         assert "chậm so với hạn" in text_of(mail)
+
+
+async def test_a_communes_notices_name_the_xa_and_the_cell_as_registered(
+    notify: Stack, clock: Any
+) -> None:
+    """A commune (đảng bộ xã) is no phường: its notices are signed "Đảng ủy xã …", and
+    every notice names the cell and the commune as registered, in subject and body."""
+    org = await new_org(notify, ward_level="commune")
+
+    async def directory() -> list[Any] | None:
+        rows = await fetch(
+            notify.database_url,
+            "select unit_id as id, level, name from notifications.units where unit_id = $1"
+            " union all select cell_id, null, name from notifications.cells where cell_id = $2",
+            org.ward,
+            org.cell,
+        )
+        return rows if len(rows) == 2 else None
+
+    found = await eventually(directory, what="the commune and the cell in the directory")
+    rows = {r["id"]: (r["level"], r["name"]) for r in found}
+    assert rows == {
+        org.ward: ("commune", "Đảng bộ xã Thiệu Vân"),
+        org.cell: (None, "Chi bộ tổ dân phố số 1"),
+    }
+
+    start = (clock.now() + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
+    await org.schedule(start)
+    [mail] = await mails(notify, org.members[0], "Thông báo lịch")
+    assert str(mail["Subject"]) == (
+        f"[Chi bộ tổ dân phố số 1] Thông báo lịch sinh hoạt thường kỳ ngày {start:%d/%m/%Y}"
+    )
+    text, html = text_of(mail), text_of(mail, "html")
+    assert text.startswith("Kính gửi các đồng chí đảng viên Chi bộ tổ dân phố số 1,")
+    assert text.rstrip().endswith("Đảng ủy xã Thiệu Vân")
+    assert "<em>Đảng ủy xã Thiệu Vân</em>" in html
+    for part in (text, html):
+        assert "phường" not in part and org.ward not in part
+
+    # Last month's report (a month that is over), late or not: the commune and the level
+    # above hear it by name.
+    first = clock.now().replace(day=1)
+    month = f"{(first - timedelta(days=1)):%Y-%m}"
+    await org.send(
+        "SubmitWardReport",
+        {"ward_id": org.ward, "month": month, "submitted_by": "Văn phòng Đảng ủy"},
+    )
+    label = f"{month[5:]}/{month[:4]}"
+    for person in (org.ward_official, org.district_official):
+        [report] = await mails(notify, person, f"Báo cáo tháng {label} đã được gửi")
+        assert str(report["Subject"]) == f"[Đảng bộ xã Thiệu Vân] Báo cáo tháng {label} đã được gửi"
+        assert f"Đảng ủy xã Thiệu Vân đã gửi báo cáo tháng {label}" in text_of(report)
 
 
 async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(

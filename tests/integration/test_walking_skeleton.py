@@ -82,7 +82,8 @@ async def test_command_reaches_event_store_report_view_and_mailbox(running_stack
         mails = await eventually(mail_arrived, what="e-mail in the SMTP sink")
         assert len(mails) == 1
         mail = mails[0]
-        assert mail["Subject"].startswith(f"[Chi bộ {body['cell_id']}] Thông báo lịch sinh hoạt")
+        # The cell by its registered name (tests/integration/helpers.py), not its id.
+        assert mail["Subject"].startswith("[Chi bộ Tổ dân phố 1] Thông báo lịch sinh hoạt")
         text = mail.get_body(("plain",)).get_content()
         html = mail.get_body(("html",)).get_content()
         assert "Kính gửi các đồng chí đảng viên" in text

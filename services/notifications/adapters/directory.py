@@ -1,7 +1,8 @@
 """Who receives what: notifications' own projection of the organisation (cells, rolls,
 offices, the unit tree) and of the meetings and petitions its timers watch, kept in the
-``notifications`` schema from events, in the consumer's transaction. Ids only: e-mail
-addresses and phone numbers are looked up at send time (adapters/contacts.py)."""
+``notifications`` schema from events, in the consumer's transaction. Ids, roles and the
+names of cells and units (for the text people read); e-mail addresses and phone numbers
+are looked up at send time (adapters/contacts.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from services.notifications.domain.names import PlaceNames, UnitName
 from shared.contract import DomainEvent
 from shared.contract.events import (
     CellRegistered,
@@ -27,12 +29,14 @@ async def apply_org_event(conn: asyncpg.Connection, event: DomainEvent) -> None:
     """Keep the directory up to date with one organisation event (others are ignored)."""
     if isinstance(event, CellRegistered):
         await conn.execute(
-            "insert into notifications.cells (cell_id, ward_id, meeting_day) values ($1, $2, $3)"
+            "insert into notifications.cells (cell_id, ward_id, meeting_day, name)"
+            " values ($1, $2, $3, $4)"
             " on conflict (cell_id) do update set ward_id = excluded.ward_id,"
-            " meeting_day = excluded.meeting_day",
+            " meeting_day = excluded.meeting_day, name = excluded.name",
             event.cell_id,
             event.ward_id,
             event.meeting_day,
+            event.name,
         )
     elif isinstance(event, MemberAdmitted):
         await conn.execute(
@@ -58,12 +62,14 @@ async def apply_org_event(conn: asyncpg.Connection, event: DomainEvent) -> None:
         )
     elif isinstance(event, UnitRegistered):
         await conn.execute(
-            "insert into notifications.units (unit_id, parent_id, level) values ($1, $2, $3)"
+            "insert into notifications.units (unit_id, parent_id, level, name)"
+            " values ($1, $2, $3, $4)"
             " on conflict (unit_id) do update set parent_id = excluded.parent_id,"
-            " level = excluded.level",
+            " level = excluded.level, name = excluded.name",
             event.unit_id,
             event.parent_id,
             event.level,
+            event.name,
         )
     elif isinstance(event, UnitOfficialAppointed):
         await conn.execute(
@@ -128,6 +134,31 @@ async def cell_ward(conn: asyncpg.Connection, cell_id: str) -> str | None:
         "select ward_id from notifications.cells where cell_id = $1", cell_id
     )
     return ward
+
+
+async def place_names(
+    conn: asyncpg.Connection,
+    cell_ids: tuple[str | None, ...] = (),
+    unit_ids: tuple[str | None, ...] = (),
+) -> PlaceNames:
+    """The registered names of these cells and units (and the units' levels), one query."""
+    cells = [c for c in cell_ids if c]
+    units = [u for u in unit_ids if u]
+    rows = await conn.fetch(
+        "select 'cell' as what, cell_id as id, null as level, name from notifications.cells"
+        " where cell_id = any($1::text[])"
+        " union all"
+        " select 'unit', unit_id, level, name from notifications.units"
+        " where unit_id = any($2::text[])",
+        cells,
+        units,
+    )
+    return PlaceNames(
+        cells={r["id"]: r["name"] for r in rows if r["what"] == "cell"},
+        units={
+            r["id"]: UnitName(r["id"], r["level"], r["name"]) for r in rows if r["what"] == "unit"
+        },
+    )
 
 
 # -- meetings and petitions the timers watch ---------------------------------------------

@@ -8,8 +8,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    pass_context,
+    select_autoescape,
+)
+from jinja2.runtime import Context
 
+from services.notifications.domain.names import NO_NAMES, PlaceNames, duration_vi
 from shared.clock import LOCAL_TZ
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -62,7 +71,41 @@ def _percent(value: float) -> str:
 
 
 def _hours(value: timedelta) -> str:
+    # Kept for deployments' own templates; the built-ins say ``remaining | time_left``.
     return str(max(round(value.total_seconds() / 3600), 0))
+
+
+def _names(context: Context) -> PlaceNames:
+    """The notice's ``names`` (directory.place_names); a context without them (a test, an
+    old caller) falls back to the ids."""
+    names = context.get("names")
+    return names if isinstance(names, PlaceNames) else NO_NAMES
+
+
+@pass_context
+def _cell_name(context: Context, cell_id: str) -> str:
+    return _names(context).cell(str(cell_id))
+
+
+@pass_context
+def _unit_name(context: Context, unit_id: str, level: str | None = None) -> str:
+    return _names(context).unit(str(unit_id), level).organisation
+
+
+@pass_context
+def _committee(context: Context, unit_id: str, level: str | None = None) -> str:
+    return _names(context).unit(str(unit_id), level).committee
+
+
+@pass_context
+def _holder_name(context: Context, holder_id: str | None, level: str) -> str:
+    """Who holds a petition: the cell ("Chi bộ …") at level "cell", else the unit's
+    committee ("Đảng ủy xã …")."""
+    if holder_id is None:
+        return LEVELS_VI.get(str(level), str(level))
+    if level == "cell":
+        return _names(context).cell(str(holder_id))
+    return _names(context).unit(str(holder_id), level).committee
 
 
 @dataclass(frozen=True)
@@ -91,6 +134,11 @@ class TemplateRenderer:
         self._env.filters["history_step"] = _history_step
         self._env.filters["percent"] = _percent
         self._env.filters["hours"] = _hours
+        self._env.filters["time_left"] = lambda d: duration_vi(d.total_seconds())
+        self._env.filters["cell_name"] = _cell_name
+        self._env.filters["unit_name"] = _unit_name
+        self._env.filters["committee"] = _committee
+        self._env.filters["holder_name"] = _holder_name
         self._env.filters["month_vi"] = lambda m: f"{str(m)[5:7]}/{str(m)[:4]}"
 
     def render(self, template: str, context: dict[str, object]) -> RenderedMessage:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.notifications.adapters import directory, timers
+from services.notifications.domain.names import PlaceNames
 from services.notifications.domain.notices import (
     Notice,
     Trigger,
@@ -184,7 +185,7 @@ class Notifier:
             eid,
             Trigger.MEETING_SCHEDULED,
             tuple(await meeting_audience(conn, event.cell_id, mailbox)),
-            {"meeting": event},
+            {"meeting": event, "names": await _meeting_names(conn, event)},
             event.meeting_id,
             about_start=event.scheduled_start,
         )
@@ -205,7 +206,12 @@ class Notifier:
             eid,
             Trigger.MEETING_RESCHEDULED,
             tuple(await meeting_audience(conn, event.cell_id, mailbox)),
-            {"meeting": event, "previous_start": previous, "kind": _kind(before)},
+            {
+                "meeting": event,
+                "previous_start": previous,
+                "kind": _kind(before),
+                "names": await _meeting_names(conn, event),
+            },
             event.meeting_id,
             about_start=event.scheduled_start,
         )
@@ -225,7 +231,12 @@ class Notifier:
             eid,
             Trigger.MEETING_CANCELLED,
             tuple(await meeting_audience(conn, event.cell_id, mailbox)),
-            {"meeting": event, "scheduled_start": start, "kind": _kind(before)},
+            {
+                "meeting": event,
+                "scheduled_start": start,
+                "kind": _kind(before),
+                "names": await _meeting_names(conn, event),
+            },
             event.meeting_id,
             about_start=start,
         )
@@ -255,6 +266,7 @@ class Notifier:
                 "present": present,
                 "counted": counted,
                 "threshold": self.config.attendance_threshold,
+                "names": await _meeting_names(conn, event),
             },
             event.meeting_id,
         )
@@ -306,8 +318,15 @@ class Notifier:
             entry,
         )
         recipients = await directory.holder_officials(conn, event.level, event.holder_id)
+        names = await directory.place_names(
+            conn, (event.cell_id, _cell_holder(event.level, event.holder_id)), (event.holder_id,)
+        )
         notice = Notice(
-            eid, Trigger.PETITION_RAISED, tuple(recipients), {"petition": event}, event.petition_id
+            eid,
+            Trigger.PETITION_RAISED,
+            tuple(recipients),
+            {"petition": event, "names": names},
+            event.petition_id,
         )
         await self._outbox.record(conn, notice, now)
         await self._set_deadline_warnings(conn, event.petition_id, event.deadline_at, now)
@@ -338,7 +357,14 @@ class Notifier:
             eid,
             Trigger.PETITION_ESCALATED,
             tuple(await directory.unit_officials(conn, event.to_holder_id)),
-            {"escalation": event, "history": history, "petition": _petition_facts(row)},
+            {
+                "escalation": event,
+                "history": history,
+                "petition": _petition_facts(row),
+                "names": await directory.place_names(
+                    conn, (row["cell_id"] if row else None,), (event.to_holder_id,)
+                ),
+            },
             event.petition_id,
         )
         await self._outbox.record(conn, notice, now)
@@ -375,7 +401,11 @@ class Notifier:
             eid,
             trigger,
             tuple(await directory.cell_officials(conn, row["cell_id"])),
-            {"event": event, "petition": _petition_facts(row)},
+            {
+                "event": event,
+                "petition": _petition_facts(row),
+                "names": await directory.place_names(conn, (row["cell_id"],)),
+            },
             event.petition_id,
         )
         await self._outbox.record(conn, notice, now)
@@ -390,10 +420,22 @@ class Notifier:
             eid,
             Trigger.REPORT_SUBMITTED,
             tuple(await ward_and_above(conn, event.ward_id)),
-            {"report": event},
+            {"report": event, "names": await directory.place_names(conn, (), (event.ward_id,))},
             event.ward_id,
         )
         await self._outbox.record(conn, notice, now)
+
+
+async def _meeting_names(
+    conn: asyncpg.Connection,
+    event: MeetingScheduled | MeetingRescheduled | MeetingCancelled | MeetingOpened,
+) -> PlaceNames:
+    return await directory.place_names(conn, (event.cell_id,), (event.ward_id,))
+
+
+def _cell_holder(level: str, holder_id: str | None) -> str | None:
+    """The holder's id when it is a cell (level "cell"), else None."""
+    return holder_id if level == "cell" else None
 
 
 def _kind(row: Any) -> str:

@@ -37,6 +37,7 @@ from services.notifications.service_layer.notifier import (
     MEETING_MISSING,
     REMINDER,
     REPORT_LATE,
+    _cell_holder,
     _petition_facts,
     meeting_audience,
     ward_and_above,
@@ -237,7 +238,13 @@ class TimerScheduler:
                 trigger_id,
                 Trigger.MEETING_REMINDER,
                 tuple(await meeting_audience(conn, row["cell_id"], mailbox)),
-                {"meeting": meeting, "lead_hours": t.payload["lead_s"] / 3600},
+                {
+                    "meeting": meeting,
+                    "lead_hours": t.payload["lead_s"] / 3600,
+                    "names": await directory.place_names(
+                        conn, (row["cell_id"],), (row["ward_id"],)
+                    ),
+                },
                 t.ref_id,
                 about_start=row["scheduled_start"],
             )
@@ -258,7 +265,15 @@ class TimerScheduler:
                 trigger_id,
                 Trigger.PETITION_DEADLINE,
                 tuple(recipients),
-                {"petition": _petition_facts(row), "remaining": row["deadline_at"] - now},
+                {
+                    "petition": _petition_facts(row),
+                    "remaining": row["deadline_at"] - now,
+                    "names": await directory.place_names(
+                        conn,
+                        (row["cell_id"], _cell_holder(row["level"], row["holder_id"])),
+                        (row["holder_id"],),
+                    ),
+                },
                 t.ref_id,
             )
             await self._outbox.record(conn, notice, now)
@@ -269,7 +284,13 @@ class TimerScheduler:
                     trigger_id,
                     Trigger.MEETING_MISSING,
                     tuple(await directory.unit_officials(conn, ward_id)),
-                    {"cell_id": cell_id, "ward_id": ward_id, "month": month, "checked_at": now},
+                    {
+                        "cell_id": cell_id,
+                        "ward_id": ward_id,
+                        "month": month,
+                        "checked_at": now,
+                        "names": await directory.place_names(conn, (cell_id,), (ward_id,)),
+                    },
                     cell_id,
                 )
                 await self._outbox.record(conn, notice, now)
@@ -288,7 +309,12 @@ class TimerScheduler:
                     trigger_id,
                     Trigger.REPORT_LATE,
                     tuple(await ward_and_above(conn, ward_id)),
-                    {"ward_id": ward_id, "month": month, "due_at": t.due_at},
+                    {
+                        "ward_id": ward_id,
+                        "month": month,
+                        "due_at": t.due_at,
+                        "names": await directory.place_names(conn, (), (ward_id,)),
+                    },
                     ward_id,
                 )
                 await self._outbox.record(conn, notice, now)
