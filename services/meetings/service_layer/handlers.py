@@ -277,7 +277,12 @@ ROUTES: dict[type[Command], Route] = {
     OpenMeeting: Route(
         _meeting, lambda c, h, i: _m(c, h).open(c, i.cell(c.cell_id), i.now), _reads_cell
     ),
-    AdoptResolution: Route(_meeting, lambda c, h, i: _m(c, h).adopt_resolution(c)),
+    AdoptResolution: Route(
+        # The cell's roll: only its full members vote.
+        _meeting,
+        lambda c, h, i: _m(c, h).adopt_resolution(c, i.cell(c.cell_id)),
+        _reads_cell,
+    ),
     CompleteTask: Route(_meeting, lambda c, h, i: _m(c, h).complete_task(c, i.now)),
     CloseMeeting: Route(
         _meeting, lambda c, h, i: _m(c, h).close(c, i.cell(c.cell_id), i.now), _reads_cell
