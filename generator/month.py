@@ -431,7 +431,9 @@ def _hold(
     meeting.minutes_recorded = rng.random() < 0.96
     meeting.previous_resolution_carried_out = rng.choices([True, False, None], [85, 10, 5])[0]
     if rng.random() < (0.9 if meeting.kind == "regular" else 0.5):
-        meeting.resolutions.append(_resolution(rng, ward, cell, meeting, present, day))
+        resolution = _resolution(rng, ward, cell, meeting, present, day)
+        if resolution is not None:
+            meeting.resolutions.append(resolution)
 
 
 def _second_roll_call(
@@ -460,13 +462,29 @@ def _resolution(
     meeting: Meeting,
     present: list[Member],
     day: date,
-) -> Resolution:
+) -> Resolution | None:
+    """The resolution the meeting adopts, or None if too few full members are there to
+    adopt one. Only full members vote, and more than half of the full members called in
+    (present, or absent without a reason) must vote for it (meetings' domain/meeting.py)."""
     assert meeting.opened_at is not None and meeting.closed_at is not None
     p = len(present)
+    # Drawn on everyone present, as before the rule counted only full members: the rest
+    # of the month is then drawn as it was.
     against = rng.choices([0, 1, 2], [80, 15, 5])[0] if p >= 8 else 0
     abstain = rng.choices([0, 1], [85, 15])[0] if p >= 8 else 0
     not_voting = rng.choices([0, 1], [90, 10])[0] if p >= 6 else 0
-    votes_for = p - against - abstain - not_voting
+    full = {m.member_id for m in cell.members if not m.probationary}
+    voters = sum(1 for m in present if m.member_id in full)
+    counted = voters + sum(
+        1 for e in meeting.roll_call if e.status == UNEXCUSED and e.member_id in full
+    )
+    needed = counted // 2 + 1
+    against = min(against, max(0, voters - needed))
+    abstain = min(abstain, max(0, voters - needed - against))
+    not_voting = min(not_voting, max(0, voters - needed - against - abstain))
+    votes_for = voters - against - abstain - not_voting
+    if votes_for < needed:
+        return None
     tasks = []
     month_end = date(day.year, day.month, calendar.monthrange(day.year, day.month)[1])
     for t, description in enumerate(rng.sample(_TASKS, rng.randint(1, 3)), start=1):

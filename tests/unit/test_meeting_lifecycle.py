@@ -270,29 +270,127 @@ def resolution(**overrides: object) -> AdoptResolution:
 
 def test_a_resolution_is_adopted_at_an_opened_meeting_by_a_majority_of_those_present() -> None:
     assert isinstance(
-        Meeting.replay(MEETING, opened()).adopt_resolution(resolution())[0], ResolutionAdopted
+        Meeting.replay(MEETING, opened()).adopt_resolution(resolution(), a_cell())[0],
+        ResolutionAdopted,
     )
     rejected(
-        "not_opened", lambda: Meeting.replay(MEETING, scheduled()).adopt_resolution(resolution())
+        "not_opened",
+        lambda: Meeting.replay(MEETING, scheduled()).adopt_resolution(resolution(), a_cell()),
     )
     rejected(
         "votes_exceed_present",
-        lambda: Meeting.replay(MEETING, opened()).adopt_resolution(resolution(votes_for=4)),
+        lambda: Meeting.replay(MEETING, opened()).adopt_resolution(
+            resolution(votes_for=4), a_cell()
+        ),
     )
     rejected(
         "not_adopted",
         lambda: Meeting.replay(MEETING, opened()).adopt_resolution(
-            resolution(votes_for=1, votes_against=2)
+            resolution(votes_for=1, votes_against=2), a_cell()
         ),
     )
-    twice = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution())
+    twice = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution(), a_cell())
     rejected(
-        "already_exists", lambda: Meeting.replay(MEETING, twice).adopt_resolution(resolution())
+        "already_exists",
+        lambda: Meeting.replay(MEETING, twice).adopt_resolution(resolution(), a_cell()),
+    )
+
+
+def mixed_cell() -> Cell:
+    """Five full members (m1-m5) and two probationary (p1, p2)."""
+    history = cell_history(members=5)
+    for member_id in ("p1", "p2"):
+        history.append(
+            MemberAdmitted(
+                member_id=member_id,
+                full_name=f"Lê Thị {member_id}",
+                status=MemberStatus.PROBATIONARY,
+                **IDS,
+            )
+        )
+    return Cell.replay(CELL, history)
+
+
+def opened_with(roll_call: list[AttendanceEntry], cell: Cell) -> list[DomainEvent]:
+    cmd = OpenMeeting(opened_at=START, roll_call=roll_call, **MIDS)
+    return scheduled() + Meeting.replay(MEETING, scheduled()).open(cmd, cell, NOW)
+
+
+def absent(member_id: str, excused: bool) -> AttendanceEntry:
+    if excused:
+        return AttendanceEntry(member_id=member_id, status=Attendance.ABSENT_EXCUSED, reason="Ốm")
+    return AttendanceEntry(member_id=member_id, status=Attendance.ABSENT_UNEXCUSED)
+
+
+def test_probationary_members_do_not_vote() -> None:
+    """Điều lệ Đảng, Điều 5: a probationary member has no vote."""
+    cell = mixed_cell()
+    history = opened_with(present("m1", "m2", "m3", "m4", "m5", "p1", "p2"), cell)
+    refusal = rejected(
+        "votes_exceed_present",
+        lambda: Meeting.replay(MEETING, history).adopt_resolution(resolution(votes_for=6), cell),
+    )
+    assert refusal.details == {"votes": 6, "voters": 5}
+    assert "dự bị" in refusal.message_vi and "probationary" in refusal.message_en
+    assert Meeting.replay(MEETING, history).adopt_resolution(resolution(votes_for=5), cell)
+    # The reviewer's case: one full and one probationary member present, two votes for.
+    small = Cell.replay(
+        CELL,
+        [
+            *cell_history(members=1),
+            MemberAdmitted(
+                member_id="p1", full_name="Lê Thị B", status=MemberStatus.PROBATIONARY, **IDS
+            ),
+        ],
+    )
+    two = opened_with(present("m1", "p1"), small)
+    rejected(
+        "votes_exceed_present",
+        lambda: Meeting.replay(MEETING, two).adopt_resolution(resolution(votes_for=2), small),
+    )
+    assert Meeting.replay(MEETING, two).adopt_resolution(resolution(votes_for=1), small)
+
+
+def test_a_resolution_needs_more_than_half_of_the_full_members_called_in() -> None:
+    """Quy định 24-QĐ/TW 9.3.2: of the full members called in, not counting the exempt and
+    those absent with a reason; not of the votes cast, nor of those present."""
+    cell = mixed_cell()
+    # 3 full present, 2 full absent without a reason: 5 counted, 3 needed.
+    history = opened_with(
+        [*present("m1", "m2", "m3", "p1", "p2"), absent("m4", False), absent("m5", False)], cell
+    )
+    refusal = rejected(
+        "not_adopted",
+        # 2 of 3 votes cast, and 2 of the 3 full members present: still not 3 of 5.
+        lambda: Meeting.replay(MEETING, history).adopt_resolution(
+            resolution(votes_for=2, votes_against=1), cell
+        ),
+    )
+    assert refusal.details == {"votes_for": 2, "needed": 3, "full_members": 5}
+    assert "quá nửa số đảng viên chính thức" in refusal.message_vi
+    assert "more than half of the cell's full members" in refusal.message_en
+    assert Meeting.replay(MEETING, history).adopt_resolution(resolution(votes_for=3), cell)
+    # Absent with a reason: not counted, so 2 of the 3 counted suffice.
+    excused = opened_with(
+        [*present("m1", "m2", "m3", "p1", "p2"), absent("m4", True), absent("m5", True)], cell
+    )
+    assert Meeting.replay(MEETING, excused).adopt_resolution(
+        resolution(votes_for=2, votes_against=1), cell
+    )
+    # Exempt members are not counted either.
+    exempt = Cell.replay(CELL, [*cell_history(members=4, exempt=("m3", "m4"))])
+    with_exempt = opened_with(present("m1", "m2"), exempt)
+    assert Meeting.replay(MEETING, with_exempt).adopt_resolution(resolution(votes_for=2), exempt)
+    rejected(
+        "not_adopted",
+        lambda: Meeting.replay(MEETING, with_exempt).adopt_resolution(
+            resolution(votes_for=1, votes_abstain=1), exempt
+        ),
     )
 
 
 def test_a_task_is_completed_once_on_a_plausible_day() -> None:
-    history = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution())
+    history = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution(), a_cell())
     done = CompleteTask(resolution_id="nq-12", task_id="t1", completed_on=date(2026, 12, 3), **MIDS)
     later = NOW + timedelta(days=2)
     completed = history + Meeting.replay(MEETING, history).complete_task(done, later)
@@ -383,11 +481,12 @@ def closed() -> list[DomainEvent]:
 def test_no_resolution_is_adopted_after_the_meeting_closed_but_its_tasks_are_completed() -> None:
     after = closed()
     refusal = rejected(
-        "meeting_closed", lambda: Meeting.replay(MEETING, after).adopt_resolution(resolution())
+        "meeting_closed",
+        lambda: Meeting.replay(MEETING, after).adopt_resolution(resolution(), a_cell()),
     )
     assert "bế mạc" in refusal.message_vi
     # Adopted at the meeting, its tasks are carried out over the month, after the close.
-    adopted = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution())
+    adopted = opened() + Meeting.replay(MEETING, opened()).adopt_resolution(resolution(), a_cell())
     close = CloseMeeting(
         closed_at=START + timedelta(hours=2), second_roll_call=present("m1", "m2", "m3"), **MIDS
     )

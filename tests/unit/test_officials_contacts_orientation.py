@@ -60,16 +60,35 @@ def test_contact_details_never_enter_the_log() -> None:
     cmd = SetContactDetails(
         person_id="p1", ward_id=WARD, phone="+84 912 345 678", email="lan@example.vn"
     )
-    event = contact.change(cmd, [])[0]
+    event = contact.change(cmd, [], None)[0]
     assert isinstance(event, ContactDetailsChanged) and event.changed == ["phone", "email"]
     dumped = event.model_dump_json()
     assert "912" not in dumped and "lan@" not in dumped
     erase = EraseContactDetails(person_id="p1", ward_id=WARD)
-    assert code_of(lambda: contact.erase(erase, [])) == "no_contact_details"
-    erased = contact.erase(erase, [event])
-    assert code_of(lambda: contact.erase(erase, [event, *erased])) == "no_contact_details"
+    assert code_of(lambda: contact.erase(erase, [], WARD)) == "no_contact_details"
+    erased = contact.erase(erase, [event], WARD)
+    assert code_of(lambda: contact.erase(erase, [event, *erased], WARD)) == "no_contact_details"
     nothing = SetContactDetails(person_id="p1", ward_id=WARD)
-    assert code_of(lambda: contact.change(nothing, [])) == "nothing_to_change"
+    assert code_of(lambda: contact.change(nothing, [], WARD)) == "nothing_to_change"
+
+
+def test_only_the_ward_a_person_belongs_to_now_changes_or_erases_their_details() -> None:
+    """A member who moved ward: the new ward corrects and erases, the old one is refused
+    with its own code (not a concurrency conflict); the stream keeps its first ward."""
+    first = contact.change(
+        SetContactDetails(person_id="p1", ward_id="a", phone="0912345678"), [], None
+    )
+    moved = SetContactDetails(person_id="p1", ward_id="b", email="lan@example.vn")
+    event = contact.change(moved, first, "b")[0]
+    assert isinstance(event, ContactDetailsChanged) and event.ward_id == "b"
+    assert contact.stream_ward(first, "b") == "a"  # one key for the stream, in order
+    assert contact.stream_ward([], "b") == "b"
+    assert code_of(lambda: contact.change(moved, first, "a")) == "wrong_ward"
+    erase = EraseContactDetails(person_id="p1", ward_id="b")
+    assert contact.erase(erase, first, "b")
+    with pytest.raises(DomainRejection) as caught:
+        contact.erase(EraseContactDetails(person_id="p1", ward_id="a"), first, "b")
+    assert caught.value.code == "wrong_ward" and "không thuộc đảng bộ a" in caught.value.message_vi
 
 
 def test_an_orientation_is_issued_once_and_marked_on_time_before_the_first() -> None:

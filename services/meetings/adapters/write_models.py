@@ -1,6 +1,7 @@
 """Read models of the write side, updated in the transaction that appends the events,
 so that a decision and the lookups it relies on never disagree: the organisation tree,
-open petitions' deadlines, and the petition index for recurrence."""
+open petitions' deadlines, the petition index for recurrence, and each member's cell and
+ward (whose contact details a ward may change)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from services.meetings.domain.petition import place_key
 from shared.contract import DomainEvent
 from shared.contract.commands import EraseContactDetails, SetContactDetails
 from shared.contract.events import (
+    MemberAdmitted,
+    MemberTransferredOut,
     PetitionEscalated,
     PetitionMarkedOverdue,
     PetitionRaised,
@@ -23,6 +26,8 @@ from shared.contract.events import (
 _MODELLED = frozenset(
     {
         UnitRegistered,
+        MemberAdmitted,
+        MemberTransferredOut,
         PetitionRaised,
         PetitionEscalated,
         PetitionReopened,
@@ -36,6 +41,9 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
     # The last word per petition wins: (ward, level, deadline) while open, None once closed.
     open_petitions: dict[str, tuple[str, str, datetime | None] | None] = {}
     raised: list[PetitionRaised] = []
+    # The last word per member: (cell, ward) once admitted, (cell, None) once transferred
+    # out of that cell.
+    members: dict[str, tuple[str, str | None]] = {}
     # Most events touch no lookup: skip them before the class patterns (ABCMeta checks).
     for event in [e for e in events if type(e) in _MODELLED]:
         match event:
@@ -50,6 +58,12 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
                     event.level,
                     event.name,
                 )
+            case MemberAdmitted():
+                members[event.member_id] = (event.cell_id, event.ward_id)
+            case MemberTransferredOut():
+                # Out of the cell the member is in; admitted elsewhere first, they stay there.
+                if members.get(event.member_id, (event.cell_id, None))[0] == event.cell_id:
+                    members[event.member_id] = (event.cell_id, None)
             case PetitionRaised():
                 raised.append(event)
                 open_petitions[event.petition_id] = (event.ward_id, event.level, event.deadline_at)
@@ -75,6 +89,8 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
             [place_key(e.place) for e in raised],
             [e.raised_at for e in raised],
         )
+    if members:
+        await _apply_members(conn, members)
     still_open = [(p, *state) for p, state in open_petitions.items() if state is not None]
     closed = [p for p, state in open_petitions.items() if state is None]
     if still_open:
@@ -92,6 +108,57 @@ async def apply(conn: asyncpg.Connection, events: list[DomainEvent]) -> None:
         await conn.execute(
             "delete from meetings.petition_deadlines where petition_id = any($1::text[])", closed
         )
+
+
+async def _apply_members(
+    conn: asyncpg.Connection, members: dict[str, tuple[str, str | None]]
+) -> None:
+    joined = [(m, cell, ward) for m, (cell, ward) in members.items() if ward is not None]
+    left = [(m, cell) for m, (cell, ward) in members.items() if ward is None]
+    if joined:
+        await conn.execute(
+            "insert into meetings.members (member_id, cell_id, ward_id)"
+            " select * from unnest($1::text[], $2::text[], $3::text[])"
+            " on conflict (member_id) do update set cell_id = excluded.cell_id,"
+            " ward_id = excluded.ward_id",
+            [j[0] for j in joined],
+            [j[1] for j in joined],
+            [j[2] for j in joined],
+        )
+        # A member who moved takes their contact details to the new ward, which may then
+        # correct or erase them (and the old ward no longer may).
+        await conn.execute(
+            "update meetings.contacts c set ward_id = j.ward_id, updated_at = now()"
+            " from unnest($1::text[], $2::text[]) as j(person_id, ward_id)"
+            " where c.person_id = j.person_id and c.ward_id <> j.ward_id",
+            [j[0] for j in joined],
+            [j[2] for j in joined],
+        )
+    if left:
+        await conn.execute(
+            "delete from meetings.members m"
+            " using unnest($1::text[], $2::text[]) as l(member_id, cell_id)"
+            " where m.member_id = l.member_id and m.cell_id = l.cell_id",
+            [x[0] for x in left],
+            [x[1] for x in left],
+        )
+
+
+async def person_wards(conn: asyncpg.Connection, person_ids: list[str]) -> dict[str, str]:
+    """The ward each person belongs to now, for those the write side knows: a member's
+    current cell's ward, else the ward of their contact details. Left out: people
+    with neither (any ward in the caller's scope may record their first details)."""
+    if not person_ids:
+        return {}
+    rows = await conn.fetch(
+        "select p.person_id, coalesce(m.ward_id, c.ward_id) as ward_id"
+        " from unnest($1::text[]) as p(person_id)"
+        " left join meetings.members m on m.member_id = p.person_id"
+        " left join meetings.contacts c on c.person_id = p.person_id"
+        " where m.ward_id is not null or c.ward_id is not null",
+        person_ids,
+    )
+    return {r["person_id"]: r["ward_id"] for r in rows}
 
 
 async def similar_petitions(
@@ -119,9 +186,13 @@ async def similar_petitions(
 
 
 async def store_contact(conn: asyncpg.Connection, cmd: SetContactDetails) -> None:
-    """Only the fields given change; the others keep their value."""
+    """Only the fields given change; the others keep their value. The row's ward is the
+    person's: a member's current ward (the command's, which the decision checked, unless
+    a transfer committed since), else the command's."""
     await conn.execute(
-        "insert into meetings.contacts (person_id, ward_id, phone, email) values ($1, $2, $3, $4)"
+        "insert into meetings.contacts (person_id, ward_id, phone, email)"
+        " values ($1, coalesce((select ward_id from meetings.members where member_id = $1),"
+        " $2), $3, $4)"
         " on conflict (person_id) do update set ward_id = excluded.ward_id,"
         " phone = coalesce(excluded.phone, meetings.contacts.phone),"
         " email = coalesce(excluded.email, meetings.contacts.email), updated_at = now()",

@@ -29,6 +29,7 @@ from shared.contract.events import (
     MeetingClosed,
     MeetingOpened,
     MeetingRescheduled,
+    MemberStatus,
     OrientationIssued,
     ResolutionAdopted,
     TaskCompleted,
@@ -135,7 +136,7 @@ class Meeting:
             )
         ]
 
-    def adopt_resolution(self, cmd: AdoptResolution) -> list[DomainEvent]:
+    def adopt_resolution(self, cmd: AdoptResolution, cell: Cell) -> list[DomainEvent]:
         self._require_scheduled(cmd.ward_id, cmd.cell_id)
         self._require_not_cancelled()
         opened = self._require_opened()
@@ -153,19 +154,31 @@ class Meeting:
                 f"Nghị quyết {cmd.resolution_id} đã được thông qua.",
                 f"Resolution {cmd.resolution_id} is already adopted.",
             )
-        present = sum(1 for e in opened.roll_call if e.status == Attendance.PRESENT)
+        voters, counted = vote_count(opened.roll_call, cell)
         votes = cmd.votes_for + cmd.votes_against + cmd.votes_abstain
-        if votes > present:
+        if votes > voters:
             raise reject(
                 "votes_exceed_present",
-                f"Tổng số phiếu ({votes}) vượt quá số đảng viên có mặt ({present}).",
-                f"{votes} votes but only {present} members present.",
+                f"Tổng số phiếu ({votes}) vượt quá số đảng viên chính thức có mặt ({voters});"
+                " đảng viên dự bị không biểu quyết.",
+                f"{votes} votes but only {voters} full members present; probationary members"
+                " do not vote.",
+                votes=votes,
+                voters=voters,
             )
-        if cmd.votes_for * 2 <= votes:
+        needed = counted // 2 + 1
+        if cmd.votes_for < needed:
             raise reject(
                 "not_adopted",
-                "Nghị quyết chưa được quá nửa số đảng viên biểu quyết tán thành.",
-                "A resolution needs more than half of the votes cast in favour.",
+                f"Nghị quyết chưa được quá nửa số đảng viên chính thức của chi bộ ({counted},"
+                " không tính người miễn sinh hoạt và người vắng có lý do) tán thành: cần ít"
+                f" nhất {needed} phiếu tán thành.",
+                f"A resolution needs more than half of the cell's full members ({counted}, not"
+                f" counting exempt members and excused absences) in favour: at least {needed}"
+                " votes for.",
+                votes_for=cmd.votes_for,
+                needed=needed,
+                full_members=counted,
             )
         task_ids = [t.task_id for t in cmd.tasks]
         if len(set(task_ids)) != len(task_ids):
@@ -284,6 +297,29 @@ class Meeting:
                 "The meeting has not been opened.",
             )
         return self.opened
+
+
+def vote_count(roll_call: list[AttendanceEntry], cell: Cell) -> tuple[int, int]:
+    """Who may vote on a resolution, and of how many its majority is taken.
+
+    Only full members vote: probationary members have every right of a full member except
+    to vote, stand and elect (Điều lệ Đảng, Điều 5). A resolution stands when more than
+    half of the members called in (số đảng viên chính thức được triệu tập) vote for it,
+    not counting those exempt from meetings nor those absent with a reason (Điều lệ Đảng,
+    Điều 9; Quy định 24-QĐ/TW, 2021, 9.3.2). Returns (full members present, full members
+    counted): those present plus those absent without a reason. A member no longer on the
+    cell's roll (transferred out since the opening) is counted as neither."""
+    voters = counted = 0
+    for entry in roll_call:
+        member = cell.members.get(entry.member_id)
+        if member is None or member.status != MemberStatus.FULL:
+            continue
+        if entry.status == Attendance.PRESENT:
+            voters += 1
+            counted += 1
+        elif entry.status == Attendance.ABSENT_UNEXCUSED:
+            counted += 1
+    return voters, counted
 
 
 def _roll_call(

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -135,6 +135,8 @@ class Rejection:
 Outcome = AppendResult | Rejection
 log = get_logger(__name__)
 _COUNTED_EVENTS = frozenset({PetitionEscalated, PetitionMarkedOverdue, MeetingOpened})
+_ContactCommand = SetContactDetails | EraseContactDetails
+_CONTACT = (SetContactDetails, EraseContactDetails)
 
 
 @dataclass
@@ -153,14 +155,16 @@ class Written:
 @dataclass(frozen=True)
 class Inputs:
     """What a decision may know besides its own stream: other streams it reads (the cell's
-    roll), the time now, the petition ladder, the units above each ward, and earlier
-    petitions about the same place."""
+    roll), the time now, the petition ladder, the units above each ward, earlier
+    petitions about the same place, and the ward each person belongs to now."""
 
     now: datetime
     streams: dict[str, list[DomainEvent]]
     policy: PetitionPolicy
     chains: dict[str, list[str]] = field(default_factory=dict)
     similar: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    # The ward each person named by a contact command belongs to now, where known.
+    person_wards: dict[str, str] = field(default_factory=dict)
 
     def orientation(self, orientation_id: str | None) -> OrientationIssued | None:
         if orientation_id is None:
@@ -188,6 +192,9 @@ class Route:
     reads: Callable[[Any], list[str]] = lambda _: []
     # Data that must not enter the log (personal data), written in the same transaction.
     store: Callable[[asyncpg.Connection, Any], Awaitable[None]] | None = None
+    # The ward of a stream that outlives the command's ward (a person's: people move), from
+    # its history; it keys the stream's events. Else the target's ward.
+    stream_ward: Callable[[Any, list[DomainEvent]], str] | None = None
 
 
 def _meeting(c: Any) -> tuple[str, str]:
@@ -256,13 +263,15 @@ ROUTES: dict[type[Command], Route] = {
     ),
     SetContactDetails: Route(
         lambda c: (contact.stream_id(c.person_id), c.ward_id),
-        lambda c, h, i: contact.change(c, h),
+        lambda c, h, i: contact.change(c, h, i.person_wards.get(c.person_id)),
         store=write_models.store_contact,
+        stream_ward=lambda c, h: contact.stream_ward(h, c.ward_id),
     ),
     EraseContactDetails: Route(
         lambda c: (contact.stream_id(c.person_id), c.ward_id),
-        lambda c, h, i: contact.erase(c, h),
+        lambda c, h, i: contact.erase(c, h, i.person_wards.get(c.person_id)),
         store=write_models.erase_contact,
+        stream_ward=lambda c, h: contact.stream_ward(h, c.ward_id),
     ),
     IssueOrientation: Route(
         lambda c: (orientation.stream_id(c.orientation_id), c.ward_id),
@@ -277,7 +286,12 @@ ROUTES: dict[type[Command], Route] = {
     OpenMeeting: Route(
         _meeting, lambda c, h, i: _m(c, h).open(c, i.cell(c.cell_id), i.now), _reads_cell
     ),
-    AdoptResolution: Route(_meeting, lambda c, h, i: _m(c, h).adopt_resolution(c)),
+    AdoptResolution: Route(
+        # The cell's roll: only its full members vote.
+        _meeting,
+        lambda c, h, i: _m(c, h).adopt_resolution(c, i.cell(c.cell_id)),
+        _reads_cell,
+    ),
     CompleteTask: Route(_meeting, lambda c, h, i: _m(c, h).complete_task(c, i.now)),
     CloseMeeting: Route(
         _meeting, lambda c, h, i: _m(c, h).close(c, i.cell(c.cell_id), i.now), _reads_cell
@@ -465,6 +479,7 @@ class CommandBus:
         now = self._clock.now()
         commands = [items[i][0] for i in indices]
         raising = [c for c in commands if type(c) is RaisePetition]
+        people = [cast(_ContactCommand, c).person_id for c in commands if type(c) in _CONTACT]
         climbing = {
             c.scope()[0] for c in commands if type(c) in (EscalatePetition, EscalateOverduePetition)
         }
@@ -478,10 +493,12 @@ class CommandBus:
                 list({_similarity_key(c) for c in raising}),
                 now - self._policy.recurring_window,
             ),
+            person_wards=await write_models.person_wards(conn, list(dict.fromkeys(people))),
         )
         loaded_versions = {sid: len(events) for sid, events in histories.items()}
         new_events: list[NewEvent] = []
         planned: list[tuple[int, str, int, int]] = []  # (index, stream, first version, count)
+        stream_wards: dict[int, str] = {}  # the ward of each planned command's stream
         first_with_key: dict[str, int] = {}
         for i in indices:
             command, ctx = items[i]
@@ -490,8 +507,11 @@ class CommandBus:
                 continue  # answered below, from the earlier result
             stream_id, ward_id = targets[i]
             history = histories[stream_id]
+            route = ROUTES[type(command)]
+            if route.stream_ward is not None:
+                ward_id = route.stream_ward(command, history)
             try:
-                decided = ROUTES[type(command)].decide(command, history, inputs)
+                decided = route.decide(command, history, inputs)
             except DomainRejection as exc:
                 outcomes[i] = Rejection.of(exc)
                 continue
@@ -516,14 +536,19 @@ class CommandBus:
             ]
             history.extend(decided)
             planned.append((i, stream_id, first, len(decided)))
+            stream_wards[i] = ward_id
+            if decided and type(command) is AdmitMember:
+                # A later contact command in this batch sees the member in the new ward.
+                inputs.person_wards[command.member_id] = command.ward_id
             if decided and type(command) is RaisePetition:
                 # A later petition in this batch about the same place sees this one.
                 inputs.similar.setdefault(_similarity_key(command), []).append(command.petition_id)
             if key is not None:
                 first_with_key[key] = i
-        # Each moved stream with the ward of a command that moved it: a refused command
-        # may name another ward for the same stream, and the version check compares wards.
-        wards = {targets[i][0]: targets[i][1] for i, _, _, count in planned if count}
+        # Each moved stream with its ward (a command that moved it names it, or the stream's
+        # history does): a refused command may name another ward for the same stream, and
+        # the version check compares wards.
+        wards = {targets[i][0]: stream_wards[i] for i, _, _, count in planned if count}
         advances = [
             StreamAdvance(sid, ward, loaded_versions[sid], len(histories[sid]))
             for sid, ward in wards.items()
