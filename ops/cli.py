@@ -583,11 +583,9 @@ def dlq_list(
     title = f"{listing.topic}: latest {len(shown)} of {len(matching)}"
     out.print(_dlq_table(shown, title, with_consumer=topic is DlqTopic.events))
     out.print(f"[bold]{len(matching)}[/bold] record(s) by reason: {_reasons_line(counts)}")
-    out.print(
-        "Re-drive with: chibo dlq redrive"
-        + (" --topic events" if topic is DlqTopic.events else "")
-        + " --source P/O (the DLQ p/o column) or --reason REASON; see --help"
-    )
+    for warning in dlq_data.redrive_warnings(topic.value, matching):
+        out.print(f"[yellow]! {escape(warning)}[/yellow]")
+    out.print(escape(dlq_data.listing_hint(topic.value)))
 
 
 @dlq_app.command("redrive")
@@ -653,13 +651,8 @@ def dlq_redrive(
     )
     if len(selected) > 20:
         out.print(f"… and {len(selected) - 20} more")
-    stuck = dlq_data.select(selected, reasons=dlq_data.PERMANENT_REASONS)
-    if stuck:
-        out.print(
-            f"[yellow]! {len(stuck)} of them were refused for reasons the same bytes meet "
-            f"again ({_reasons_line(dlq_data.DlqListing('', stuck).by_reason())}); they "
-            "will be dead-lettered again.[/yellow]"
-        )
+    for warning in dlq_data.redrive_warnings(topic.value, selected):
+        out.print(f"[yellow]! {escape(warning)}[/yellow]")
     if dry_run:
         out.print(f"dry run: {len(selected)} record(s) would be re-sent to {destination}")
         return

@@ -17,6 +17,7 @@ the cause fixed.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -39,11 +40,33 @@ from shared.settings import KafkaSettings
 
 DlqKind = Literal["commands", "events"]
 
-# Reasons a re-drive cannot fix by itself: the same bytes meet the same check again.
-# (unauthorised_source is fixable: allow-list the source first, then re-drive.)
-PERMANENT_REASONS = frozenset(
-    {"malformed_envelope", "unknown_command", "invalid_payload", "wrong_key"}
-)
+# What a redrive does for each reason, per DLQ, as the runbooks say: docs/contract.md
+# ("Rejections") for commands, docs/operations.md (DeadLetterGrowing) for events.
+#
+# The same bytes meet the same check again, whatever is deployed: a command's publisher
+# must fix it and publish it again with a new message_id; an event that is not an
+# envelope has no stream to go back to.
+SAME_CHECK_AGAIN: dict[DlqKind, frozenset[str]] = {
+    "commands": frozenset(
+        {"malformed_envelope", "unknown_command", "invalid_payload", "wrong_key"}
+    ),
+    "events": frozenset({"malformed_envelope"}),
+}
+# A redrive is the way back once this is done; before it, the record is dead-lettered
+# again (an event with its stream's later ones: parked again).
+FIX_FIRST: dict[DlqKind, dict[str, str]] = {
+    "commands": {
+        "unauthorised_source": "allow-list the source (INBOUND_ALLOWED_SOURCES)",
+        "unstorable": "deploy the fix of the contract's bounds",
+        "rejected_invalid_command": "deploy the fix of the decision",
+    },
+    "events": {
+        "invalid_payload": "deploy the contract fix",
+        "newer_schema_version": "upgrade the consumer",
+        "unsupported_schema_version": "add the upcaster",
+    },
+}
+STREAM_GAP = "stream_gap"  # an event parked behind its stream's dead-lettered one
 READ_STALL_S = 30.0
 
 
@@ -217,6 +240,72 @@ def select(
         if (not wanted_reasons or r.reason in wanted_reasons)
         and (not wanted_positions or r.matches(wanted_positions))
     ]
+
+
+def stream_of(record: DlqRecord) -> tuple[str | None, str] | None:
+    """(consumer, stream_id) of an events DLQ record, or None if its value is not an
+    envelope with a stream."""
+    try:
+        stream = json.loads(record.value).get("stream_id")
+    except (ValueError, AttributeError):
+        return None
+    return (record.consumer, stream) if isinstance(stream, str) else None
+
+
+def redrive_warnings(kind: DlqKind, records: list[DlqRecord]) -> list[str]:
+    """What the runbook says about redriving these records, as warnings: records that will
+    be dead-lettered again whatever is done, causes to fix before the redrive, and
+    `stream_gap` records redriven without the event their stream waits for."""
+    warnings = []
+    by_reason = Counter(r.reason for r in records)
+    again = {reason: n for reason, n in by_reason.items() if reason in SAME_CHECK_AGAIN[kind]}
+    if again:
+        fix = (
+            "the publisher must fix them and publish them again with a new message_id"
+            if kind == "commands"
+            else "they were not written by our relay"
+        )
+        warnings.append(
+            f"{sum(again.values())} record(s) meet the same check again and will be"
+            f" dead-lettered again ({_counted(again)}): {fix}."
+        )
+    for reason, n in by_reason.items():
+        if reason in FIX_FIRST[kind]:
+            parked = ", and parks its stream again" if kind == "events" else ""
+            warnings.append(
+                f"{n} {reason} record(s): {FIX_FIRST[kind][reason]} first; a record"
+                f" redriven before that is dead-lettered again{parked}."
+            )
+    if kind == "events" and by_reason.get(STREAM_GAP):
+        causes = {stream_of(r) for r in records if r.reason != STREAM_GAP}
+        orphans = [r for r in records if r.reason == STREAM_GAP and stream_of(r) not in causes]
+        if orphans:
+            warnings.append(
+                f"{len(orphans)} {STREAM_GAP} record(s) without the event their stream waits"
+                " for in this selection: they are parked again unless that one was redriven"
+                " (and applied) before; select it too (its --reason with --reason"
+                f" {STREAM_GAP}, or --all)."
+            )
+    return warnings
+
+
+def listing_hint(kind: DlqKind) -> str:
+    """How to bring these records back, as the runbook says."""
+    if kind == "commands":
+        return (
+            "Re-drive with: chibo dlq redrive --source P/O (the DLQ p/o column) or --reason"
+            " REASON, once the cause is fixed (docs/contract.md, Rejections); a command"
+            " refused for its own bytes is fixed by its publisher, with a new message_id."
+        )
+    return (
+        "Fix the cause first (docs/operations.md, DeadLetterGrowing), then redrive each"
+        " parked stream's records together, in DLQ order: chibo dlq redrive --topic events"
+        f" --all (or --reason REASON --reason {STREAM_GAP}, or --source P/O)."
+    )
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items())
 
 
 def parse_position(text: str, dlq: str | None = None) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -16,9 +18,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ops.target import Target
-from shared.clock import LOCAL_TZ
+from services.notifications.domain.notices import QuietHours
+from services.notifications.service_layer import resend as resend_service
+from shared.clock import LOCAL_TZ, Clock, OffsetClock, SystemClock
 
 notifications_app = typer.Typer(help="Notifications: dead-lettered deliveries and resending.")
+# Why a meeting notice is not resent (the dispatcher's send-time check).
+OUTDATED = {
+    "superseded": "the meeting was moved or called off since",
+    "stale": "the meeting has begun",
+}
 dlq_app = typer.Typer(help="Deliveries given up (permanent failure, or retried too long).")
 notifications_app.add_typer(dlq_app, name="dlq")
 
@@ -45,21 +54,34 @@ async def _dead(database_url: str, limit: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def _resend(database_url: str, ids: list[int] | None) -> list[int]:
+async def _resend(
+    database_url: str, ids: list[int] | None, quiet: QuietHours | None
+) -> resend_service.Resent:
     conn = await asyncpg.connect(database_url, timeout=5)
     try:
-        # Back to pending with fresh attempts; the dispatcher picks them up within a second.
-        rows = await conn.fetch(
-            "update notifications.deliveries set status = 'pending', attempts = 0,"
-            " first_attempt_at = null, reason = null, next_attempt_at = now(),"
-            " claimed_until = null"
-            " where status = 'dead' and ($1::bigint[] is null or delivery_id = any($1))"
-            " returning delivery_id",
-            ids,
-        )
+        return await resend_service.resend_dead(conn, ids, _clock().now(), quiet)
     finally:
         await conn.close()
-    return sorted(r["delivery_id"] for r in rows)
+
+
+def _clock() -> Clock:
+    """The services' clock: moved by CLOCK_OFFSET_FILE in a test deployment, as theirs."""
+    offset_file = os.environ.get("CLOCK_OFFSET_FILE")
+    return OffsetClock(Path(offset_file)) if offset_file else SystemClock()
+
+
+def _quiet_hours(text: str | None) -> QuietHours | None:
+    """QUIET_HOURS as the notifications service reads it (its default when unset)."""
+    if text is None:
+        # Imported here: the service's settings pull in its whole app (slow to import).
+        from services.notifications.bootstrap import NotificationsSettings
+
+        text = str(NotificationsSettings.model_fields["quiet_hours"].default)
+    try:
+        return QuietHours.parse(text)
+    except ValueError as exc:
+        Console(stderr=True).print(f"[red]✗ --quiet-hours: {exc}[/red]")
+        raise typer.Exit(2) from exc
 
 
 def _local(at: datetime) -> str:
@@ -102,20 +124,48 @@ def dlq_list(
 def resend(
     ids: Annotated[list[int] | None, typer.Argument(help="Delivery ids (dlq list).")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every dead delivery.")] = False,
+    quiet_hours: Annotated[
+        str | None,
+        typer.Option(
+            "--quiet-hours",
+            envvar="QUIET_HOURS",
+            help="The deployment's quiet hours, as the notifications service's QUIET_HOURS"
+            " (default 22:00-06:00, Asia/Ho_Chi_Minh; off: none).",
+        ),
+    ] = None,
 ) -> None:
     """Put dead-lettered deliveries back to pending. Exit 3 if an id is not dead-lettered.
 
+    A notice goes out as a new one would: an urgent one at once, the others once quiet
+    hours end. A meeting notice the meeting has made wrong or history (moved, called
+    off: superseded; begun: stale) is not resent: it stays dead-lettered, reported here.
     Safe to repeat: a delivery is sent again only while it is dead-lettered."""
     if bool(ids) == everything:
         Console(stderr=True).print("[red]✗ give delivery ids, or --all[/red]")
         raise typer.Exit(2)
-    done = _run(_resend(Target.from_env().database_url, None if everything else ids))
-    missing = sorted(set(ids or ()) - set(done))
+    quiet = _quiet_hours(quiet_hours)
+    done = _run(_resend(Target.from_env().database_url, None if everything else ids, quiet))
+    missing = sorted(set(ids or ()) - set(done.not_before) - set(done.outdated))
     out = Console(highlight=False)
-    if done:
-        out.print(f"[green]✓[/green] {len(done)} deliver(ies) back to pending: {done}")
+    now = sorted(i for i, at in done.not_before.items() if at <= _clock().now())
+    held = sorted(i for i in done.not_before if i not in now)
+    if now:
+        out.print(f"[green]✓[/green] {len(now)} deliver(ies) back to pending, sent now: {now}")
+    if held:
+        until = _local(max(done.not_before[i] for i in held))
+        out.print(
+            f"[green]✓[/green] {len(held)} deliver(ies) back to pending, held by quiet hours"
+            f" until {until}: {held}"
+        )
+    for reason, what in OUTDATED.items():
+        skipped = sorted(i for i, r in done.outdated.items() if r == reason)
+        if skipped:
+            out.print(
+                f"[yellow]! {len(skipped)} not resent, {what} ({reason}); they stay"
+                f" dead-lettered: {skipped}[/yellow]"
+            )
     if missing:
         Console(stderr=True).print(f"[red]✗ not dead-lettered: {missing}[/red]")
         raise typer.Exit(3)
-    if not done:
+    if not (done.not_before or done.outdated):
         out.print("nothing to resend")

@@ -35,6 +35,8 @@ import yaml
 from ops.stack import PROJECT_ROOT, SERVICES, Stack, StackSettings, free_port, wait_for
 
 PROMETHEUS_CONFIG = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+# The in-cluster job: Kubernetes discovery with the relabelling to chibo-<service> jobs.
+KUBERNETES_CONFIG = PROJECT_ROOT / "deploy" / "prometheus" / "kubernetes.yml"
 RULES_DIR = PROJECT_ROOT / "deploy" / "prometheus" / "rules"
 CONTAINER_RULES_DIR = "/etc/prometheus/rules"  # where docker-compose.yml mounts RULES_DIR
 JOB_PREFIX = "chibo-"
@@ -88,6 +90,21 @@ def scrape_config(
         glob["evaluation_interval"] = interval
         glob["scrape_timeout"] = interval
     return config
+
+
+def with_file_discovery(config: Mapping[str, Any], files: list[str]) -> dict[str, Any]:
+    """``config`` with each job's ``kubernetes_sd_configs`` replaced by file discovery from
+    ``files``; everything else (the relabelling above all) unchanged.
+
+    Debian's Prometheus is built without Kubernetes discovery, so this is how its
+    ``promtool`` checks deploy/prometheus/kubernetes.yml and how a real Prometheus applies
+    that job's relabelling to targets written as Kubernetes discovery would label them
+    (tests/test_k8s_manifests.py)."""
+    result: dict[str, Any] = copy.deepcopy(dict(config))
+    for job in result["scrape_configs"]:
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job["file_sd_configs"] = [{"files": list(files), "refresh_interval": "1s"}]
+    return result
 
 
 def stack_targets(stack: Stack) -> dict[str, str]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -30,6 +31,14 @@ import yaml
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from ops.prometheus import (
+    KUBERNETES_CONFIG,
+    PROMETHEUS_CONFIG,
+    LocalPrometheus,
+    prometheus_binary,
+    with_file_discovery,
+)
+from ops.stack import wait_for
 from services.meetings import bootstrap as meetings_bootstrap
 from services.notifications import bootstrap as notifications_bootstrap
 from services.reports import bootstrap as reports_bootstrap
@@ -42,6 +51,7 @@ OVERLAY = K8S / "overlays" / "sasl-scram"
 SECRET_TEMPLATE = K8S / "secret.template.yaml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 SCALING_DOC = ROOT / "docs" / "scaling.md"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "chibo-overview.json"
 
 NAMESPACE = "chibo"
 CONFIG_MAP = "chibo-config"
@@ -443,6 +453,139 @@ def test_service_and_disruption_budget(
     budget = pdb["spec"].get("maxUnavailable", 0)
     assert budget == 1 or pdb["spec"].get("minAvailable") == 1
     assert deployment["spec"]["replicas"] > 1  # a budget of one pod needs at least two
+
+
+# --- Prometheus in the cluster: the discovered targets get the chibo-<service> jobs --------
+
+
+def _label_name(text: str) -> str:
+    """Kubernetes discovery's label names: every character not allowed becomes ``_``."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", text)
+
+
+def discovered_endpoints(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `kubernetes_sd_configs` (role endpoints) discovers for the rendered Services:
+    one target per replica and Service port, labelled as Prometheus labels them
+    (docs: kubernetes_sd_config, role endpoints), in file discovery's format. Plus a
+    Service of something else in the namespace that asks to be scraped too."""
+    groups = []
+    deployments = of_kind(objects, "Deployment")
+    services = list(of_kind(objects, "Service").values())
+    stranger = {
+        "metadata": {
+            "name": "kafka-ui",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "kafka-ui"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9000"},
+        },
+        "spec": {"ports": [{"name": "http", "port": 9000, "targetPort": 9000}]},
+    }
+    for n, svc in enumerate([*services, stranger]):
+        meta = svc["metadata"]
+        labels = {"__meta_kubernetes_namespace": meta["namespace"]}
+        labels["__meta_kubernetes_service_name"] = meta["name"]
+        for key, value in meta.get("labels", {}).items():
+            labels[f"__meta_kubernetes_service_label_{_label_name(key)}"] = value
+            labels[f"__meta_kubernetes_service_labelpresent_{_label_name(key)}"] = "true"
+        for key, value in meta.get("annotations", {}).items():
+            labels[f"__meta_kubernetes_service_annotation_{_label_name(key)}"] = value
+            labels[f"__meta_kubernetes_service_annotationpresent_{_label_name(key)}"] = "true"
+        deployment = deployments.get(meta["name"])
+        replicas = deployment["spec"]["replicas"] if deployment else 1
+        ports = (
+            {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+            if (deployment)
+            else {}
+        )
+        for port in svc["spec"]["ports"]:
+            target_port = ports.get(port["targetPort"], port["targetPort"])
+            for replica in range(replicas):
+                pod = f"{meta['name']}-7d9f8-{replica}"
+                groups.append(
+                    {
+                        # Loopback addresses nobody listens on: a refused scrape, at once.
+                        "targets": [f"127.0.{n + 1}.{replica + 1}:{target_port}"],
+                        "labels": {
+                            **labels,
+                            "__meta_kubernetes_endpoint_port_name": port["name"],
+                            "__meta_kubernetes_endpoint_ready": "true",
+                            "__meta_kubernetes_pod_name": pod,
+                        },
+                    }
+                )
+    return groups
+
+
+def test_prometheus_in_the_cluster_gives_each_service_its_chibo_job(
+    rendered: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """deploy/prometheus/kubernetes.yml, applied by a real Prometheus to the targets its
+    Kubernetes discovery would find for the rendered manifests: each replica of each
+    service is scraped at its annotated port and path, as job chibo-<service> with label
+    service=<service> (the jobs of prometheus.yml, which the dashboard and the rules
+    select), and nothing else in the namespace is."""
+    if prometheus_binary() is None:
+        pytest.skip("the prometheus binary is missing (Debian package prometheus)")
+    _, objects = rendered
+    config = yaml.safe_load(KUBERNETES_CONFIG.read_text(encoding="utf-8"))
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["kubernetes_sd_configs"]
+    assert discovery["role"] == "endpoints"
+    assert discovery["namespaces"]["names"] == [NAMESPACE]
+
+    discovered = discovered_endpoints(objects)
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps(discovered))
+    config = with_file_discovery(config, [str(targets)]) | {"rule_files": []}
+    found: dict[str, Any] = {}
+    with LocalPrometheus(tmp_path / "prometheus", config) as prometheus:
+
+        def all_listed() -> bool:
+            found.update(prometheus.api("targets", state="any"))
+            listed = len(found["activeTargets"]) + len(found["droppedTargets"])
+            return listed == len(discovered)
+
+        wait_for(all_listed, part="prometheus targets", timeout_s=30, log=prometheus.log_path)
+
+    deployments = of_kind(objects, "Deployment")
+    expected = {
+        (f"chibo-{name}", name, f"{name}-7d9f8-{i}", container_env(objects, d)["HTTP_PORT"])
+        for name, d in deployments.items()
+        for i in range(d["spec"]["replicas"])
+    }
+    active = {
+        (
+            t["labels"]["job"],
+            t["labels"]["service"],
+            t["labels"]["instance"],
+            t["scrapeUrl"].rsplit(":", 1)[1].removesuffix("/metrics"),
+        )
+        for t in found["activeTargets"]
+    }
+    assert active == expected
+    for t in found["activeTargets"]:
+        assert t["scrapeUrl"].endswith("/metrics"), t["scrapeUrl"]
+        assert t["labels"]["namespace"] == NAMESPACE
+    dropped = {
+        t["discoveredLabels"]["__meta_kubernetes_service_name"] for t in found["droppedTargets"]
+    }
+    assert dropped == {"kafka-ui"}
+
+    # The same jobs as in Docker Compose and locally, and the dashboard selects them.
+    compose_jobs = {
+        j["job_name"]
+        for j in yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))["scrape_configs"]
+    }
+    assert {job for job, *_ in active} == compose_jobs
+    exprs = [
+        target["expr"]
+        for panel in json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
+        for target in panel.get("targets", [])
+    ]
+    selectors = {m for expr in exprs for m in re.findall(r'job=~"([^"]+)"', expr)}
+    assert selectors, "the dashboard selects no job"
+    for selector in selectors:
+        assert all(re.fullmatch(selector, job) for job in compose_jobs), selector
 
 
 def test_network_policy_allows_the_http_port(rendered: tuple[str, list[dict[str, Any]]]) -> None:

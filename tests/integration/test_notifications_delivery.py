@@ -662,6 +662,101 @@ async def test_a_permanent_failure_is_dead_lettered_and_resent_with_the_cli(
     assert _chibo(["notifications", "resend", str(dead["delivery_id"])], env).returncode == 3
 
 
+async def test_resend_holds_for_quiet_hours_and_skips_outdated_meeting_notices(
+    notify: Stack, receiver: Receiver, clock: Any
+) -> None:
+    """`chibo notifications resend` at 23:00 (the services' clock, read from the same
+    offset file): a meeting's schedule notice waits for 06:00, its urgent cancellation
+    notice goes at once, and the schedule notices of a meeting called off or already begun
+    are not resent: they stay dead-lettered, reported."""
+    org = await new_org(notify)
+    person = org.members[1]
+    receiver.refuse_person.add(person)  # the gateway answers 400: dead at once
+    async with httpx.AsyncClient(base_url=notify.service_url("notifications")) as c:
+        token = notify.issue_token("system_publisher", "system", None, "ops")
+
+        async def preference_set() -> bool:
+            r = await c.put(
+                f"/v1/people/{person}/preferences",
+                json={"channels": ["webhook"]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            return r.status_code == 200
+
+        await eventually(preference_set, what="preference set")
+    today = clock.now()
+    soon = (today + timedelta(days=1)).replace(hour=19, minute=30, second=0, microsecond=0)
+    later = (today + timedelta(days=3)).replace(hour=19, minute=30, second=0, microsecond=0)
+    kept = await org.schedule(later)
+    called_off = await org.schedule(later)
+    begun = await org.schedule(soon)
+    for meeting in (kept, called_off, begun):
+        await settled(notify, meeting, 4)
+    await org.send(
+        "CancelMeeting",
+        {"meeting_id": called_off, "ward_id": org.ward, "cell_id": org.cell, "reason": "Mưa bão"},
+    )
+
+    async def dead_of(meeting: str, trigger: str) -> int:
+        async def found() -> int | None:
+            rows = await deliveries(notify, meeting)
+            ids = [
+                r["delivery_id"]
+                for r in rows
+                if (r["recipient"], r["trigger"], r["status"]) == (person, trigger, "dead")
+            ]
+            return ids[0] if ids else None
+
+        return await eventually(found, what=f"the {trigger} notice about {meeting} dead")
+
+    scheduled = {m: await dead_of(m, "meeting_scheduled") for m in (kept, called_off, begun)}
+    cancelled = await dead_of(called_off, "meeting_cancelled")
+    receiver.refuse_person.discard(person)
+
+    # Two days on, 23:00 in Hà Nội: quiet hours, and the soon meeting has begun.
+    night = clock(2 + 13 / 24)
+    assert night.hour == 23
+    env = {
+        "DATABASE_URL": notify.database_url,
+        "PATH": "/usr/bin:/bin",
+        "CLOCK_OFFSET_FILE": str(notify.settings.clock_offset_file),
+    }
+    ids = [*scheduled.values(), cancelled]
+    resent = _chibo(["notifications", "resend", *map(str, ids)], env)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    out = " ".join(resent.stdout.split())
+    assert f"sent now: [{cancelled}]" in out
+    assert f"held by quiet hours until {(night + timedelta(days=1)):%Y-%m-%d} 06:00:00" in out
+    assert f"[{scheduled[kept]}]" in out
+    assert f"(superseded); they stay dead-lettered: [{scheduled[called_off]}]" in out
+    assert f"(stale); they stay dead-lettered: [{scheduled[begun]}]" in out
+
+    async def row(delivery_id: int) -> Any:
+        [r] = await fetch(
+            notify.database_url,
+            "select status, next_attempt_at from notifications.deliveries where delivery_id = $1",
+            delivery_id,
+        )
+        return r
+
+    async def sent(delivery_id: int) -> bool:
+        return (await row(delivery_id))["status"] == "sent"
+
+    await eventually(lambda: sent(cancelled), what="the resent cancellation, at 23:00")
+    held = await row(scheduled[kept])
+    assert held["status"] == "pending"
+    morning = (night + timedelta(days=1)).replace(hour=6, minute=0, second=0, microsecond=0)
+    assert held["next_attempt_at"] == morning
+    for skipped in (scheduled[called_off], scheduled[begun]):
+        assert (await row(skipped))["status"] == "dead"
+    # Resending again finds them still dead-lettered, and still outdated.
+    again = _chibo(["notifications", "resend", str(scheduled[begun])], env)
+    assert again.returncode == 0 and "(stale)" in again.stdout, again.stdout + again.stderr
+
+    clock(7.5 / 24)  # 06:30: the held one goes out
+    await eventually(lambda: sent(scheduled[kept]), what="the held notice, at 06:00")
+
+
 def _chibo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],

@@ -4,7 +4,10 @@
 - ``promtool check rules`` and ``promtool test rules`` (deploy/prometheus/rules/tests/)
   pass, and those tests make every alert both fire and stay quiet;
 - ``promtool check config`` accepts deploy/prometheus/prometheus.yml, as committed and as
-  rendered for the local stack (the rule files then resolve and are checked with it);
+  rendered for the local stack (the rule files then resolve and are checked with it), and
+  the in-cluster deploy/prometheus/kubernetes.yml (its relabelling; Debian's promtool
+  lacks Kubernetes discovery, so with file discovery in its place; tests/test_k8s_manifests.py
+  applies the relabelling to the rendered manifests);
 - every alert has a severity, a summary, a description and a runbook in
   docs/operations.md whose anchor exists;
 - every dashboard panel has a datasource, every query parses as PromQL (each one is
@@ -24,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from ops.prometheus import PROMETHEUS_CONFIG, RULES_DIR, promtool_binary, scrape_config
+from ops.prometheus import (
+    KUBERNETES_CONFIG,
+    PROMETHEUS_CONFIG,
+    RULES_DIR,
+    promtool_binary,
+    scrape_config,
+    with_file_discovery,
+)
 from ops.stack import PROJECT_ROOT
 
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
@@ -142,6 +152,15 @@ def test_promtool_check_config_rendered_for_the_local_stack(tmp_path: Path) -> N
     assert_ok(result)
     for rule_file in RULE_FILES:  # the rules were found through the rendered config
         assert rule_file.name in result.stdout + result.stderr
+
+
+def test_promtool_check_config_for_kubernetes(tmp_path: Path) -> None:
+    committed = yaml.safe_load(KUBERNETES_CONFIG.read_text(encoding="utf-8"))
+    assert committed["rule_files"] == yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+    assert all("kubernetes_sd_configs" in job for job in committed["scrape_configs"])
+    path = tmp_path / "kubernetes.yml"
+    path.write_text(yaml.safe_dump(with_file_discovery(committed, [str(tmp_path / "t.json")])))
+    assert_ok(promtool("check", "config", path))
 
 
 # --- the rules' shape ---------------------------------------------------------------------

@@ -1,13 +1,32 @@
-"""The DLQ commands' pure parts: positions, selection, re-drive headers, usage errors."""
+"""The DLQ commands' pure parts: positions, selection, re-drive headers, usage errors, and
+the warnings that say what a redrive will do, as the runbooks do."""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from ops import dlq as dlq_data
 from ops.cli import app
-from ops.dlq import DlqRecord, parse_position, redrive_headers, select
+from ops.dlq import (
+    FIX_FIRST,
+    SAME_CHECK_AGAIN,
+    STREAM_GAP,
+    DlqListing,
+    DlqRecord,
+    parse_position,
+    redrive_headers,
+    redrive_warnings,
+    select,
+)
 from ops.target import redact_url
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def record(offset: int, reason: str, **headers: str) -> DlqRecord:
@@ -85,3 +104,122 @@ def test_redrive_usage_errors_exit_2_before_touching_kafka(args: list[str], mess
 
 def test_unknown_dlq_topic_is_bad_usage() -> None:
     assert CliRunner().invoke(app, ["dlq", "list", "--topic", "nope"]).exit_code == 2
+
+
+# --- what a redrive does, per DLQ, as the runbooks say --------------------------------------
+
+
+def event_record(offset: int, reason: str, stream: str, consumer: str = "reports") -> DlqRecord:
+    envelope = {"stream_id": stream, "stream_version": offset + 1, "event_type": "X"}
+    return DlqRecord(
+        topic="chibo.events.dlq.v1",
+        partition=1,
+        offset=offset,
+        timestamp_ms=1_700_000_000_000 + offset,
+        key=b"nam-ngan",
+        value=json.dumps(envelope).encode(),
+        headers=(
+            ("dlq_reason", reason.encode()),
+            ("dlq_consumer", consumer.encode()),
+            ("dlq_source", f"chibo.events.v1/1/{100 + offset}".encode()),
+        ),
+    )
+
+
+def test_an_event_with_an_invalid_payload_comes_back_once_the_fix_is_deployed() -> None:
+    """A contract bug on the read side: redrive is the way back (docs/operations.md), not a
+    record that "will be dead-lettered again" whatever is done."""
+    parked = [
+        event_record(0, "invalid_payload", "meeting-a"),
+        event_record(1, STREAM_GAP, "meeting-a"),
+    ]
+    warnings = redrive_warnings("events", parked)
+    assert warnings == [
+        "1 invalid_payload record(s): deploy the contract fix first; a record redriven before"
+        " that is dead-lettered again, and parks its stream again."
+    ]
+
+
+def test_a_command_with_an_invalid_payload_is_refused_again() -> None:
+    (warning,) = redrive_warnings(
+        "commands", [record(0, "invalid_payload"), record(1, "rejected_x")]
+    )
+    assert warning.startswith("1 record(s) meet the same check again")
+    assert "invalid_payload 1" in warning and "new message_id" in warning
+    (warning,) = redrive_warnings("commands", [record(0, "unauthorised_source")])
+    assert "allow-list the source" in warning
+
+
+def test_a_malformed_event_envelope_has_no_way_back() -> None:
+    (warning,) = redrive_warnings("events", [event_record(0, "malformed_envelope", "x")])
+    assert "meet the same check again" in warning and "not written by our relay" in warning
+
+
+def test_stream_gap_records_without_their_cause_are_pointed_out() -> None:
+    records = [
+        event_record(0, "newer_schema_version", "meeting-a"),
+        event_record(1, STREAM_GAP, "meeting-a"),
+        event_record(2, STREAM_GAP, "meeting-b"),  # its cause is not selected
+        event_record(3, STREAM_GAP, "meeting-a", consumer="notifications"),  # nor this one's
+    ]
+    warnings = redrive_warnings("events", records)
+    assert warnings[0].startswith("1 newer_schema_version record(s): upgrade the consumer first")
+    assert warnings[1].startswith(f"2 {STREAM_GAP} record(s) without the event their stream")
+    assert len(warnings) == 2
+    assert redrive_warnings("events", select(records, reasons=[STREAM_GAP])) == [
+        warnings[1].replace("2 ", "3 ", 1)
+    ]
+
+
+def _doc_table_reasons(text: str) -> dict[str, str]:
+    """A Markdown table's rows by their first cell's code, the header row left out."""
+    rows = re.finditer(r"^\s*\| `([a-z_<>]+)` \|.*$", text, re.M)
+    return {m.group(1): m.group(0) for m in rows if m.group(1) != "dlq_reason"}
+
+
+def test_the_warnings_cover_the_runbooks_reasons() -> None:
+    """Every reason the runbooks list is classified, and a redrive is called futile only
+    for reasons the runbooks fix elsewhere than in a redrive."""
+    operations = (DOCS / "operations.md").read_text(encoding="utf-8")
+    events_part = operations[
+        operations.index("- Events (`.venv/bin/chibo dlq list --topic events`)") :
+    ]
+    events = _doc_table_reasons(events_part[: events_part.index("\n\n  Each stream")])
+    assert set(events) == SAME_CHECK_AGAIN["events"] | set(FIX_FIRST["events"]) | {STREAM_GAP}
+    for reason, fix in FIX_FIRST["events"].items():
+        assert fix in events[reason], f"docs/operations.md: {reason} should say {fix!r}"
+    contract = (DOCS / "contract.md").read_text(encoding="utf-8")
+    commands = _doc_table_reasons(contract[contract.index("## Rejections") :])
+    assert SAME_CHECK_AGAIN["commands"] | set(FIX_FIRST["commands"]) <= set(commands)
+
+
+def test_redrive_dry_run_and_list_print_the_runbooks_advice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [
+        event_record(0, "invalid_payload", "meeting-a"),
+        event_record(1, STREAM_GAP, "meeting-a"),
+    ]
+
+    async def read(settings: Any, topic: str, **_: Any) -> DlqListing:
+        return DlqListing(topic, records)
+
+    monkeypatch.setattr(dlq_data, "read_dlq", read)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "DATABASE_URL": "postgresql://x@h/db",
+        "COLUMNS": "300",
+    }
+    result = CliRunner().invoke(
+        app, ["dlq", "redrive", "--topic", "events", "--all", "--dry-run"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "deploy the contract fix first" in output
+    assert "will be dead-lettered again" not in output
+    assert "dry run: 2 record(s) would be re-sent to chibo.events.v1" in output
+    listed = CliRunner().invoke(app, ["dlq", "list", "--topic", "events"], env=env)
+    assert listed.exit_code == 0, listed.output
+    output = " ".join(listed.output.split())
+    assert "deploy the contract fix first" in output
+    assert "Fix the cause first (docs/operations.md, DeadLetterGrowing)" in output

@@ -102,9 +102,12 @@ async def withdraw_waiting(
     return [(r["channel"], r["trigger"]) for r in rows]
 
 
-async def meeting_notice_facts(pool: asyncpg.Pool, delivery_ids: list[int]) -> list[asyncpg.Record]:
-    """For claimed meeting notices: the start each announces and the meeting's state now."""
-    rows: list[asyncpg.Record] = await pool.fetch(
+async def meeting_notice_facts(
+    db: asyncpg.Pool | asyncpg.Connection, delivery_ids: list[int]
+) -> list[asyncpg.Record]:
+    """For meeting notices about to be sent (claimed, or resent): the start each announces
+    and the meeting's state now."""
+    rows: list[asyncpg.Record] = await db.fetch(
         "select d.delivery_id, d.trigger, d.about_start, m.status, m.scheduled_start"
         " from notifications.deliveries d"
         " left join notifications.meetings m on m.meeting_id = d.trigger_ref"
@@ -206,6 +209,30 @@ async def mark_final(
         error[:2000] if error else None,
     )
     return result.endswith(" 1")
+
+
+async def lock_dead(conn: asyncpg.Connection, ids: list[int] | None) -> list[asyncpg.Record]:
+    """The dead-lettered deliveries among ``ids`` (every one for None), locked for this
+    transaction: id, trigger and priority."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "select delivery_id, trigger, priority from notifications.deliveries"
+        " where status = 'dead' and ($1::bigint[] is null or delivery_id = any($1))"
+        " order by delivery_id for update",
+        ids,
+    )
+    return rows
+
+
+async def requeue_dead(conn: asyncpg.Connection, not_before: dict[int, datetime]) -> None:
+    """Dead-lettered deliveries back to pending, each from its time, with fresh attempts."""
+    await conn.execute(
+        "update notifications.deliveries d set status = 'pending', attempts = 0,"
+        " first_attempt_at = null, reason = null, next_attempt_at = r.at, claimed_until = null"
+        " from unnest($1::bigint[], $2::timestamptz[]) as r(delivery_id, at)"
+        " where d.delivery_id = r.delivery_id and d.status = 'dead'",
+        list(not_before),
+        list(not_before.values()),
+    )
 
 
 async def release_digests(pool: asyncpg.Pool, not_before: datetime) -> int:

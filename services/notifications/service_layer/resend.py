@@ -1,0 +1,54 @@
+"""Resending dead-lettered deliveries (`chibo notifications resend`) by the rules a notice
+meets when it is recorded and when it is sent: a non-urgent one waits for the end of
+quiet hours, and a meeting notice that the meeting has made wrong or history (moved,
+called off, begun) is not sent at all. It stays dead-lettered and is reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from services.notifications.adapters import delivery_log
+from services.notifications.domain.notices import (
+    MEETING_NOTICES,
+    Priority,
+    QuietHours,
+    outdated_reason,
+    send_not_before,
+)
+
+_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
+
+
+@dataclass(frozen=True)
+class Resent:
+    not_before: dict[int, datetime] = field(default_factory=dict)  # back to pending, from
+    outdated: dict[int, str] = field(default_factory=dict)  # left dead: stale, superseded
+
+
+async def resend_dead(
+    conn: asyncpg.Connection, ids: list[int] | None, now: datetime, quiet: QuietHours | None
+) -> Resent:
+    """Put the dead-lettered deliveries among ``ids`` (every one for None) back to pending,
+    in one transaction; ids that are not dead-lettered are left out of the result."""
+    async with conn.transaction():
+        dead = await delivery_log.lock_dead(conn, ids)
+        # The dispatcher's own send-time check (it makes it again when it claims them).
+        meeting_rows = [r["delivery_id"] for r in dead if r["trigger"] in _MEETING_NOTICES]
+        outdated = {}
+        facts = await delivery_log.meeting_notice_facts(conn, meeting_rows) if meeting_rows else []
+        for row in facts:
+            reason = outdated_reason(
+                row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
+            )
+            if reason is not None:
+                outdated[row["delivery_id"]] = reason
+        not_before = {
+            r["delivery_id"]: send_not_before(Priority(r["priority"]), now, quiet)
+            for r in dead
+            if r["delivery_id"] not in outdated
+        }
+        await delivery_log.requeue_dead(conn, not_before)
+    return Resent(not_before=not_before, outdated=outdated)
