@@ -132,6 +132,19 @@ class QuietHours:
         return end
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How long a failed delivery or timer waits before its next attempt: doubling from
+    ``base_s``, never more than ``max_s``."""
+
+    base_s: float = 2.0
+    max_s: float = 300.0
+
+    def after(self, attempts: int) -> float:
+        """The wait after the ``attempts``-th attempt failed."""
+        return float(min(self.base_s * 2 ** (attempts - 1), self.max_s))
+
+
 def send_not_before(priority: Priority, now: datetime, quiet: QuietHours | None) -> datetime:
     if priority is Priority.URGENT or quiet is None:
         return now

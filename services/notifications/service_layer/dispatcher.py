@@ -48,7 +48,7 @@ from services.notifications.adapters.channels import (
 from services.notifications.adapters.contacts import Contact, ContactsClient, LookupFailed
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.rate_limit import TokenBucket
-from services.notifications.domain.notices import MEETING_NOTICES, outdated_reason
+from services.notifications.domain.notices import MEETING_NOTICES, Backoff, outdated_reason
 from shared.clock import Clock
 from shared.logs import get_logger
 from shared.tasks import cancel
@@ -145,8 +145,7 @@ class Dispatcher:
         self._give_up_after = timedelta(seconds=give_up_after_s)
         self._quick_retries = quick_retries
         self._quick_retry_wait_s = quick_retry_wait_s
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
+        self._backoff = Backoff(retry_base_s, retry_max_s)
         self._batch = batch
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -378,7 +377,7 @@ class Dispatcher:
 
     def retry_in(self, attempts: int) -> float:
         """The durable backoff after the ``attempts``-th attempt failed."""
-        return float(min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s))
+        return self._backoff.after(attempts)
 
     async def _failed(self, d: delivery_log.Delivery, exc: Exception) -> None:
         self._metrics.failed.labels(d.channel, d.trigger).inc()

@@ -21,6 +21,7 @@ import asyncpg
 from services.notifications.adapters import delivery_log, directory, timers
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.domain.notices import (
+    Backoff,
     Notice,
     Priority,
     Trigger,
@@ -77,8 +78,7 @@ class TimerScheduler:
         self._gauges_every_s = gauges_every_s
         self._gauges_at = 0.0
         self._max_attempts = max_attempts
-        self._retry_base_s = retry_base_s
-        self._retry_max_s = retry_max_s
+        self._backoff = Backoff(retry_base_s, retry_max_s)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -180,7 +180,7 @@ class TimerScheduler:
                 error=error,
             )
             return True
-        retry_in = min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s)
+        retry_in = self._backoff.after(attempts)
         await timers.mark_failed(conn, timer.timer_id, error, now + timedelta(seconds=retry_in))
         log.warning(
             "scheduler.timer_failed",
