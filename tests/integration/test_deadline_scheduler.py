@@ -34,7 +34,24 @@ def clock(running_stack: Stack) -> Iterator[Any]:
 
 
 class Ward(UnitLadder):
-    """A ward in a district in a province, with a token that may act on all of it."""
+    """A ward in a district in a province, with a token that may act on all of it; with
+    ``two_tier`` the ward right under the province, no district (since 1 July 2025)."""
+
+    def __init__(self, stack: Stack, two_tier: bool = False) -> None:
+        super().__init__(stack)
+        self.two_tier = two_tier
+
+    async def register(self) -> None:
+        if not self.two_tier:
+            return await super().register()
+        for unit, parent, level, name in (
+            (self.province, None, "province", "Đảng bộ tỉnh Thanh Hóa"),
+            (self.ward, self.province, "ward", "Đảng bộ phường thử"),
+        ):
+            await self.send(
+                "RegisterUnit",
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": name},
+            )
 
     async def raise_petition(self, n: int = 1, url: str | None = None) -> str:
         petition_id = f"{self.ward}.kn-{n}-{uuid.uuid4().hex[:6]}"
