@@ -343,7 +343,7 @@ class PetitionEscalated(DomainEvent):
     ward_id: Identifier
     from_level: Identifier
     to_level: Identifier
-    to_holder_id: Identifier | None  # None when the tree has no unit at that level yet
+    to_holder_id: Identifier | None  # the unit of that level; None only in older events
     reason: EscalationReason
     note: ShortText | None = None
     missed_deadline_at: AwareDatetime | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from ops.stack import Stack
 from shared.clock import LOCAL_TZ
 from tests.integration.helpers import (
+    UnitLadder,
     fetch,
     registered_ward,
     schedule_body,
@@ -155,3 +157,84 @@ async def test_a_ward_cannot_act_for_another_wards_cell_nor_learn_its_roll(
         running_stack.database_url, "select stream_id from meetings.events where ward_id = $1", own
     )
     assert [r["stream_id"] for r in stored] == [f"cell-{own}.to-01"]  # only its own cell
+
+
+async def test_a_petition_is_acted_on_by_the_unit_holding_it_or_one_above(
+    running_stack: Stack,
+) -> None:
+    """A cell resolves what it can: its secretary acts on what the cell holds (the petition
+    commands name no cell, so the holder decides). Once a petition went up, the unit
+    holding it answers for it (Quy định 11): the ward cannot close what the district
+    holds, the district can."""
+    org = UnitLadder(running_stack)
+    await org.register()
+    cells = [f"{org.ward}.to-0{n}" for n in (1, 2)]
+    for cell in cells:
+        await org.send("RegisterCell", {"cell_id": cell, "ward_id": org.ward, "name": cell})
+    tokens = {
+        "secretary": running_stack.issue_token("cell_secretary", "cell", cells[0], "bt-to-01"),
+        "other_secretary": running_stack.issue_token("cell_secretary", "cell", cells[1], "bt"),
+        "ward": running_stack.issue_token("ward_official", "ward", org.ward, "phuong"),
+        "district": running_stack.issue_token("district_official", "district", org.district, "h"),
+    }
+    async with httpx.AsyncClient(base_url=running_stack.service_url("meetings")) as client:
+
+        async def send(command_type: str, who: str, petition_id: str, **body: str) -> int:
+            response = await client.post(
+                f"/v1/commands/{command_type}",
+                json={"petition_id": petition_id, "ward_id": org.ward, **body},
+                headers={"Authorization": f"Bearer {tokens[who]}"},
+            )
+            if response.status_code == 403:
+                assert response.json()["code"] == "forbidden_scope", response.text
+                assert "không có quyền" in response.json()["message_vi"]
+            return response.status_code
+
+        async def raised(n: int) -> str:
+            petition_id = f"{org.ward}.kn-{n}"
+            raising = {
+                "cell_id": cells[0],
+                "category": "roads_infrastructure",
+                "place": f"Ngõ {n}",
+                "raised_by": "Ông Hùng",
+                "text": "Đường hỏng.",
+            }
+            assert await send("RaisePetition", "secretary", petition_id, **raising) == 201
+            return petition_id
+
+        at_cell = await raised(1)
+        assert await send("AcknowledgePetition", "other_secretary", at_cell) == 403
+        assert await send("AcknowledgePetition", "secretary", at_cell) == 201
+        assert await send("ResolvePetition", "secretary", at_cell, response="Đã sửa.") == 201
+        assert await send("ReopenPetition", "secretary", at_cell, reason="Chưa xong.") == 201
+
+        climbing = await raised(2)
+        assert await send("EscalatePetition", "secretary", climbing, note="Vượt thẩm quyền") == 201
+        assert await send("ResolvePetition", "secretary", climbing, response="x") == 403
+        assert await send("AcknowledgePetition", "ward", climbing) == 201
+        assert await send("EscalatePetition", "ward", climbing, note="Cần huyện") == 201
+        for command, body in (
+            ("AcknowledgePetition", {}),
+            ("ResolvePetition", {"response": "Phường đã trả lời."}),
+            ("EscalatePetition", {"note": "Lên tỉnh"}),
+        ):
+            assert await send(command, "ward", climbing, **body) == 403, command
+        assert await send("ResolvePetition", "district", climbing, response="Huyện xử lý.") == 201
+    stored = await fetch(
+        running_stack.database_url,
+        "select event_type, actor, payload from meetings.events where stream_id = $1"
+        " order by stream_version",
+        f"petition-{climbing}",
+    )
+    assert [(r["event_type"], r["actor"]) for r in stored] == [
+        ("PetitionRaised", "cell_secretary:bt-to-01"),
+        ("PetitionEscalated", "cell_secretary:bt-to-01"),
+        ("PetitionAcknowledged", "ward_official:phuong"),
+        ("PetitionEscalated", "ward_official:phuong"),
+        ("PetitionResolved", "district_official:h"),
+    ]
+    escalated = [json.loads(r["payload"]) for r in stored if r["event_type"] == "PetitionEscalated"]
+    assert [(e["to_level"], e["to_holder_id"]) for e in escalated] == [
+        ("ward", org.ward),
+        ("district", org.district),
+    ]

@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -33,7 +34,24 @@ def clock(running_stack: Stack) -> Iterator[Any]:
 
 
 class Ward(UnitLadder):
-    """A ward in a district in a province, with a token that may act on all of it."""
+    """A ward in a district in a province, with a token that may act on all of it; with
+    ``two_tier`` the ward right under the province, no district (since 1 July 2025)."""
+
+    def __init__(self, stack: Stack, two_tier: bool = False) -> None:
+        super().__init__(stack)
+        self.two_tier = two_tier
+
+    async def register(self) -> None:
+        if not self.two_tier:
+            return await super().register()
+        for unit, parent, level, name in (
+            (self.province, None, "province", "Đảng bộ tỉnh Thanh Hóa"),
+            (self.ward, self.province, "ward", "Đảng bộ phường thử"),
+        ):
+            await self.send(
+                "RegisterUnit",
+                {"unit_id": unit, "parent_id": parent, "level": level, "name": name},
+            )
 
     async def raise_petition(self, n: int = 1, url: str | None = None) -> str:
         petition_id = f"{self.ward}.kn-{n}-{uuid.uuid4().hex[:6]}"
@@ -59,8 +77,8 @@ class Ward(UnitLadder):
         )
 
 
-async def new_ward(stack: Stack) -> Ward:
-    ward = Ward(stack)
+async def new_ward(stack: Stack, two_tier: bool = False) -> Ward:
+    ward = Ward(stack, two_tier)
     await ward.register()
     cell = {"cell_id": f"{ward.ward}.to-01", "ward_id": ward.ward, "name": "Chi bộ Tổ dân phố 1"}
     await ward.send("RegisterCell", cell)  # the cell its petitions are raised in
@@ -119,6 +137,39 @@ async def test_a_petition_escalates_twice_on_a_moved_clock(running_stack: Stack,
 
     await eventually(counted_at_district, timeout_s=30, what="open petitions by level")
     assert both[1]["missed_deadline_at"] == both[0]["deadline_at"]
+
+
+async def test_on_a_two_tier_tree_the_ward_escalates_to_the_province_not_a_district(
+    running_stack: Stack,
+    clock,  # type: ignore[no-untyped-def]
+) -> None:
+    """The default ladder (cell, ward, district, province) on a tree with no district: the
+    district rung is passed over, the province holds the petition under its own deadline,
+    and at the province's deadline it is the top (design invariant 9)."""
+    ward = await new_ward(running_stack, two_tier=True)
+    petition = await ward.raise_petition()
+    clock(8)  # past the cell's 7 days
+    await escalations(running_stack, petition, 1)
+    clock(16)  # past the ward's 15 days
+    both = await escalations(running_stack, petition, 2)
+    assert [(e["to_level"], e["to_holder_id"]) for e in both] == [
+        ("ward", ward.ward),
+        ("province", ward.province),
+    ]
+    assert both[1]["from_level"] == "ward"
+    deadline = datetime.fromisoformat(both[1]["deadline_at"])
+    assert deadline - datetime.fromisoformat(both[1]["escalated_at"]) == timedelta(days=45)
+    clock(46)  # past the province's 45 days: nowhere left to go
+
+    async def marked() -> list[dict] | None:
+        found = [
+            p for t, p in await petition_events(running_stack, petition)
+            if t == "PetitionMarkedOverdue"
+        ]  # fmt: skip
+        return found or None
+
+    [overdue] = await eventually(marked, timeout_s=30, what="marked overdue at the province")
+    assert overdue["level"] == "province"
 
 
 async def test_a_resolution_committed_first_wins_the_race(running_stack: Stack, clock) -> None:  # type: ignore[no-untyped-def]

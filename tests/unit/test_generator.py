@@ -18,7 +18,7 @@ from generator.commands import EVENT_OF
 from generator.model import GeneratorConfig
 from generator.month import LOCAL_TZ, at, previous_month
 from services.meetings.domain.errors import DomainRejection
-from services.meetings.domain.petition import PetitionPolicy, place_key
+from services.meetings.domain.petition import PetitionPolicy, Scope, Unit, place_key
 from services.meetings.service_layer.handlers import ROUTES, Inputs
 from shared.contract import DomainEvent
 from shared.contract.commands import COMMAND_TYPES, RaisePetition, RegisterUnit
@@ -66,19 +66,23 @@ def test_every_command_validates_against_its_contract_model() -> None:
     assert len(set(ids)) == len(ids)
 
 
+PUBLISHER = Scope("system", None)  # the generator publishes over Kafka, as a system source
+
+
 def _replay(g: Generated, now: datetime) -> list[tuple[str, DomainEvent]]:
     """Every command through the meetings service's own decisions, in memory and in order:
     none may be refused."""
     streams: dict[str, list[DomainEvent]] = {}
     policy = PetitionPolicy.parse("cell:7,ward:15,district:30,province:45", 180)
     similar: dict[tuple[str, str, str], list[str]] = {}
-    chains: dict[str, list[str]] = {}
+    chains: dict[str, list[Unit]] = {}
     parents = {u.unit_id: u.parent_id for u in g.district.units}
     parents |= {w.unit_id: w.parent_id for w in g.district.wards}
+    levels = {u.unit_id: u.level for u in g.district.units}
     for ward in parents:
         chain, up = [], parents[ward]
         while up:
-            chain.append(up)
+            chain.append(Unit(up, levels.get(up)))
             up = parents[up]
         chains[ward] = chain
     out = []
@@ -89,7 +93,7 @@ def _replay(g: Generated, now: datetime) -> list[tuple[str, DomainEvent]]:
             streams.setdefault(sid, [])
         inputs = Inputs(now=now, streams=streams, policy=policy, chains=chains, similar=similar)
         try:
-            events = route.decide(c.command, streams[stream_id], inputs)
+            events = route.decide(c.command, streams[stream_id], inputs, PUBLISHER)
         except DomainRejection as exc:
             msg = f"{c.message_id} {c.command.command_type}: {exc.code} {exc}"
             raise AssertionError(msg) from exc

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.meetings.domain.petition import Unit
+
 
 class OrgDirectory:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -16,8 +18,10 @@ class OrgDirectory:
 
     async def chains(
         self, ward_ids: set[str], conn: asyncpg.Connection | None = None
-    ) -> dict[str, list[str]]:
-        """The units above each ward, nearest first: where its petitions go next."""
+    ) -> dict[str, list[Unit]]:
+        """The units above each ward, nearest first, with their levels: where its
+        petitions go next (by level), and who stands above their holder. A parent not
+        registered yet ends the chain, with no level."""
         if not ward_ids:
             return {}
         rows = await (conn or self._pool).fetch(
@@ -30,11 +34,15 @@ class OrgDirectory:
                 join meetings.org_units p on p.unit_id = up.unit_id
                 where p.parent_id is not null and up.depth < 16
             )
-            select ward_id, array_agg(unit_id order by depth) as chain from up group by ward_id
+            select up.ward_id, up.unit_id, u.level from up
+            left join meetings.org_units u on u.unit_id = up.unit_id
+            order by up.ward_id, up.depth
             """,
             list(ward_ids),
         )
-        found = {r["ward_id"]: list(r["chain"]) for r in rows}
+        found: dict[str, list[Unit]] = {}
+        for r in rows:
+            found.setdefault(r["ward_id"], []).append(Unit(r["unit_id"], r["level"]))
         return {ward: found.get(ward, []) for ward in ward_ids}
 
     async def ancestors(self, ward_ids: set[str]) -> dict[str, frozenset[str]]:

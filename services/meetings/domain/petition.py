@@ -5,15 +5,22 @@ period. It is resolved there, or sent up: by hand when it is beyond the level's
 authority, or by the deadline scheduler when the deadline passes. At the top of the
 ladder a missed deadline only marks it overdue. The ladder and the recurring window are
 data (design invariant 9).
+
+Who holds it is a unit: the cell first, then the petition's own ward (whatever its level
+is called: ward, commune), then, for each rung above, the nearest of the ward's
+ancestors whose level has the rung's name. A rung no unit of the tree holds (a two-tier
+tree has no district) is passed over; with no held rung above, the current one is the
+top. Only the holder's committee, or a unit above it, acts on the petition (Quy định 11).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.meetings.domain.cell import Cell
-from services.meetings.domain.errors import reject
+from services.meetings.domain.errors import DomainRejection, reject
 from shared.contract import DomainEvent
 from shared.contract.commands import (
     AcknowledgePetition,
@@ -43,6 +50,24 @@ MAX_SIMILAR_LISTED = 10
 
 def stream_id(petition_id: str) -> str:
     return f"petition-{petition_id}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit above the ward, as the organisation tree has it. ``level`` is None for a
+    parent named by its child but not registered yet (units arrive in any order)."""
+
+    unit_id: str
+    level: str | None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the one acting may act: its unit and every unit below it (``system``:
+    anywhere), as a token's scope says (shared/auth.py)."""
+
+    level: str
+    unit: str | None
 
 
 @dataclass(frozen=True)
@@ -156,8 +181,10 @@ class Petition:
             )
         ]
 
-    def acknowledge(self, cmd: AcknowledgePetition, now: datetime) -> list[DomainEvent]:
-        self._require_open(cmd.ward_id)
+    def acknowledge(
+        self, cmd: AcknowledgePetition, now: datetime, by: Scope, chain: Sequence[Unit]
+    ) -> list[DomainEvent]:
+        self._require_open(cmd.ward_id, by, chain)
         if self.level in self.acknowledged_levels:
             raise reject(
                 "already_acknowledged",
@@ -171,8 +198,10 @@ class Petition:
             )
         ]  # fmt: skip
 
-    def resolve(self, cmd: ResolvePetition, now: datetime) -> list[DomainEvent]:
-        self._require_open(cmd.ward_id)
+    def resolve(
+        self, cmd: ResolvePetition, now: datetime, by: Scope, chain: Sequence[Unit]
+    ) -> list[DomainEvent]:
+        self._require_open(cmd.ward_id, by, chain)
         return [
             PetitionResolved(
                 petition_id=cmd.petition_id, ward_id=cmd.ward_id, level=self.level,
@@ -181,26 +210,36 @@ class Petition:
         ]  # fmt: skip
 
     def escalate(
-        self, cmd: EscalatePetition, policy: PetitionPolicy, now: datetime, chain: list[str]
+        self,
+        cmd: EscalatePetition,
+        policy: PetitionPolicy,
+        now: datetime,
+        chain: Sequence[Unit],
+        by: Scope,
     ) -> list[DomainEvent]:
-        self._require_open(cmd.ward_id)
-        if policy.index(self.level) == len(policy.ladder) - 1:
+        self._require_open(cmd.ward_id, by, chain)
+        up = self._next_holder(policy, chain)
+        if up is None:
             raise reject(
                 "top_of_ladder",
-                "Kiến nghị đang ở cấp cao nhất, không thể chuyển lên nữa.",
-                "The petition is at the top of the ladder.",
+                "Kiến nghị đang ở cấp cao nhất (không có đơn vị cấp trên nào để chuyển lên).",
+                "The petition is at the top of the ladder: no unit above holds a higher level.",
+                level=self.level,
             )
-        return [self._up(policy, now, chain, EscalationReason.BEYOND_AUTHORITY, cmd.note, None)]
+        return [self._up(policy, now, up, EscalationReason.BEYOND_AUTHORITY, cmd.note, None)]
 
     def escalate_overdue(
         self,
         cmd: EscalateOverduePetition,
         policy: PetitionPolicy,
         now: datetime,
-        chain: list[str],
+        chain: Sequence[Unit],
+        by: Scope,
     ) -> list[DomainEvent]:
         """Nothing if the deadline is no longer this one, or has not passed: the scheduler
         may be late, repeated, or racing a resolution, and then it must change nothing."""
+        if self.raised is not None:
+            self._require_held_within(by, chain)
         if (
             self.raised is None
             or self.resolved
@@ -209,19 +248,26 @@ class Petition:
             or now < self.deadline_at
         ):
             return []
-        if policy.index(self.level) == len(policy.ladder) - 1:
+        up = self._next_holder(policy, chain)
+        if up is None:
             return [
                 PetitionMarkedOverdue(
                     petition_id=cmd.petition_id, ward_id=self.raised.ward_id, level=self.level,
                     missed_deadline_at=self.deadline_at, marked_at=now,
                 )
             ]  # fmt: skip
-        return [self._up(policy, now, chain, EscalationReason.DEADLINE, None, self.deadline_at)]
+        return [self._up(policy, now, up, EscalationReason.DEADLINE, None, self.deadline_at)]
 
     def reopen(
-        self, cmd: ReopenPetition, policy: PetitionPolicy, now: datetime
+        self,
+        cmd: ReopenPetition,
+        policy: PetitionPolicy,
+        now: datetime,
+        by: Scope,
+        chain: Sequence[Unit],
     ) -> list[DomainEvent]:
         self._require_raised(cmd.ward_id)
+        self._require_held_within(by, chain)
         if not self.resolved:
             raise reject(
                 "not_resolved",
@@ -237,25 +283,45 @@ class Petition:
         ]  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
+    def _next_holder(self, policy: PetitionPolicy, chain: Sequence[Unit]) -> tuple[int, str] | None:
+        """The next rung up that a unit holds, and that unit; None at the top. The rung
+        after the cell is the petition's own ward, whatever the ladder calls it. A rung
+        above is held by the nearest unit of that level above the current holder among
+        the ward's ancestors (nearest first); a rung no unit has is passed over, so a
+        district ladder on a two-tier tree goes from the ward to the province."""
+        assert self.raised is not None
+        here = policy.index(self.level)  # unknown_level when the ladder lost it
+        if here == 0:
+            return 1, self.raised.ward_id
+        above = list(chain)
+        for n, unit in enumerate(above):
+            if unit.unit_id == self.holder_id:
+                above = above[n + 1 :]
+                break
+        for to in range(here + 1, len(policy.ladder)):
+            name = policy.ladder[to].name
+            holder = next((u.unit_id for u in above if u.level == name), None)
+            if holder is not None:
+                return to, holder
+        return None
+
     def _up(
         self,
         policy: PetitionPolicy,
         now: datetime,
-        chain: list[str],
+        up: tuple[int, str],
         reason: EscalationReason,
         note: str | None,
         missed: datetime | None,
     ) -> PetitionEscalated:
         assert self.raised is not None
-        to = policy.index(self.level) + 1
-        # The holders above the cell: the ward, then the ward's ancestors, nearest first.
-        holders = [self.raised.ward_id, *chain]
+        to, holder = up
         return PetitionEscalated(
             petition_id=self.petition_id,
             ward_id=self.raised.ward_id,
             from_level=self.level,
             to_level=policy.ladder[to].name,
-            to_holder_id=holders[to - 1] if to - 1 < len(holders) else None,
+            to_holder_id=holder,
             reason=reason,
             note=note,
             missed_deadline_at=missed,
@@ -278,8 +344,35 @@ class Petition:
             )
         return self.raised
 
-    def _require_open(self, ward_id: str) -> None:
+    def _require_held_within(self, by: Scope, chain: Sequence[Unit]) -> None:
+        """The one acting must hold the petition or stand above its holder: a cell's
+        secretary acts on what the cell holds, a ward's officials on what the ward or one
+        of its cells holds, a unit above on what it or a unit below it holds. ``chain``
+        is needed only for a scope above the ward: without it no unit above the ward is
+        known, and only the cell and the ward can be matched."""
+        assert self.raised is not None
+        if by.level == "system":
+            return
+        line = [self.raised.cell_id, self.raised.ward_id, *(u.unit_id for u in chain)]
+        if self.holder_id in line:
+            at_or_above = line[line.index(self.holder_id) :]
+        else:  # escalated when no unit held the level (older events): some unit above
+            at_or_above = line[2:]
+        if by.unit is None or by.unit not in at_or_above:
+            raise DomainRejection(
+                "forbidden_scope",
+                "Tài khoản không có quyền xử lý kiến nghị này; kiến nghị đang do"
+                f" {f'đơn vị {self.holder_id}' if self.holder_id else 'đơn vị cấp trên'}"
+                f" giữ (cấp {self.level}).",
+                f"The token's scope does not cover the unit holding this petition"
+                f" ({self.level}: {self.holder_id}).",
+                {"level": self.level, "holder_id": self.holder_id},
+                status=403,
+            )
+
+    def _require_open(self, ward_id: str, by: Scope, chain: Sequence[Unit]) -> None:
         self._require_raised(ward_id)
+        self._require_held_within(by, chain)
         if self.resolved:
             raise reject(
                 "already_resolved",

@@ -45,7 +45,7 @@ from services.meetings.domain import (
 )
 from services.meetings.domain.cell import Cell
 from services.meetings.domain.errors import DomainRejection
-from services.meetings.domain.petition import PetitionPolicy
+from services.meetings.domain.petition import PetitionPolicy, Scope, Unit
 from shared.auth import WRITER_ROLES, AuthError, Principal, forbidden_role, forbidden_scope
 from shared.clock import Clock
 from shared.contract import DomainEvent, ScheduleMeeting
@@ -155,13 +155,14 @@ class Written:
 @dataclass(frozen=True)
 class Inputs:
     """What a decision may know besides its own stream: other streams it reads (the cell's
-    roll), the time now, the petition ladder, the units above each ward, earlier
-    petitions about the same place, and the ward each person belongs to now."""
+    roll), the time now, the petition ladder, the units above each ward (nearest first,
+    with their levels), earlier petitions about the same place, and the ward each person
+    belongs to now."""
 
     now: datetime
     streams: dict[str, list[DomainEvent]]
     policy: PetitionPolicy
-    chains: dict[str, list[str]] = field(default_factory=dict)
+    chains: dict[str, list[Unit]] = field(default_factory=dict)
     similar: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     # The ward each person named by a contact command belongs to now, where known.
     person_wards: dict[str, str] = field(default_factory=dict)
@@ -175,8 +176,32 @@ class Inputs:
     def cell(self, cell_id: str) -> Cell:
         return Cell.replay(cell_id, self.streams.get(cell.stream_id(cell_id), []))
 
+    def chain(self, c: Command) -> list[Unit]:
+        """The units above the command's ward, when the batch needed them (escalations,
+        and petition commands from a scope above the ward); else none."""
+        return self.chains.get(c.scope()[0], [])
+
     def similar_to(self, c: RaisePetition) -> list[str]:
         return list(self.similar.get(_similarity_key(c), []))
+
+
+# Petition commands after the raising: authorised against the unit that holds the
+# petition, in the decision, where its state is known (Petition._require_held_within).
+_HELD = frozenset(
+    {
+        AcknowledgePetition,
+        ResolvePetition,
+        EscalatePetition,
+        EscalateOverduePetition,
+        ReopenPetition,
+    }
+)
+_CLIMBING = frozenset({EscalatePetition, EscalateOverduePetition})
+_AT_OR_BELOW_WARD = frozenset({"system", "ward", "cell"})
+
+
+def _scope(principal: Principal) -> Scope:
+    return Scope(principal.scope_level, principal.scope_unit)
 
 
 def _similarity_key(c: RaisePetition) -> tuple[str, str, str]:
@@ -185,10 +210,11 @@ def _similarity_key(c: RaisePetition) -> tuple[str, str, str]:
 
 @dataclass(frozen=True)
 class Route:
-    """Which stream a command writes, which it reads, and the aggregate's decision."""
+    """Which stream a command writes, which it reads, and the aggregate's decision (given
+    the command, its stream, the inputs and the scope of the one acting)."""
 
     target: Callable[[Any], tuple[str, str]]  # command -> (stream id, ward id)
-    decide: Callable[[Any, list[DomainEvent], Inputs], list[DomainEvent]]
+    decide: Callable[[Any, list[DomainEvent], Inputs, Scope], list[DomainEvent]]
     reads: Callable[[Any], list[str]] = lambda _: []
     # Data that must not enter the log (personal data), written in the same transaction.
     store: Callable[[asyncpg.Connection, Any], Awaitable[None]] | None = None
@@ -227,74 +253,80 @@ def _p(c: Any, h: list[DomainEvent]) -> petition.Petition:
 
 ROUTES: dict[type[Command], Route] = {
     RegisterUnit: Route(
-        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.register(c, h)
+        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i, _: unit.register(c, h)
     ),
     RaisePetition: Route(
         _petition,
-        lambda c, h, i: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c), i.cell(c.cell_id)),
+        lambda c, h, i, _: _p(c, h).raise_(c, i.policy, i.now, i.similar_to(c), i.cell(c.cell_id)),
         _reads_cell,
     ),
-    AcknowledgePetition: Route(_petition, lambda c, h, i: _p(c, h).acknowledge(c, i.now)),
-    ResolvePetition: Route(_petition, lambda c, h, i: _p(c, h).resolve(c, i.now)),
+    # Acted on by the unit holding the petition, or one above it: decided with its state.
+    AcknowledgePetition: Route(
+        _petition, lambda c, h, i, by: _p(c, h).acknowledge(c, i.now, by, i.chain(c))
+    ),
+    ResolvePetition: Route(
+        _petition, lambda c, h, i, by: _p(c, h).resolve(c, i.now, by, i.chain(c))
+    ),
     EscalatePetition: Route(
-        _petition,
-        lambda c, h, i: _p(c, h).escalate(c, i.policy, i.now, i.chains.get(c.ward_id, [])),
+        _petition, lambda c, h, i, by: _p(c, h).escalate(c, i.policy, i.now, i.chain(c), by)
     ),
     EscalateOverduePetition: Route(
         _petition,
-        lambda c, h, i: _p(c, h).escalate_overdue(c, i.policy, i.now, i.chains.get(c.ward_id, [])),
+        lambda c, h, i, by: _p(c, h).escalate_overdue(c, i.policy, i.now, i.chain(c), by),
     ),
-    ReopenPetition: Route(_petition, lambda c, h, i: _p(c, h).reopen(c, i.policy, i.now)),
-    RegisterCell: Route(_cell, lambda c, h, i: _c(c, h).register(c)),
-    AdmitMember: Route(_cell, lambda c, h, i: _c(c, h).admit(c)),
-    ExemptMember: Route(_cell, lambda c, h, i: _c(c, h).exempt(c)),
-    TransferMember: Route(_cell, lambda c, h, i: _c(c, h).transfer_out(c)),
+    ReopenPetition: Route(
+        _petition, lambda c, h, i, by: _p(c, h).reopen(c, i.policy, i.now, by, i.chain(c))
+    ),
+    RegisterCell: Route(_cell, lambda c, h, i, _: _c(c, h).register(c)),
+    AdmitMember: Route(_cell, lambda c, h, i, _: _c(c, h).admit(c)),
+    ExemptMember: Route(_cell, lambda c, h, i, _: _c(c, h).exempt(c)),
+    TransferMember: Route(_cell, lambda c, h, i, _: _c(c, h).transfer_out(c)),
     ScheduleMeeting: Route(
         _meeting,
-        lambda c, h, i: _m(c, h).schedule(c, i.cell(c.cell_id), i.orientation(c.orientation_id)),
+        lambda c, h, i, _: _m(c, h).schedule(c, i.cell(c.cell_id), i.orientation(c.orientation_id)),
         # The cell, to check it is the ward's: one stream per distinct cell of a batch.
         lambda c: (
             _reads_cell(c) + ([orientation.stream_id(c.orientation_id)] if c.orientation_id else [])
         ),
     ),
-    AppointOfficial: Route(_cell, lambda c, h, i: _c(c, h).appoint(c)),
+    AppointOfficial: Route(_cell, lambda c, h, i, _: _c(c, h).appoint(c)),
     AppointUnitOfficial: Route(
-        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i: unit.appoint(c, h)
+        lambda c: (unit.stream_id(c.unit_id), c.unit_id), lambda c, h, i, _: unit.appoint(c, h)
     ),
     SetContactDetails: Route(
         lambda c: (contact.stream_id(c.person_id), c.ward_id),
-        lambda c, h, i: contact.change(c, h, i.person_wards.get(c.person_id)),
+        lambda c, h, i, _: contact.change(c, h, i.person_wards.get(c.person_id)),
         store=write_models.store_contact,
         stream_ward=lambda c, h: contact.stream_ward(h, c.ward_id),
     ),
     EraseContactDetails: Route(
         lambda c: (contact.stream_id(c.person_id), c.ward_id),
-        lambda c, h, i: contact.erase(c, h, i.person_wards.get(c.person_id)),
+        lambda c, h, i, _: contact.erase(c, h, i.person_wards.get(c.person_id)),
         store=write_models.erase_contact,
         stream_ward=lambda c, h: contact.stream_ward(h, c.ward_id),
     ),
     IssueOrientation: Route(
         lambda c: (orientation.stream_id(c.orientation_id), c.ward_id),
-        lambda c, h, i: orientation.issue(c, h, i.now),
+        lambda c, h, i, _: orientation.issue(c, h, i.now),
     ),
     SubmitWardReport: Route(
         lambda c: (ward_report.stream_id(c.ward_id, c.month), c.ward_id),
-        lambda c, h, i: ward_report.submit(c, h, i.now),
+        lambda c, h, i, _: ward_report.submit(c, h, i.now),
     ),
-    RescheduleMeeting: Route(_meeting, lambda c, h, i: _m(c, h).reschedule(c)),
-    CancelMeeting: Route(_meeting, lambda c, h, i: _m(c, h).cancel(c)),
+    RescheduleMeeting: Route(_meeting, lambda c, h, i, _: _m(c, h).reschedule(c)),
+    CancelMeeting: Route(_meeting, lambda c, h, i, _: _m(c, h).cancel(c)),
     OpenMeeting: Route(
-        _meeting, lambda c, h, i: _m(c, h).open(c, i.cell(c.cell_id), i.now), _reads_cell
+        _meeting, lambda c, h, i, _: _m(c, h).open(c, i.cell(c.cell_id), i.now), _reads_cell
     ),
     AdoptResolution: Route(
         # The cell's roll: only its full members vote.
         _meeting,
-        lambda c, h, i: _m(c, h).adopt_resolution(c, i.cell(c.cell_id)),
+        lambda c, h, i, _: _m(c, h).adopt_resolution(c, i.cell(c.cell_id)),
         _reads_cell,
     ),
-    CompleteTask: Route(_meeting, lambda c, h, i: _m(c, h).complete_task(c, i.now)),
+    CompleteTask: Route(_meeting, lambda c, h, i, _: _m(c, h).complete_task(c, i.now)),
     CloseMeeting: Route(
-        _meeting, lambda c, h, i: _m(c, h).close(c, i.cell(c.cell_id), i.now), _reads_cell
+        _meeting, lambda c, h, i, _: _m(c, h).close(c, i.cell(c.cell_id), i.now), _reads_cell
     ),
 }
 
@@ -480,8 +512,13 @@ class CommandBus:
         commands = [items[i][0] for i in indices]
         raising = [c for c in commands if type(c) is RaisePetition]
         people = [cast(_ContactCommand, c).person_id for c in commands if type(c) in _CONTACT]
+        # The units above a ward: where an escalation goes, and whether a scope above the
+        # ward covers the petition's holder. One query per batch.
         climbing = {
-            c.scope()[0] for c in commands if type(c) in (EscalatePetition, EscalateOverduePetition)
+            c.scope()[0]
+            for c, ctx in (items[i] for i in indices)
+            if type(c) in _CLIMBING
+            or (type(c) in _HELD and ctx.principal.scope_level not in _AT_OR_BELOW_WARD)
         }
         inputs = Inputs(
             now=now,
@@ -511,7 +548,7 @@ class CommandBus:
             if route.stream_ward is not None:
                 ward_id = route.stream_ward(command, history)
             try:
-                decided = route.decide(command, history, inputs)
+                decided = route.decide(command, history, inputs, _scope(ctx.principal))
             except DomainRejection as exc:
                 outcomes[i] = Rejection.of(exc)
                 continue
@@ -605,6 +642,11 @@ class CommandBus:
             ward, cell = command.scope()
             if ctx.principal.role not in WRITER_ROLES:
                 outcomes[i] = Rejection.of(forbidden_role())
+            elif type(command) in _HELD and ctx.principal.scope_level == "cell":
+                # The command names no cell: whether the petition is this cell's to act on
+                # is decided with the petition's holder. Other scopes must at least cover
+                # the ward here, as the holder is the ward, one of its cells or above it.
+                continue
             elif not ctx.principal.covers(ward, cell, ancestors.get(ward, frozenset())):
                 outcomes[i] = Rejection.of(forbidden_scope())
 
