@@ -152,6 +152,30 @@ class Written:
         return self
 
 
+class CellMemo:
+    """Cells replayed from their history, kept across batches: a meeting's or petition's
+    decision reads its cell, and replaying a cell's roll (tens of events) for each of
+    them was most of the intake's CPU per ScheduleMeeting. A cell is reused while its
+    history is the same list of event objects: the same length and the same last event
+    (held here, so its identity cannot pass to another object). Decisions only read it."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._cells: dict[str, tuple[DomainEvent, int, Cell]] = {}
+
+    def replay(self, cell_id: str, events: list[DomainEvent]) -> Cell:
+        if not events:
+            return Cell.replay(cell_id, events)
+        kept = self._cells.get(cell_id)
+        if kept is not None and kept[0] is events[-1] and kept[1] == len(events):
+            return kept[2]
+        replayed = Cell.replay(cell_id, events)
+        if len(self._cells) >= self._capacity:
+            self._cells.clear()  # rare: more cells than the stream cache keeps
+        self._cells[cell_id] = (events[-1], len(events), replayed)
+        return replayed
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a decision may know besides its own stream: other streams it reads (the cell's
@@ -166,6 +190,7 @@ class Inputs:
     similar: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     # The ward each person named by a contact command belongs to now, where known.
     person_wards: dict[str, str] = field(default_factory=dict)
+    cells: CellMemo | None = None
 
     def orientation(self, orientation_id: str | None) -> OrientationIssued | None:
         if orientation_id is None:
@@ -174,7 +199,10 @@ class Inputs:
         return next((e for e in events if isinstance(e, OrientationIssued)), None)
 
     def cell(self, cell_id: str) -> Cell:
-        return Cell.replay(cell_id, self.streams.get(cell.stream_id(cell_id), []))
+        events = self.streams.get(cell.stream_id(cell_id), [])
+        if self.cells is None:
+            return Cell.replay(cell_id, events)
+        return self.cells.replay(cell_id, events)
 
     def chain(self, c: Command) -> list[Unit]:
         """The units above the command's ward, when the batch needed them (escalations,
@@ -346,6 +374,7 @@ class CommandBus:
         self._metrics = metrics
         self._policy = policy
         self._command_counters: dict[tuple[str, str, str], Any] = {}
+        self._cells = CellMemo()
 
     async def handle(self, command: Command, ctx: CommandContext) -> Outcome:
         return (await self.handle_batch([(command, ctx)]))[0]
@@ -531,6 +560,7 @@ class CommandBus:
                 now - self._policy.recurring_window,
             ),
             person_wards=await write_models.person_wards(conn, list(dict.fromkeys(people))),
+            cells=self._cells,
         )
         loaded_versions = {sid: len(events) for sid, events in histories.items()}
         new_events: list[NewEvent] = []
