@@ -12,7 +12,6 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     create_model,
 )
 
@@ -125,20 +124,4 @@ def read_current(value: bytes) -> tuple[ConsumedEnvelope, DomainEvent]:
     version, an unknown type, bad input): the caller then takes the general path,
     ``EventEnvelope.model_validate_json`` and ``domain_event()``, which decides."""
     typed = _VALIDATE(value)
-    return typed, typed.payload
-
-
-def read_event(value: bytes) -> tuple[Envelope, DomainEvent] | None:
-    """The envelope and its typed event, as ``EventEnvelope.model_validate_json(value)``
-    and ``domain_event()`` give them; None for an unknown event type. ValidationError
-    (or LookupError, for a version newer than this reader) as they raise it."""
-    try:
-        typed: _TypedEnvelope = _VALIDATE(value)
-    except ValidationError:
-        # An older version (upcast), an unknown type, or bad input: the general path
-        # decides, so the outcome is always its outcome.
-        envelope = EventEnvelope.model_validate_json(value)
-        if envelope.event_type not in EVENT_TYPES:
-            return None
-        return envelope, envelope.domain_event()
     return typed, typed.payload
