@@ -921,7 +921,7 @@ async def test_low_notices_wait_for_the_daily_digest_and_passed_leads_catch_up(
         warnings = await mails(notify, org.members[0], "Sắp hết hạn giải quyết", at_least=2)
         assert len(warnings) == 2
         for warning in warnings:
-            assert "còn khoảng 168 giờ" in text_of(warning)
+            assert "còn khoảng 7 ngày" in text_of(warning)  # 168 hours, said in days
         for petition in petitions:
             await org.send(
                 "ResolvePetition",

@@ -67,6 +67,10 @@ def test_the_id_stands_in_only_when_the_name_is_unknown() -> None:
         (timedelta(hours=4), "khoảng 4 giờ"),
         (timedelta(hours=2, minutes=30), "khoảng 3 giờ"),  # half up, not to even
         (timedelta(hours=46, minutes=10), "khoảng 46 giờ"),
+        (timedelta(hours=47, minutes=59), "khoảng 48 giờ"),
+        (timedelta(hours=48), "khoảng 2 ngày"),
+        (timedelta(hours=60), "khoảng 3 ngày"),  # two and a half days, half up
+        (timedelta(hours=168), "khoảng 7 ngày"),
     ],
 )
 def test_time_left_reads_as_people_say_it(left: timedelta, said: str) -> None:

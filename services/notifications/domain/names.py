@@ -96,11 +96,14 @@ NO_NAMES = PlaceNames()
 
 
 def duration_vi(seconds: float) -> str:
-    """Time left, as people say it: "khoảng 25 phút" under an hour, "khoảng 4 giờ" above
-    (half up), "chưa đến 1 phút" at the very end."""
+    """Time left, as people say it: "khoảng 25 phút" under an hour, "khoảng 4 giờ" under
+    two days, "khoảng 7 ngày" from two days on (each half up), "chưa đến 1 phút" at the
+    very end."""
     if seconds < 60:
         return "chưa đến 1 phút"
     minutes = int(seconds / 60 + 0.5)
     if minutes < 60:
         return f"khoảng {minutes} phút"
-    return f"khoảng {int(seconds / 3600 + 0.5)} giờ"
+    if seconds < 48 * 3600:
+        return f"khoảng {int(seconds / 3600 + 0.5)} giờ"
+    return f"khoảng {int(seconds / 86400 + 0.5)} ngày"
