@@ -458,9 +458,7 @@ class CommandBus:
                     result = stored[legacy]
             if result is None:
                 continue
-            if result.stream_id != ROUTES[type(command)].target(command)[0] or (
-                result.command_type not in (None, command.command_type)
-            ):
+            if _another_command(command, result.stream_id, result.command_type):
                 outcomes[i] = _key_reused(result.stream_id, result.command_type)
             else:
                 answers[key] = result
@@ -703,10 +701,17 @@ def _refuse_keys_reused_in_batch(
         if j != i:
             earlier = items[j][0]
             stream_id = ROUTES[type(earlier)].target(earlier)[0]
-            if type(command) is not type(earlier) or (
-                ROUTES[type(command)].target(command)[0] != stream_id
-            ):
+            if _another_command(command, stream_id, earlier.command_type):
                 outcomes[i] = _key_reused(stream_id, earlier.command_type)
+
+
+def _another_command(command: Command, stream_id: str, command_type: str | None) -> bool:
+    """Whether a key first used for a command of ``command_type`` on ``stream_id`` names
+    another command than ``command`` (a key stored before the type was kept, None, is
+    compared by its stream only)."""
+    return ROUTES[type(command)].target(command)[0] != stream_id or (
+        command_type not in (None, command.command_type)
+    )
 
 
 def _key_reused(stream_id: str, command_type: str | None) -> Rejection:
