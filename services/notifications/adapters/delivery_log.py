@@ -22,7 +22,9 @@ from uuid import UUID
 import asyncpg
 
 from services.notifications.adapters.templating import RenderedMessage
-from services.notifications.domain.notices import Notice
+from services.notifications.domain.notices import MEETING_NOTICES, Notice, outdated_reason
+
+_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
 
 
 @dataclass(frozen=True)
@@ -102,19 +104,30 @@ async def withdraw_waiting(
     return [(r["channel"], r["trigger"]) for r in rows]
 
 
-async def meeting_notice_facts(
-    db: asyncpg.Pool | asyncpg.Connection, delivery_ids: list[int]
-) -> list[asyncpg.Record]:
-    """For meeting notices about to be sent (claimed, or resent): the start each announces
-    and the meeting's state now."""
-    rows: list[asyncpg.Record] = await db.fetch(
+async def outdated_meeting_notices(
+    db: asyncpg.Pool | asyncpg.Connection, triggers: dict[int, str], now: datetime
+) -> dict[int, str]:
+    """Of deliveries about to be sent (claimed, or resent), given as id → trigger: the
+    meeting notices the meeting has made wrong or history since (``outdated_reason``:
+    ``superseded`` or ``stale``), each with its reason."""
+    meeting_rows = [i for i, trigger in triggers.items() if trigger in _MEETING_NOTICES]
+    if not meeting_rows:
+        return {}
+    rows = await db.fetch(
         "select d.delivery_id, d.trigger, d.about_start, m.status, m.scheduled_start"
         " from notifications.deliveries d"
         " left join notifications.meetings m on m.meeting_id = d.trigger_ref"
         " where d.delivery_id = any($1) and d.about_start is not null",
-        delivery_ids,
+        meeting_rows,
     )
-    return rows
+    reasons: dict[int, str] = {}
+    for row in rows:
+        reason = outdated_reason(
+            row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
+        )
+        if reason is not None:
+            reasons[row["delivery_id"]] = reason
+    return reasons
 
 
 async def withdraw_claimed(pool: asyncpg.Pool, reasons: dict[int, str]) -> list[int]:

@@ -48,13 +48,12 @@ from services.notifications.adapters.channels import (
 from services.notifications.adapters.contacts import Contact, ContactsClient, LookupFailed
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.rate_limit import TokenBucket
-from services.notifications.domain.notices import MEETING_NOTICES, Backoff, outdated_reason
+from services.notifications.domain.notices import Backoff
 from shared.clock import Clock
 from shared.logs import get_logger
 from shared.tasks import cancel
 
 log = get_logger(__name__)
-_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
 
 
 def needs_lookup(d: delivery_log.Delivery) -> bool:
@@ -241,16 +240,9 @@ class Dispatcher:
         """A meeting notice is checked against the meeting once more before it is sent: one
         that waited (quiet hours, a retry, a resend) past the meeting's change or start is
         settled as ``suppressed`` (``superseded`` or ``stale``) instead. Returns the rest."""
-        meeting_rows = [d.delivery_id for d in claimed if d.trigger in _MEETING_NOTICES]
-        if not meeting_rows:
-            return claimed
-        reasons: dict[int, str] = {}
-        for row in await delivery_log.meeting_notice_facts(self._pool, meeting_rows):
-            reason = outdated_reason(
-                row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
-            )
-            if reason is not None:
-                reasons[row["delivery_id"]] = reason
+        reasons = await delivery_log.outdated_meeting_notices(
+            self._pool, {d.delivery_id: d.trigger for d in claimed}, now
+        )
         if not reasons:
             return claimed
         withdrawn = set(await delivery_log.withdraw_claimed(self._pool, reasons))

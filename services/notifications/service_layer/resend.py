@@ -11,15 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from services.notifications.adapters import delivery_log
-from services.notifications.domain.notices import (
-    MEETING_NOTICES,
-    Priority,
-    QuietHours,
-    outdated_reason,
-    send_not_before,
-)
-
-_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
+from services.notifications.domain.notices import Priority, QuietHours, send_not_before
 
 
 @dataclass(frozen=True)
@@ -36,15 +28,9 @@ async def resend_dead(
     async with conn.transaction():
         dead = await delivery_log.lock_dead(conn, ids)
         # The dispatcher's own send-time check (it makes it again when it claims them).
-        meeting_rows = [r["delivery_id"] for r in dead if r["trigger"] in _MEETING_NOTICES]
-        outdated = {}
-        facts = await delivery_log.meeting_notice_facts(conn, meeting_rows) if meeting_rows else []
-        for row in facts:
-            reason = outdated_reason(
-                row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
-            )
-            if reason is not None:
-                outdated[row["delivery_id"]] = reason
+        outdated = await delivery_log.outdated_meeting_notices(
+            conn, {r["delivery_id"]: r["trigger"] for r in dead}, now
+        )
         not_before = {
             r["delivery_id"]: send_not_before(Priority(r["priority"]), now, quiet)
             for r in dead
