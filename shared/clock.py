@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from shared.contract.types import EARLIEST_DAY, LATEST_DAY
+
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
@@ -58,8 +60,8 @@ class ReportMonth:
     # The years a reader may ask for: the contract's (shared/contract/types.py). Outside
     # them a month's bounds can overflow: year 0 and 10000 are not datetimes, and 0001-01
     # starts in year 0 once in UTC, which the PostgreSQL driver cannot encode.
-    FIRST_YEAR = 2000
-    LAST_YEAR = 2099
+    FIRST_YEAR = EARLIEST_DAY.year
+    LAST_YEAR = LATEST_DAY.year
 
     def __init__(self, label: str) -> None:
         year, month = (int(part) for part in label.split("-"))
