@@ -119,6 +119,14 @@ class Service:
                     value += s.value
         return value
 
+    def unaddressed(self, trigger: str) -> float:
+        return sum(
+            s.value
+            for metric in self.metrics.unaddressed.collect()
+            for s in metric.samples
+            if s.name.endswith("_total") and s.labels["trigger"] == trigger
+        )
+
     async def org(self, level: str = "ward") -> None:
         await self.apply(
             UnitRegistered(
@@ -408,3 +416,39 @@ async def test_an_escalation_to_a_level_without_a_unit_no_longer_warns_the_previ
         "select recipient from notifications.deliveries where trigger = 'petition_deadline'"
     )
     assert [r["recipient"] for r in warned] == []  # not the ward's official w1
+
+
+async def test_an_escalation_to_a_unit_without_officials_is_counted_as_reaching_nobody(
+    service: Service,
+) -> None:
+    service.clock.set(local(2026, 11, 1, 9, 0))
+    await service.org()
+    # The district is registered, but none of its officials is.
+    await service.apply(
+        UnitRegistered(
+            unit_id="tp-thanh-hoa",
+            ward_id=WARD,
+            parent_id=None,
+            level="district",
+            name="Thành phố Thanh Hóa",
+        )
+    )
+    now = service.clock.now()
+    await service.apply(
+        PetitionEscalated(
+            petition_id="p2",
+            ward_id=WARD,
+            from_level="ward",
+            to_level="district",
+            to_holder_id="tp-thanh-hoa",
+            reason=EscalationReason.BEYOND_AUTHORITY,
+            deadline_at=now + timedelta(days=30),
+            escalated_at=now,
+        )
+    )
+    assert await service.rows("p2") == []
+    assert service.unaddressed("petition_escalated") == 1
+    assert service.unaddressed("meeting_scheduled") == 0
+    # A notice that has someone to tell is not counted.
+    await service.schedule("mt-1", local(2026, 11, 3, 19, 30))
+    assert service.unaddressed("meeting_scheduled") == 0

@@ -60,6 +60,14 @@ class NotificationsMetrics:
             ["channel", "trigger", "reason"],
             registry=registry,
         )
+        self.unaddressed = Counter(
+            "chibo_notifications_unaddressed_total",
+            "Notices that reached nobody: no member, official or mailbox was found to tell"
+            " (a unit no official is registered for, a cell with no members): nothing is"
+            " recorded or sent for them.",
+            ["trigger"],
+            registry=registry,
+        )
         self.pending = Gauge(
             "chibo_notifications_pending",
             "Deliveries recorded but not yet sent (pending or being sent).",
@@ -120,6 +128,8 @@ class NotificationsMetrics:
                     self.suppressed.labels(channel, trigger.value, reason)
                 for reason in DEAD_REASONS:
                     self.dead.labels(channel, trigger.value, reason)
+        for trigger in Trigger:
+            self.unaddressed.labels(trigger.value)
         for queue in ("deliveries", "timers"):
             self.oldest.labels(queue)
         for reason in LOOKUP_FAILURES:

@@ -101,6 +101,10 @@ class Outbox:
                 "notice.channel_not_configured", person_id=person, channel=channel, trigger=trigger
             )
         if not pairs:
+            if not notice.recipients:
+                # An escalation nobody hears of is a petition that waits unseen: count it.
+                self._metrics.unaddressed.labels(trigger).inc()
+                log.warning("notice.unaddressed", trigger=trigger, ref=notice.ref)
             return 0
         message = self._renderer.render(notice.trigger.value, notice.context)
         not_before = send_not_before(notice.priority, now, self.config.quiet_hours)
