@@ -97,6 +97,7 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
             bus,
             clock,
             metrics,
+            policy,
             interval_s=settings.scheduler_interval_s,
             batch=settings.scheduler_batch,
             lease_s=settings.scheduler_lease_s,

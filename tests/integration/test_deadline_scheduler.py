@@ -10,10 +10,14 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from ops.stack import Stack, free_port
+from services.meetings.bootstrap import MeetingsSettings
+from services.meetings.domain.petition import PetitionPolicy
+from services.meetings.service_layer.deadline_scheduler import units_off_the_ladder
 from tests.integration.helpers import UnitLadder, eventually, fetch
 
 DAY = 86_400.0
@@ -246,3 +250,45 @@ async def test_two_scheduler_replicas_give_one_escalation_each(
             assert escalated == ["PetitionRaised", "PetitionEscalated"], petition
     finally:
         await asyncio.to_thread(running_stack.stop_part, "meetings-b")
+
+
+async def test_a_unit_above_the_ward_with_a_level_no_rung_has_is_counted(
+    running_stack: Stack,
+) -> None:
+    """A tree registered with its own level names (here "quan" for the district) leaves
+    those units out of escalation: the scheduler's gauge counts them, and the start-up
+    check names them by level."""
+    url = running_stack.service_url("meetings")
+
+    async def gauge() -> float:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{url}/metrics")).text
+        return next(
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("chibo_org_units_off_the_ladder ")
+        )
+
+    before = await gauge()
+    ward = Ward(running_stack)
+    for unit, parent, level, name in (
+        (ward.province, None, "province", "Đảng bộ tỉnh Thanh Hóa"),
+        (ward.district, ward.province, "quan", "Quận ủy thử"),
+        (ward.ward, ward.district, "ward", "Đảng bộ phường thử"),
+    ):
+        await ward.send(
+            "RegisterUnit", {"unit_id": unit, "parent_id": parent, "level": level, "name": name}
+        )
+
+    async def counted() -> bool:
+        return await gauge() >= before + 1
+
+    await eventually(counted, timeout_s=30, what="the unit off the ladder counted")
+    pool = await asyncpg.create_pool(running_stack.database_url, min_size=1, max_size=1)
+    try:
+        ladder = PetitionPolicy.parse(MeetingsSettings().petition_ladder, 180)
+        off = await units_off_the_ladder(pool, ladder)
+        assert off.get("quan", 0) >= 1
+        assert "ward" not in off and "district" not in off
+    finally:
+        await pool.close()

@@ -76,6 +76,12 @@ class MeetingsMetrics:
             ["level", "reason"],
             registry=registry,
         )
+        self.units_off_the_ladder = Gauge(
+            "chibo_org_units_off_the_ladder",
+            "Units above the wards whose level is no rung of PETITION_LADDER: escalation"
+            " passes them over.",
+            registry=registry,
+        )
         self.petitions_open = Gauge(
             "chibo_petitions_open",
             "Open petitions by the ladder level that holds them (overdue at the top included).",

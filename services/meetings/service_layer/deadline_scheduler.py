@@ -52,6 +52,7 @@ class DeadlineScheduler:
         bus: CommandBus,
         clock: Clock,
         metrics: MeetingsMetrics,
+        policy: PetitionPolicy,
         *,
         interval_s: float = 0.25,
         batch: int = 500,
@@ -61,6 +62,7 @@ class DeadlineScheduler:
         self._bus = bus
         self._clock = clock
         self._metrics = metrics
+        self._policy = policy
         self._interval_s = interval_s
         self._batch = batch
         self._lease_s = lease_s
@@ -107,25 +109,42 @@ class DeadlineScheduler:
     async def _measure(self) -> None:
         while True:
             try:
-                row = await self._pool.fetchrow(
-                    "select count(due_at) as pending, min(due_at) as oldest"
-                    " from meetings.petition_deadlines"
-                )
-                self._metrics.deadlines_pending.set(row["pending"])
-                by_level = await self._pool.fetch(
-                    "select level, count(*) as n from meetings.petition_deadlines"
-                    " where level is not null group by level"
-                )
-                counts = {r["level"]: r["n"] for r in by_level}
-                self._levels_seen |= counts.keys()
-                for level in self._levels_seen:  # a level that emptied reads 0, not its past
-                    self._metrics.petitions_open.labels(level).set(counts.get(level, 0))
-                oldest = row["oldest"]
-                overdue = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
-                self._metrics.oldest_overdue_seconds.set(max(overdue, 0.0))
+                await self.measure_once()
             except Exception as exc:
                 log.warning("scheduler.measure_failed", error=str(exc))
             await asyncio.sleep(5.0)
+
+    async def measure_once(self) -> None:
+        # One pass over the open petitions (it is every 5 s, on every replica).
+        rows = await self._pool.fetch(
+            "select level, count(due_at) as pending, min(due_at) as oldest, count(*) as n"
+            " from meetings.petition_deadlines group by level"
+        )
+        self._metrics.deadlines_pending.set(sum(r["pending"] for r in rows))
+        counts = {r["level"]: r["n"] for r in rows if r["level"] is not None}
+        self._levels_seen |= counts.keys()
+        for level in self._levels_seen:  # a level that emptied reads 0, not its past
+            self._metrics.petitions_open.labels(level).set(counts.get(level, 0))
+        oldest = min((r["oldest"] for r in rows if r["oldest"] is not None), default=None)
+        overdue = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
+        self._metrics.oldest_overdue_seconds.set(max(overdue, 0.0))
+        off = await units_off_the_ladder(self._pool, self._policy)
+        self._metrics.units_off_the_ladder.set(sum(off.values()))
+
+
+async def units_off_the_ladder(pool: asyncpg.Pool, policy: PetitionPolicy) -> dict[str, int]:
+    """Units above the wards (units with units under them) whose level is no rung of the
+    ladder, by level. Escalation looks for ancestors by the rungs' names and passes these
+    over, so a tree registered with other names (e.g. "quan" for "district") leaves the
+    ward as the top: its petitions stop there, marked overdue."""
+    rows = await pool.fetch(
+        "select u.level, count(*) as n from meetings.org_units u"
+        " where not (u.level = any($1::text[]))"
+        " and exists (select 1 from meetings.org_units c where c.parent_id = u.unit_id)"
+        " group by u.level",
+        policy.level_names,
+    )
+    return {r["level"]: r["n"] for r in rows}
 
 
 async def warn_of_levels_off_the_ladder(
@@ -133,7 +152,11 @@ async def warn_of_levels_off_the_ladder(
 ) -> list[str]:
     """At start-up: open petitions held at a level the configured ladder no longer has
     (PETITION_LADDER changed under them). Their commands are refused (``unknown_level``)
-    until an operator moves them, so say so once, loudly, with the first of them."""
+    until an operator moves them, so say so once, loudly, with the first of them. Units
+    above the wards whose level no rung has are named too (``units_off_the_ladder``)."""
+    units = await units_off_the_ladder(pool, policy)
+    if units:
+        log.warning("org.levels_off_the_ladder", ladder=policy.level_names, units_by_level=units)
     rows = await pool.fetch(
         "select petition_id, ward_id, level from meetings.petition_deadlines"
         " where level is not null and not (level = any($1::text[]))"
