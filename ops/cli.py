@@ -620,7 +620,9 @@ def dlq_redrive(
     with it (e.g. --all, or --reason for both reasons) or after it. Fix the cause
     first (for unauthorised_source: allow-list the source; for newer_schema_version:
     upgrade the consumer): a record that meets the same check again is dead-lettered
-    again, as a new DLQ record, and its stream's later ones with it.
+    again, as a new DLQ record, and its stream's later ones with it. A copy cut short
+    (dlq_truncated: the record was over 900,000 bytes) is sent whole, read again from its
+    dlq_source; if that is gone, nothing is sent.
 
     Select with --reason, --source or --all (at least one)."""
     target = Target.from_env()

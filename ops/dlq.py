@@ -12,6 +12,10 @@ event at or below the stream version they already applied. An event consumer app
 each stream contiguously, so the records of a parked stream (its first one with the
 cause, the later ones `stream_gap`) apply once redriven together, in this order, with
 the cause fixed.
+
+A dead letter cut short (`dlq_truncated`: its record was over 900,000 bytes) is not the
+record it stands for: its redrive reads the whole record from its `dlq_source` and sends
+that, or sends nothing if the origin topic no longer holds it.
 """
 
 from __future__ import annotations
@@ -112,6 +116,11 @@ class DlqRecord:
     def source(self) -> str | None:
         """Where the original record was: topic/partition/offset."""
         return self.header("dlq_source")
+
+    @property
+    def cut(self) -> bool:
+        """Whether the value is only the start of the original, or none of it."""
+        return self.header("dlq_truncated") == "true"
 
     @property
     def message_id(self) -> str | None:
@@ -325,6 +334,50 @@ def redrive_headers(record: DlqRecord) -> list[tuple[str, bytes]]:
     return [*kept, ("redriven_from", record.position.encode())]
 
 
+async def whole_values(settings: KafkaSettings, records: list[DlqRecord]) -> dict[str, bytes]:
+    """The original bytes of each record cut short (``cut``), by the DLQ record's
+    position, read from the record its ``dlq_source`` names; raises `NotFound` if one is
+    no longer there (the origin topic's retention) or has no ``dlq_source``."""
+    origins: dict[str, str] = {}  # DLQ record's position -> its original's
+    missing = []
+    for r in records:
+        if r.cut:
+            try:
+                origins[r.position] = parse_position(r.source or "")
+            except ValueError:
+                missing.append(r.position)
+    wanted: dict[TopicPartition, set[int]] = {}
+    for origin in origins.values():
+        topic, partition, offset = origin.rsplit("/", 2)
+        wanted.setdefault(TopicPartition(topic, int(partition)), set()).add(int(offset))
+    found: dict[str, bytes] = {}  # original's position -> its bytes
+
+    async def read() -> None:
+        async with kafka_clients(settings) as (_, consumer):
+            tps = list(wanted)
+            consumer.assign(tps)
+            begins = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp, offsets in wanted.items():
+                for offset in sorted(offsets):
+                    if not begins[tp] <= offset < ends[tp]:
+                        continue  # gone (retention), or never there
+                    consumer.seek(tp, offset)
+                    original = await consumer.getone(tp)
+                    if original.offset == offset:
+                        found[f"{tp.topic}/{tp.partition}/{offset}"] = original.value or b""
+
+    if wanted:
+        await with_kafka(settings, read(), KAFKA_TIMEOUT_S * 2)
+    missing += [position for position, origin in origins.items() if origin not in found]
+    if missing:
+        raise NotFound(
+            f"{len(missing)} dead letter(s) cut short (dlq_truncated) whose whole record is"
+            f" not at its dlq_source: {', '.join(missing)}; nothing was re-sent"
+        )
+    return {position: found[origin] for position, origin in origins.items()}
+
+
 async def redrive(
     settings: KafkaSettings,
     kind: DlqKind,
@@ -334,9 +387,10 @@ async def redrive(
     """Publish each record's original bytes and key to the original topic, in each DLQ
     partition's order (offsets, not timestamps: the order the records were dead-lettered
     in, whatever the clocks of the consumers that wrote them); returns how many the broker
-    acknowledged."""
+    acknowledged. A record cut short is sent whole, as read from its ``dlq_source``."""
     target = origin_topic(settings, kind)
     records = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+    whole = await whole_values(settings, records)
 
     async def start() -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**kafka_kwargs(settings), enable_idempotence=True, acks="all")
@@ -354,7 +408,10 @@ async def redrive(
         for record in records:
             futures.append(
                 await producer.send(
-                    target, record.value, key=record.key, headers=redrive_headers(record)
+                    target,
+                    whole.get(record.position, record.value),
+                    key=record.key,
+                    headers=redrive_headers(record),
                 )
             )
         for future in futures:

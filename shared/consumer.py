@@ -21,7 +21,6 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 
 from shared.contract import EVENT_TYPES, DomainEvent, EventEnvelope
 from shared.contract.envelope import ConsumedEnvelope, Envelope, read_current
+from shared.dead_letters import DeadLetterPublisher
 from shared.kafka import faststream_security
 from shared.logs import get_logger
 from shared.postgres import json_rows, rows_of
@@ -334,8 +334,7 @@ class EventConsumer:
         self._service = service
         self._schema = schema
         self._pool = pool
-        self._broker = broker
-        self._settings = settings
+        self._dead_letters = DeadLetterPublisher(broker, settings.events_dlq_topic)
         self._apply = apply
         self._apply_batch = apply_batch
         self._after_commit = after_commit
@@ -506,23 +505,10 @@ class EventConsumer:
             )
 
     async def _dead_letter(self, source: ConsumerRecord, reason: str, detail: str) -> None:
-        await self._broker.publish(
-            source.value or b"",
-            topic=self._settings.events_dlq_topic,
-            key=source.key,
-            headers={
-                "dlq_reason": reason,
-                "dlq_detail": detail[:2000],
-                "dlq_consumer": self._service,
-                "dlq_source": f"{source.topic}/{source.partition}/{source.offset}",
-                "dlq_at": datetime.now(UTC).isoformat(),
-            },
+        copy = await self._dead_letters.publish(
+            source, reason, detail, {"dlq_consumer": self._service}
         )
         self._outcome["dead_lettered"].inc()
         if reason in self._parked:
             self._parked[reason].inc()
-        log.warning(
-            "consumer.dead_lettered",
-            reason=reason,
-            source=f"{source.topic}/{source.partition}/{source.offset}",
-        )
+        log.warning("consumer.dead_lettered", reason=reason, source=copy.source)

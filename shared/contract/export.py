@@ -87,10 +87,14 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 
 _DLQ_HEADERS = (
-    "Value: the original record's bytes, unchanged. Headers: "
+    "Value: the original record's bytes, unchanged unless the copy is marked "
+    "`dlq_truncated`. Headers: "
     "`dlq_reason` (machine-readable code), `dlq_detail` (human-readable text), "
     "`dlq_source` (`topic/partition/offset` of the original record), "
-    "`dlq_at` (ISO 8601 UTC time of dead-lettering)"
+    "`dlq_at` (ISO 8601 UTC time of dead-lettering), "
+    "`dlq_truncated` (`true`) and `dlq_original_bytes` (only on a copy cut short: the "
+    "original was over 900,000 bytes, and the value holds its first 900,000, or nothing "
+    "if the DLQ topic refused even that; the whole record is at `dlq_source`)"
 )
 
 

@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
+    read_topic,
     registered_ward,
     schedule_body,
     unique_ward,
@@ -183,6 +184,53 @@ async def test_redrive_carries_out_a_dead_lettered_command_once(running_stack: S
         if r["message_id"] == command["message_id"]
     ]
     assert same_id == [position]  # only the record we re-drove: neither re-drive was refused
+
+
+async def test_redrive_of_a_copy_cut_short_sends_the_whole_original(running_stack: Stack) -> None:
+    """A dead letter cut short (dlq_truncated) holds only the start of its record: the
+    redrive sends the whole record, read from its dlq_source, not the cut bytes; and
+    sends nothing when the original is no longer there."""
+    ward = await registered_ward(running_stack)
+    whole = json.dumps(inbound(schedule_body(ward)), ensure_ascii=False).encode()
+    origin = "{}/{}/{}".format(COMMANDS, *await _produce(running_stack, COMMANDS, whole, ward))
+
+    async def cut_copy(source: str) -> str:
+        partition, offset = await _produce(
+            running_stack,
+            DLQ,
+            whole[:40],
+            ward,
+            headers=[
+                ("dlq_reason", b"unauthorised_source"),
+                ("dlq_detail", b"source 'meeting-app' is not allow-listed"),
+                ("dlq_source", source.encode()),
+                ("dlq_at", b"2026-01-05T01:00:00+00:00"),
+                ("dlq_truncated", b"true"),
+                ("dlq_original_bytes", str(len(whole)).encode()),
+            ],
+        )
+        return f"{DLQ}/{partition}/{offset}"
+
+    gone = await cut_copy(f"{COMMANDS}/0/99999999")
+    refused = chibo(running_stack, "dlq", "redrive", "--source", gone, "--yes")
+    assert refused.exit_code == 3, refused.output
+    assert f"not at its dlq_source: {gone}; nothing was re-sent" in refused.output
+
+    position = await cut_copy(origin)
+    redriven = chibo(running_stack, "dlq", "redrive", "--source", position, "--yes")
+    assert redriven.exit_code == 0, redriven.output
+    assert "re-sent 1 record(s) to chibo.commands.v1" in redriven.stdout
+
+    def sent_from(records: list[Any], dlq_position: str) -> list[bytes]:
+        return [
+            r.value for r in records if ("redriven_from", dlq_position.encode()) in list(r.headers)
+        ]
+
+    records = await read_topic(
+        running_stack.kafka_bootstrap, COMMANDS, lambda rs: bool(sent_from(rs, position))
+    )
+    assert sent_from(records, position) == [whole]
+    assert sent_from(records, gone) == []
 
 
 async def test_redrive_needs_a_selection_and_a_known_record(running_stack: Stack) -> None:

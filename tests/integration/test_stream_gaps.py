@@ -187,3 +187,72 @@ async def test_a_stream_parked_behind_a_newer_version_is_applied_in_order_after_
     assert row["reschedules"] == 2
     assert row["scheduled_start"] == start + timedelta(days=2)
     assert row["cancelled_reason"] == "Hoãn sang tháng"
+
+
+async def test_an_event_near_the_size_limit_is_dead_lettered_cut_and_the_partition_flows(
+    running_stack: Stack,
+) -> None:
+    """An unreadable event as large as the broker takes cannot be copied to the events
+    DLQ with its dlq_* headers added (the producer refuses more than max_request_size):
+    its copy is cut and says so, instead of failing the publish and rewinding the batch
+    for ever, and the partition's later events are applied."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    stack = running_stack
+    ward = unique_ward()
+    key = ward.encode()
+    meeting_id, scheduled, _ = meeting(ward)
+    stream = f"meeting-{meeting_id}"
+    # Written by a contract newer than the readers': dead-lettered newer_schema_version.
+    newer = envelope(
+        ward, stream, 1, "MeetingScheduled", {**scheduled, "padding": ""}, schema_version=99
+    )
+    limit = 1_048_576  # the producer's default max_request_size, the services' and this one's
+    size = limit - DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"", []) - 8  # varints
+    short = json.dumps(newer).encode()
+    newer["payload"]["padding"] = "x" * (size - len(short))
+    huge = json.dumps(newer).encode()
+    assert len(huge) == size
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, huge, []) <= limit
+    other_id, other_scheduled, _ = meeting(ward)
+    other = envelope(
+        ward, f"meeting-{other_id}", 1, "MeetingScheduled", other_scheduled, schema_version=2
+    )
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:  # one key: one partition, the huge event first
+        sent = await producer.send_and_wait(EVENTS_TOPIC, huge, key=key)
+        await producer.send_and_wait(EVENTS_TOPIC, json.dumps(other).encode(), key=key)
+    finally:
+        await producer.stop()
+
+    for consumer in CONSUMERS:
+
+        async def other_applied(consumer: str = consumer) -> bool:
+            return await applied(stack, consumer, f"meeting-{other_id}") == 1
+
+        await eventually(other_applied, timeout_s=60, what=f"{consumer}: the event after it")
+
+    source = f"{EVENTS_TOPIC}/{sent.partition}/{sent.offset}"
+
+    def letters(records: list[Any]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for record in records:
+            headers = {k: v.decode() for k, v in record.headers}
+            if headers.get("dlq_source") == source:
+                found[headers["dlq_consumer"]] = {**headers, "value": record.value}
+        return found
+
+    records = await read_topic(
+        stack.kafka_bootstrap,
+        EVENTS_DLQ_TOPIC,
+        lambda rs: letters(rs).keys() == set(CONSUMERS),
+        timeout_s=60,
+    )
+    for consumer, letter in letters(records).items():
+        assert letter["dlq_reason"] == "newer_schema_version", consumer
+        assert letter["dlq_truncated"] == "true"
+        assert letter["dlq_original_bytes"] == str(size)
+        assert 0 < len(letter["value"]) < size and huge.startswith(letter["value"])
+        assert await applied(stack, consumer, stream) == 0  # parked before its version 1

@@ -3,6 +3,7 @@ the warnings that say what a redrive will do, as the runbooks do."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -23,8 +24,10 @@ from ops.dlq import (
     redrive_headers,
     redrive_warnings,
     select,
+    whole_values,
 )
-from ops.target import redact_url
+from ops.target import NotFound, redact_url
+from shared.settings import KafkaSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -79,6 +82,24 @@ def test_record_fields_fall_back_when_headers_are_missing() -> None:
     assert bare.source is None
     assert bare.dead_lettered_at.year == 2023
     assert bare.as_json()["key"] is None
+
+
+def test_a_copy_cut_short_is_known_by_its_header_and_only_it_needs_its_original() -> None:
+    cut = record(0, "malformed_envelope", dlq_truncated="true", dlq_original_bytes="1048000")
+    whole = record(1, "malformed_envelope")
+    assert cut.cut and not whole.cut
+    # No cut record: nothing to read, so no broker is asked (none answers at this address).
+    nowhere = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    assert asyncio.run(whole_values(nowhere, [whole])) == {}
+
+
+def test_a_copy_cut_short_without_a_source_is_refused_before_any_read() -> None:
+    bare = DlqRecord(
+        "chibo.events.dlq.v1", 0, 3, 1_700_000_000_000, None, b"", (("dlq_truncated", b"true"),)
+    )
+    nowhere = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(NotFound, match=r"not at its dlq_source: chibo.events.dlq.v1/0/3;"):
+        asyncio.run(whole_values(nowhere, [bare]))
 
 
 def test_redact_url_hides_only_the_password() -> None:

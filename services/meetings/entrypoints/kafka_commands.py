@@ -12,11 +12,10 @@ dead-lettered (``unstorable``).
 """
 
 # No `from __future__ import annotations`: FastStream reads the handler's annotations at runtime.
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, TypeAdapter, ValidationError, create_model
@@ -29,6 +28,7 @@ from shared.consumer import batch_records, rewind_and_pause
 from shared.contract.commands import COMMAND_TYPES, Command
 from shared.contract.inbound import InboundCommand
 from shared.contract.upcasting import upcast
+from shared.dead_letters import DeadLetterPublisher
 from shared.logs import get_logger
 from shared.settings import KafkaSettings
 
@@ -45,10 +45,6 @@ DOOR_REASONS = (
     "wrong_key",
     "unstorable",
 )
-# A dead letter's whole record must stay under the producer's max_request_size and the
-# broker's message.max.bytes (both about 1 MiB by default), with the dlq_* headers added
-# to a record that may itself have been close to the limit: a longer value is cut to this.
-DLQ_MAX_VALUE_BYTES = 900_000
 
 
 def _typed_envelopes() -> TypeAdapter[Any]:
@@ -92,12 +88,11 @@ class KafkaCommandIntake:
         dead_lettered: Counter,
     ) -> None:
         self._bus = bus
-        self._broker = broker
-        self._settings = settings
         self._allowed_sources = allowed_sources
         self._clock = clock
         self._failures_in_a_row = 0
         self._publishers: dict[str, Principal] = {}
+        self._dead_letters = DeadLetterPublisher(broker, settings.dlq_topic)
         self.dead_lettered = dead_lettered
 
     @staticmethod
@@ -256,33 +251,10 @@ class KafkaCommandIntake:
         return principal
 
     async def _dead_letter(self, record: ConsumerRecord, letter: DeadLetter) -> None:
-        headers = {
-            "dlq_reason": letter.reason,
-            "dlq_detail": letter.detail[:2000],
-            "dlq_source": f"{record.topic}/{record.partition}/{record.offset}",
-            "dlq_at": datetime.now(UTC).isoformat(),
-        }
-        if letter.message_id:
-            headers["dlq_message_id"] = letter.message_id
-        value = record.value or b""
-        cut = {"dlq_truncated": "true", "dlq_original_bytes": str(len(value))}
-        if len(value) > DLQ_MAX_VALUE_BYTES:
-            # A copy too large to publish would stall the partition: cut it, and say so.
-            headers |= cut
-            value = value[:DLQ_MAX_VALUE_BYTES]
-        try:
-            await self._broker.publish(
-                value, topic=self._settings.dlq_topic, key=record.key, headers=headers
-            )
-        except MessageSizeTooLargeError:
-            # The DLQ topic takes less than the commands topic did: send the reason and
-            # where the original is (dlq_source) without its bytes.
-            headers |= cut
-            await self._broker.publish(
-                b"", topic=self._settings.dlq_topic, key=record.key, headers=headers
-            )
-        self.dead_lettered.labels(self._settings.dlq_topic, letter.reason).inc()
-        log.warning("intake.dead_lettered", reason=letter.reason, source=headers["dlq_source"])
+        extra = {"dlq_message_id": letter.message_id} if letter.message_id else None
+        copy = await self._dead_letters.publish(record, letter.reason, letter.detail, extra)
+        self.dead_lettered.labels(self._dead_letters.topic, letter.reason).inc()
+        log.warning("intake.dead_lettered", reason=letter.reason, source=copy.source)
 
     async def _retry_later(self, message: KafkaMessage, records: list[ConsumerRecord]) -> None:
         self._failures_in_a_row += 1
