@@ -23,10 +23,12 @@ from services.notifications.service_layer import resend as resend_service
 from shared.clock import LOCAL_TZ, Clock, OffsetClock, SystemClock
 
 notifications_app = typer.Typer(help="Notifications: dead-lettered deliveries and resending.")
-# Why a meeting notice is not resent (the dispatcher's send-time check).
+# Why a meeting notice or a deadline warning is not resent (the dispatcher's send-time
+# check).
 OUTDATED = {
-    "superseded": "the meeting was moved or called off since",
-    "stale": "the meeting has begun",
+    "superseded": "the meeting was moved or called off, or the petition resolved,"
+    " escalated or given another deadline, since",
+    "stale": "the meeting has begun, or the deadline warned of has passed",
 }
 dlq_app = typer.Typer(help="Deliveries given up (permanent failure, or retried too long).")
 notifications_app.add_typer(dlq_app, name="dlq")
@@ -138,7 +140,9 @@ def resend(
 
     A notice goes out as a new one would: an urgent one at once, the others once quiet
     hours end. A meeting notice the meeting has made wrong or history (moved, called
-    off: superseded; begun: stale) is not resent: it stays dead-lettered, reported here.
+    off: superseded; begun: stale), or a deadline warning the petition has (resolved,
+    escalated, another deadline: superseded; the deadline passed: stale), is not resent:
+    it stays dead-lettered, reported here.
     Safe to repeat: a delivery is sent again only while it is dead-lettered."""
     if bool(ids) == everything:
         Console(stderr=True).print("[red]✗ give delivery ids, or --all[/red]")

@@ -1,13 +1,13 @@
-"""Who is told what about a meeting, and when a waiting notice no longer holds: the real
-notifier, outbox, scheduler and dispatcher on a PostgreSQL database of their own, with a
-frozen clock (the clock is set to quiet hours, days ahead and back, which the shared
-stack's live service must not see)."""
+"""Who is told what about a meeting or a petition, and when a waiting notice no longer
+holds: the real notifier, outbox, scheduler and dispatcher on a PostgreSQL database of
+their own, with a frozen clock (the clock is set to quiet hours, days ahead and back,
+which the shared stack's live service must not see)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -19,7 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from ops.stack import Stack
 from services.notifications.adapters import delivery_log
-from services.notifications.adapters.channels import Outgoing, Recorded
+from services.notifications.adapters.channels import (
+    Outgoing,
+    PermanentFailure,
+    Recorded,
+    TemporaryFailure,
+)
 from services.notifications.adapters.contacts import Contact, ContactsClient
 from services.notifications.adapters.metrics import NotificationsMetrics
 from services.notifications.adapters.templating import TemplateRenderer
@@ -28,6 +33,7 @@ from services.notifications.domain.notices import QuietHours
 from services.notifications.service_layer.dispatcher import Dispatcher
 from services.notifications.service_layer.notifier import Notifier
 from services.notifications.service_layer.outbox import NotifyConfig, Outbox
+from services.notifications.service_layer.resend import resend_dead
 from services.notifications.service_layer.scheduler import TimerScheduler
 from shared.clock import LOCAL_TZ, FrozenClock
 from shared.contract import DomainEvent
@@ -44,7 +50,9 @@ from shared.contract.events import (
     OfficialRole,
     PetitionCategory,
     PetitionEscalated,
+    PetitionMarkedOverdue,
     PetitionRaised,
+    PetitionResolved,
     UnitOfficialAppointed,
     UnitRegistered,
 )
@@ -61,14 +69,23 @@ def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> da
 
 
 class SendingChannel:
-    """An e-mail channel that records what it was asked to send."""
+    """An e-mail channel that records what it was asked to send; it can refuse the next
+    sends (``refusals``, in order) and let something happen while a send is under way
+    (``while_sending``, once)."""
 
     name = "email"
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []  # (trigger, address)
+        self.refusals: list[Exception] = []
+        self.while_sending: Callable[[], Awaitable[None]] | None = None
 
     async def send(self, message: Outgoing, recorded: Recorded | None = None) -> None:
+        if self.while_sending is not None:
+            during, self.while_sending = self.while_sending, None
+            await during()
+        if self.refusals:
+            raise self.refusals.pop(0)
         self.sent.append((message.trigger, message.address))
 
     async def close(self) -> None:
@@ -194,6 +211,51 @@ class Service:
         while await self.dispatcher.dispatch_once():
             pass
 
+    async def raise_petition(self, petition: str, deadline: datetime) -> None:
+        """Raised at the cell (its secretary m1 holds it) now, due at ``deadline``."""
+        await self.apply(
+            PetitionRaised(
+                petition_id=petition,
+                ward_id=WARD,
+                cell_id=CELL,
+                category=PetitionCategory.ROADS,
+                place="Ngõ 5",
+                raised_by="cử tri",
+                text="Đường hỏng",
+                raised_at=self.clock.now(),
+                level="cell",
+                holder_id=CELL,
+                deadline_at=deadline,
+            )
+        )
+
+    async def resolve(self, petition: str) -> None:
+        await self.apply(
+            PetitionResolved(
+                petition_id=petition,
+                ward_id=WARD,
+                level="cell",
+                holder_id=CELL,
+                response="Đã sửa đường",
+                resolved_at=self.clock.now(),
+            )
+        )
+
+    async def warnings(self, petition: str) -> list[dict[str, Any]]:
+        """The petition's deadline warnings, with the deadline each warns of."""
+        return [
+            dict(r)
+            for r in await self.pool.fetch(
+                "select delivery_id, recipient, status, reason, attempts, about_at"
+                " from notifications.deliveries"
+                " where trigger_ref = $1 and trigger = 'petition_deadline' order by delivery_id",
+                petition,
+            )
+        ]
+
+    def sent_of(self, trigger: str) -> list[str]:
+        return [address for t, address in self.channel.sent if t == trigger]
+
 
 @pytest.fixture()
 async def service(stack: Stack) -> AsyncIterator[Service]:
@@ -217,7 +279,13 @@ async def service(stack: Stack) -> AsyncIterator[Service]:
         outbox = Outbox(TemplateRenderer(), metrics, config)
         channel = SendingChannel()
         dispatcher = Dispatcher(
-            pool, {"email": channel}, EveryoneHasMail(), metrics, clock, asyncio.Event()
+            pool,
+            {"email": channel},
+            EveryoneHasMail(),
+            metrics,
+            clock,
+            asyncio.Event(),
+            quick_retries=1,  # a refused send waits for its durable retry at once
         )
         scheduler = TimerScheduler(pool, outbox, clock, metrics, lambda: None)
         yield Service(pool, clock, metrics, Notifier(outbox, clock), scheduler, dispatcher, channel)
@@ -452,3 +520,158 @@ async def test_an_escalation_to_a_unit_without_officials_is_counted_as_reaching_
     # A notice that has someone to tell is not counted.
     await service.schedule("mt-1", local(2026, 11, 3, 19, 30))
     assert service.unaddressed("meeting_scheduled") == 0
+
+
+# -- deadline warnings: checked against the petition when they come to be sent ----------
+
+DEADLINE = local(2026, 12, 1, 17, 0)
+
+
+async def _warned(service: Service, deadlines: dict[str, datetime]) -> dict[str, int]:
+    """Raise the petitions now (their raised notices go out) and fire their catch-up
+    warnings ("còn khoảng 4 giờ" for a 17:00 deadline at 13:00); each warning's delivery
+    id, still pending."""
+    for petition, deadline in deadlines.items():
+        await service.raise_petition(petition, deadline)
+    await service.send_due()
+    await service.scheduler.fire_due()
+    ids = {}
+    for petition, deadline in deadlines.items():
+        [warning] = await service.warnings(petition)
+        assert (warning["recipient"], warning["status"]) == ("m1", "pending")
+        assert warning["about_at"] == deadline  # the deadline it warns of
+        ids[petition] = int(warning["delivery_id"])
+    return ids
+
+
+@pytest.fixture()
+async def cell(service: Service) -> Service:
+    service.clock.set(local(2026, 12, 1, 13, 0))  # by day: urgent or not, notices go at once
+    await service.org()
+    return service
+
+
+async def test_a_deadline_warning_back_for_a_retry_after_the_resolution_is_not_sent(
+    cell: Service,
+) -> None:
+    """The petition is resolved while its warning is on the wire; the relay refuses it and
+    it waits for a retry. The retry is withdrawn (superseded), not sent."""
+    await _warned(cell, {"p3": DEADLINE})
+    cell.channel.refusals.append(TemporaryFailure("smtp: 451 try again later"))
+    cell.channel.while_sending = lambda: cell.resolve("p3")
+    await cell.send_due()
+    [held] = await cell.warnings("p3")
+    # Being sent at the resolution, so the resolution left it: back for its retry.
+    assert (held["status"], held["reason"], held["attempts"]) == ("pending", None, 1)
+    assert cell.sent_of("petition_resolved") == ["m1@thu.chibo.local"]
+
+    cell.clock.advance(timedelta(minutes=1))  # the retry is due
+    await cell.send_due()
+    [withdrawn] = await cell.warnings("p3")
+    assert (withdrawn["status"], withdrawn["reason"]) == ("suppressed", "superseded")
+    assert cell.sent_of("petition_deadline") == []
+    assert cell.suppressed("petition_deadline", "superseded") == 1
+
+
+async def test_an_escalation_withdraws_a_waiting_warning_and_the_new_holder_is_warned(
+    cell: Service,
+) -> None:
+    await _warned(cell, {"p4": DEADLINE})
+    cell.channel.refusals.append(TemporaryFailure("smtp: 451 try again later"))
+    await cell.send_due()
+    assert [w["status"] for w in await cell.warnings("p4")] == ["pending"]  # for a retry
+
+    ward_deadline = cell.clock.now() + timedelta(days=15)
+    await cell.apply(
+        PetitionEscalated(
+            petition_id="p4",
+            ward_id=WARD,
+            from_level="cell",
+            to_level="ward",
+            to_holder_id=WARD,
+            reason=EscalationReason.BEYOND_AUTHORITY,
+            deadline_at=ward_deadline,
+            escalated_at=cell.clock.now(),
+        )
+    )
+    # In the escalation's own transaction: the cell no longer holds it by 17:00.
+    [withdrawn] = await cell.warnings("p4")
+    assert (withdrawn["status"], withdrawn["reason"]) == ("suppressed", "superseded")
+    assert cell.suppressed("petition_deadline", "superseded") == 1
+    cell.clock.advance(timedelta(minutes=1))
+    await cell.send_due()
+    assert cell.sent_of("petition_deadline") == []
+    assert cell.sent_of("petition_escalated") == ["w1@thu.chibo.local"]
+
+    cell.clock.set(ward_deadline - timedelta(hours=47))  # the ward's 48 h warning is due
+    await cell.scheduler.fire_due()
+    await cell.send_due()
+    assert cell.sent_of("petition_deadline") == ["w1@thu.chibo.local"]
+    ward_warning = [w for w in await cell.warnings("p4") if w["recipient"] == "w1"]
+    assert [(w["status"], w["about_at"]) for w in ward_warning] == [("sent", ward_deadline)]
+
+
+async def test_a_warning_retried_past_its_deadline_is_stale_and_one_still_valid_is_sent(
+    cell: Service,
+) -> None:
+    """The relay is down from 13:00 to 17:30, within RETRY_GIVE_UP_S of the first attempt:
+    the warning of the 17:00 deadline is not sent after it; the 19:00 one still is."""
+    warned = await _warned(cell, {"p5": DEADLINE, "p6": local(2026, 12, 1, 19, 0)})
+    late, valid = warned["p5"], warned["p6"]
+    cell.channel.refusals += [TemporaryFailure("smtp: 421 closing"), TemporaryFailure("421")]
+    await cell.send_due()
+    rows = {w["delivery_id"]: w for p in ("p5", "p6") for w in await cell.warnings(p)}
+    assert [(rows[i]["status"], rows[i]["attempts"]) for i in (late, valid)] == [
+        ("pending", 1),
+        ("pending", 1),
+    ]
+
+    cell.clock.set(local(2026, 12, 1, 17, 30))
+    await cell.send_due()
+    rows = {w["delivery_id"]: w for p in ("p5", "p6") for w in await cell.warnings(p)}
+    assert (rows[late]["status"], rows[late]["reason"]) == ("suppressed", "stale")
+    assert rows[valid]["status"] == "sent"
+    assert cell.sent_of("petition_deadline") == ["m1@thu.chibo.local"]  # p6's, once
+    assert cell.suppressed("petition_deadline", "stale") == 1
+
+
+async def test_a_waiting_warning_is_stale_once_the_petition_is_marked_overdue(
+    cell: Service,
+) -> None:
+    await _warned(cell, {"p9": DEADLINE})
+    cell.channel.refusals.append(TemporaryFailure("smtp: 451 try again later"))
+    await cell.send_due()
+    cell.clock.set(DEADLINE)
+    await cell.apply(
+        PetitionMarkedOverdue(
+            petition_id="p9",
+            ward_id=WARD,
+            level="cell",
+            missed_deadline_at=DEADLINE,
+            marked_at=DEADLINE,
+        )
+    )
+    [withdrawn] = await cell.warnings("p9")
+    assert (withdrawn["status"], withdrawn["reason"]) == ("suppressed", "stale")
+    assert cell.suppressed("petition_deadline", "stale") == 1
+
+
+async def test_resend_leaves_a_warning_of_a_resolved_petition_dead_and_resends_a_valid_one(
+    cell: Service,
+) -> None:
+    warned = await _warned(cell, {"p7": DEADLINE, "p8": local(2026, 12, 1, 18, 0)})
+    resolved, valid = warned["p7"], warned["p8"]
+    cell.channel.refusals += [PermanentFailure("550 mailbox full"), PermanentFailure("550")]
+    await cell.send_due()
+    assert {w["status"] for p in ("p7", "p8") for w in await cell.warnings(p)} == {"dead"}
+    await cell.resolve("p7")
+
+    async with cell.pool.acquire() as conn:
+        done = await resend_dead(conn, None, cell.clock.now(), QuietHours.parse("22:00-06:00"))
+    assert done.outdated == {resolved: "superseded"}
+    assert list(done.not_before) == [valid]  # urgent: at once
+    await cell.send_due()
+    assert cell.sent_of("petition_deadline") == ["m1@thu.chibo.local"]
+    [p7] = await cell.warnings("p7")
+    [p8] = await cell.warnings("p8")
+    assert (p7["status"], p8["status"]) == ("dead", "sent")

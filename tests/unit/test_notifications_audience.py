@@ -46,6 +46,61 @@ def test_other_notices_and_notices_without_a_start_are_never_withdrawn() -> None
     assert outdated_reason("meeting_scheduled", None, "cancelled", START, START) is None
 
 
+DEADLINE = datetime(2026, 12, 10, 17, 0, tzinfo=LOCAL_TZ)
+WARNED = DEADLINE - timedelta(hours=4)  # when the "còn khoảng 4 giờ" warning was made
+
+
+def test_a_deadline_warning_still_open_goes_out() -> None:
+    assert outdated_reason("petition_deadline", DEADLINE, "open", DEADLINE, WARNED) is None
+    # A retry an hour before the deadline: still news.
+    before = DEADLINE - timedelta(hours=1)
+    assert outdated_reason("petition_deadline", DEADLINE, "open", DEADLINE, before) is None
+
+
+def test_a_deadline_warning_is_superseded_once_the_deadline_is_no_longer_open() -> None:
+    # Resolved while it waited: nothing left to warn of.
+    assert outdated_reason("petition_deadline", DEADLINE, "resolved", DEADLINE, WARNED) == (
+        "superseded"
+    )
+    # Escalated (another holder, another deadline), or reopened with another deadline.
+    later = DEADLINE + timedelta(days=15)
+    assert outdated_reason("petition_deadline", DEADLINE, "open", later, WARNED) == "superseded"
+    # Superseded even once both deadlines have passed: the change came first.
+    after = later + timedelta(hours=1)
+    assert outdated_reason("petition_deadline", DEADLINE, "open", later, after) == "superseded"
+
+
+def test_a_deadline_warning_is_stale_once_its_deadline_has_passed() -> None:
+    assert outdated_reason("petition_deadline", DEADLINE, "open", DEADLINE, DEADLINE) == "stale"
+    later = DEADLINE + timedelta(hours=2)  # a retry, or a resend, after the deadline
+    assert outdated_reason("petition_deadline", DEADLINE, "open", DEADLINE, later) == "stale"
+    # Marked overdue by the petitions service (its clock ahead of ours): passed too.
+    assert outdated_reason("petition_deadline", DEADLINE, "overdue", DEADLINE, WARNED) == "stale"
+
+
+def test_a_deadline_warning_without_its_deadline_is_judged_by_the_petition_status() -> None:
+    """Warnings recorded before deliveries kept their deadline (migration 007)."""
+    assert outdated_reason("petition_deadline", None, "open", DEADLINE, WARNED) is None
+    assert outdated_reason("petition_deadline", None, "resolved", DEADLINE, WARNED) == (
+        "superseded"
+    )
+    assert outdated_reason("petition_deadline", None, "overdue", DEADLINE, WARNED) == "stale"
+    # A petition the directory does not know: only the deadline it warns of can judge it.
+    assert outdated_reason("petition_deadline", DEADLINE, None, None, WARNED) is None
+    assert outdated_reason("petition_deadline", DEADLINE, None, None, DEADLINE) == "stale"
+
+
+@pytest.mark.parametrize(
+    "trigger", ["petition_raised", "petition_escalated", "petition_resolved", "petition_reopened"]
+)
+def test_petition_history_is_never_withdrawn(trigger: str) -> None:
+    """What happened to a petition stays true after it changes again (docs/notifications.md,
+    "The stale rule")."""
+    later = DEADLINE + timedelta(days=15)
+    assert outdated_reason(trigger, None, "resolved", later, later) is None
+    assert outdated_reason(trigger, DEADLINE, "resolved", later, later) is None
+
+
 def test_a_preference_never_silences_a_person() -> None:
     enabled, default = ("email", "log"), ("email",)
     assert choose_channels(("webhook", "log"), enabled, default) == (["log"], ["webhook"])

@@ -5,8 +5,9 @@ States: ``pending`` (waiting, maybe until quiet hours end or a retry is due) →
 attempts exhausted: the dead-letter state, resent by `chibo notifications resend`), or
 ``suppressed`` (not to be sent: ``no_contact``, nobody to send to on that channel;
 ``no_channel``, the channel is not configured here; ``superseded``, a meeting notice the
-meeting's later change made wrong; ``stale``, a meeting notice whose meeting had begun
-when it came to be sent).
+meeting's later change made wrong, or a deadline warning whose petition no longer has
+that deadline open; ``stale``, a meeting notice whose meeting had begun, or a deadline
+warning whose deadline had passed, when it came to be sent).
 
 A claim is identified by its ``claimed_until``: a later claim of the same row (after the
 lease ran out) always sets a later one. Every mark but ``sent`` applies only while the row
@@ -22,9 +23,15 @@ from uuid import UUID
 import asyncpg
 
 from services.notifications.adapters.templating import RenderedMessage
-from services.notifications.domain.notices import MEETING_NOTICES, Notice, outdated_reason
+from services.notifications.domain.notices import (
+    CHECKED_AT_SEND,
+    MEETING_NOTICES,
+    SUPERSEDED_BY_PETITION_CHANGE,
+    Notice,
+    outdated_reason,
+)
 
-_MEETING_NOTICES = frozenset(t.value for t in MEETING_NOTICES)
+_CHECKED_AT_SEND = frozenset(t.value for t in CHECKED_AT_SEND)
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ async def record(
         """
         insert into notifications.deliveries
             (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html,
-             priority, next_attempt_at, trigger_ref, status, about_start)
+             priority, next_attempt_at, trigger_ref, status, about_at)
         select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11, $12
         from unnest($3::text[], $4::text[]) as r(recipient, channel)
         on conflict (trigger_event_id, recipient, channel) do nothing
@@ -81,7 +88,7 @@ async def record(
         not_before,
         notice.ref,
         status,
-        notice.about_start,
+        notice.about_at,
     )
     inserted = {(r["recipient"], r["channel"]) for r in rows}
     return [pair for pair in pairs if pair not in inserted]
@@ -104,26 +111,35 @@ async def withdraw_waiting(
     return [(r["channel"], r["trigger"]) for r in rows]
 
 
-async def outdated_meeting_notices(
+async def outdated_notices(
     db: asyncpg.Pool | asyncpg.Connection, triggers: dict[int, str], now: datetime
 ) -> dict[int, str]:
     """Of deliveries about to be sent (claimed, or resent), given as id → trigger: the
-    meeting notices the meeting has made wrong or history since (``outdated_reason``:
-    ``superseded`` or ``stale``), each with its reason."""
-    meeting_rows = [i for i, trigger in triggers.items() if trigger in _MEETING_NOTICES]
-    if not meeting_rows:
+    meeting notices and deadline warnings that the meeting or petition has made wrong or
+    history since (``outdated_reason``: ``superseded`` or ``stale``), each with its reason."""
+    checked = [i for i, trigger in triggers.items() if trigger in _CHECKED_AT_SEND]
+    if not checked:
         return {}
+    # Each row is joined with what it is about: a meeting notice with the meeting, a
+    # deadline warning with the petition (both named by trigger_ref).
     rows = await db.fetch(
-        "select d.delivery_id, d.trigger, d.about_start, m.status, m.scheduled_start"
+        "select d.delivery_id, d.trigger, d.about_at,"
+        " coalesce(m.status, p.status) as status,"
+        " coalesce(m.scheduled_start, p.deadline_at) as current_at"
         " from notifications.deliveries d"
-        " left join notifications.meetings m on m.meeting_id = d.trigger_ref"
-        " where d.delivery_id = any($1) and d.about_start is not null",
-        meeting_rows,
+        " left join notifications.meetings m"
+        "  on d.trigger = any($2) and m.meeting_id = d.trigger_ref"
+        " left join notifications.petitions p"
+        "  on d.trigger = any($3) and p.petition_id = d.trigger_ref"
+        " where d.delivery_id = any($1)",
+        checked,
+        [t.value for t in MEETING_NOTICES],
+        [t.value for t in SUPERSEDED_BY_PETITION_CHANGE],
     )
     reasons: dict[int, str] = {}
     for row in rows:
         reason = outdated_reason(
-            row["trigger"], row["about_start"], row["status"], row["scheduled_start"], now
+            row["trigger"], row["about_at"], row["status"], row["current_at"], now
         )
         if reason is not None:
             reasons[row["delivery_id"]] = reason

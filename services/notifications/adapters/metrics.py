@@ -52,9 +52,11 @@ class NotificationsMetrics:
         self.suppressed = Counter(
             "chibo_notifications_suppressed_total",
             "Notices not sent, or held back: duplicate (already recorded), quiet_hours"
-            " (held until the quiet hours end), stale (a meeting already begun),"
-            " superseded (a waiting meeting notice made wrong by the meeting's move or"
-            " cancellation), no_contact (no address for that channel), no_channel (a row"
+            " (held until the quiet hours end), stale (a meeting already begun, or a"
+            " deadline warning whose deadline has passed), superseded (a waiting meeting"
+            " notice made wrong by the meeting's move or cancellation, or a deadline"
+            " warning whose petition was resolved, escalated or given another deadline),"
+            " no_contact (no address for that channel), no_channel (a row"
             " for a channel the dispatcher does not have), channel_not_configured (a"
             " preference naming a channel this deployment lacks).",
             ["channel", "trigger", "reason"],

@@ -83,9 +83,10 @@ class Notice:
     recipients: tuple[str, ...]  # person ids
     context: dict[str, object] = field(default_factory=dict)
     ref: str = ""  # the meeting, petition, cell or ward it is about (for operators)
-    # A meeting notice: the start it announces (or, for a cancellation, the start called
-    # off), so a notice still waiting can be withdrawn when it no longer holds.
-    about_start: datetime | None = None
+    # The moment it is about, so a notice still waiting can be withdrawn when it no
+    # longer holds: a meeting notice's start (for a cancellation, the start called off),
+    # a deadline warning's deadline.
+    about_at: datetime | None = None
 
     @property
     def priority(self) -> Priority:
@@ -201,20 +202,47 @@ SUPERSEDED_BY_CHANGE = (
     Trigger.MEETING_REMINDER,
 )
 MEETING_NOTICES = (*SUPERSEDED_BY_CHANGE, Trigger.MEETING_CANCELLED)
+# Petition notices a later change of the petition makes wrong: the deadline warning names
+# a holder and a deadline that a resolution, an escalation or a reopening replaces. The
+# others (raised, escalated, resolved, reopened) tell what happened, which stays true.
+SUPERSEDED_BY_PETITION_CHANGE = (Trigger.PETITION_DEADLINE,)
+# Checked against the directory once more when they come to be sent (outdated_reason).
+CHECKED_AT_SEND = (*MEETING_NOTICES, *SUPERSEDED_BY_PETITION_CHANGE)
 
 
 def outdated_reason(
+    trigger: str,
+    about_at: datetime | None,
+    status: str | None,
+    current_at: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Why a notice that is about to be sent must not be, or None. ``about_at`` is what the
+    notice was recorded about (a meeting's start, a petition's deadline); ``status`` and
+    ``current_at`` are the directory's meeting or petition now (its status, and its start
+    or deadline; None when it is unknown).
+
+    A meeting notice is ``superseded`` when the meeting has since been moved or called off
+    (it would tell the old time after the change), ``stale`` when it has begun (the stale
+    rule, at send time: quiet hours, retries and resends can hold a notice past the start).
+    A deadline warning is ``superseded`` when the petition no longer has that deadline open
+    (resolved, escalated, or reopened with another deadline), ``stale`` when the deadline
+    has passed (marked overdue, or past by the clock)."""
+    if trigger in MEETING_NOTICES:
+        return _outdated_meeting_notice(trigger, about_at, status, current_at, now)
+    if trigger in SUPERSEDED_BY_PETITION_CHANGE:
+        return _outdated_deadline_warning(about_at, status, current_at, now)
+    return None
+
+
+def _outdated_meeting_notice(
     trigger: str,
     about_start: datetime | None,
     meeting_status: str | None,
     meeting_start: datetime | None,
     now: datetime,
 ) -> str | None:
-    """Why a meeting notice that is about to be sent must not be, or None: ``superseded``
-    when the meeting has since been moved or called off (the notice would tell the old
-    time after the change), ``stale`` when it has begun (the stale rule, at send time:
-    quiet hours, retries and resends can hold a notice past the start)."""
-    if trigger not in MEETING_NOTICES or about_start is None:
+    if about_start is None:
         return None
     if trigger != Trigger.MEETING_CANCELLED:
         if meeting_status == "cancelled":
@@ -224,6 +252,26 @@ def outdated_reason(
         if meeting_status == "opened":
             return "stale"
     return "stale" if is_stale(about_start, now) else None
+
+
+def _outdated_deadline_warning(
+    about_deadline: datetime | None,
+    petition_status: str | None,
+    deadline: datetime | None,
+    now: datetime,
+) -> str | None:
+    # Statuses: "open" (someone holds it, deadline_at running), "overdue" (that deadline
+    # passed unanswered), "resolved". Warnings recorded before their deadline was kept
+    # (migration 007) have no ``about_deadline``: only the status can judge them.
+    if petition_status not in (None, "open", "overdue"):
+        return "superseded"  # resolved: nothing left to warn of
+    if about_deadline is not None and deadline is not None and deadline != about_deadline:
+        return "superseded"  # escalated or reopened: another holder or another deadline
+    if petition_status == "overdue":
+        return "stale"
+    if about_deadline is not None and about_deadline <= now:
+        return "stale"  # the escalation speaks now
+    return None
 
 
 def local_month(at: datetime) -> str:

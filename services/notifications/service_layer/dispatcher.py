@@ -237,10 +237,12 @@ class Dispatcher:
     async def _withdraw_outdated(
         self, claimed: list[delivery_log.Delivery], now: datetime
     ) -> list[delivery_log.Delivery]:
-        """A meeting notice is checked against the meeting once more before it is sent: one
-        that waited (quiet hours, a retry, a resend) past the meeting's change or start is
-        settled as ``suppressed`` (``superseded`` or ``stale``) instead. Returns the rest."""
-        reasons = await delivery_log.outdated_meeting_notices(
+        """A meeting notice is checked against the meeting, and a deadline warning against
+        the petition, once more before it is sent: one that waited (quiet hours, a retry, a
+        resend) past the meeting's change or start, or past the petition's resolution,
+        escalation or deadline, is settled as ``suppressed`` (``superseded`` or ``stale``)
+        instead. Returns the rest."""
+        reasons = await delivery_log.outdated_notices(
             self._pool, {d.delivery_id: d.trigger for d in claimed}, now
         )
         if not reasons:

@@ -12,6 +12,7 @@ import asyncpg
 from services.notifications.adapters import directory, timers
 from services.notifications.domain.names import PlaceNames
 from services.notifications.domain.notices import (
+    SUPERSEDED_BY_PETITION_CHANGE,
     Notice,
     Trigger,
     attendance_rate,
@@ -112,6 +113,10 @@ class Notifier:
                 history_entry={"what": "overdue", "at": event.marked_at, "level": event.level},
             )
             await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+            # Its deadline has passed: a warning still waiting would come too late.
+            await self._outbox.withdraw_superseded(
+                conn, event.petition_id, SUPERSEDED_BY_PETITION_CHANGE, "stale"
+            )
         elif isinstance(event, CellRegistered):
             month = local_month(now)
             due_day = max(self.config.meeting_missing_day, event.meeting_day)
@@ -187,7 +192,7 @@ class Notifier:
             tuple(await meeting_audience(conn, event.cell_id, mailbox)),
             {"meeting": event, "names": await _meeting_names(conn, event)},
             event.meeting_id,
-            about_start=event.scheduled_start,
+            about_at=event.scheduled_start,
         )
         if await self._announce(conn, notice, event.scheduled_start, now):
             await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
@@ -213,7 +218,7 @@ class Notifier:
                 "names": await _meeting_names(conn, event),
             },
             event.meeting_id,
-            about_start=event.scheduled_start,
+            about_at=event.scheduled_start,
         )
         if await self._announce(conn, notice, event.scheduled_start, now):
             await self._set_reminders(conn, event.meeting_id, event.scheduled_start, now)
@@ -238,7 +243,7 @@ class Notifier:
                 "names": await _meeting_names(conn, event),
             },
             event.meeting_id,
-            about_start=start,
+            about_at=start,
         )
         await self._announce(conn, notice, start, now)
 
@@ -352,6 +357,10 @@ class Notifier:
             new_holder=True,
         )
         await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+        # Warnings still waiting name the previous holder's deadline.
+        await self._outbox.withdraw_superseded(
+            conn, event.petition_id, SUPERSEDED_BY_PETITION_CHANGE
+        )
         history = _history(row)
         notice = Notice(
             eid,
@@ -378,6 +387,9 @@ class Notifier:
         now: datetime,
     ) -> None:
         await timers.cancel_timers(conn, DEADLINE, event.petition_id)
+        await self._outbox.withdraw_superseded(
+            conn, event.petition_id, SUPERSEDED_BY_PETITION_CHANGE
+        )
         if isinstance(event, PetitionResolved):
             entry = {"what": "resolved", "at": event.resolved_at, "level": event.level}
             row = await directory.update_petition(

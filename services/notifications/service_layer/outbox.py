@@ -1,6 +1,6 @@
 """Records a notice as deliveries, one per (person, channel), in the caller's transaction:
 the person's channels, quiet hours, and the duplicate and stale counts; and withdraws the
-waiting notices a meeting's change has made wrong."""
+waiting notices a meeting's or a petition's change has made wrong."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from services.notifications.domain.notices import (
     Notice,
     Priority,
     QuietHours,
+    Trigger,
     choose_channels,
     next_local,
     parse_leads,
@@ -121,17 +122,24 @@ class Outbox:
                 self._metrics.suppressed.labels(channel, trigger, "quiet_hours").inc()
         return len(pairs) - len(existing)
 
-    async def withdraw_superseded(self, conn: asyncpg.Connection, meeting_id: str) -> int:
-        """The meeting was moved or called off: its notices still waiting (held by quiet
-        hours, or for a retry) would tell the old time after the change. They are settled
-        as ``suppressed`` with reason ``superseded``, kept in the log and counted."""
+    async def withdraw_superseded(
+        self,
+        conn: asyncpg.Connection,
+        ref: str,
+        triggers: tuple[Trigger, ...] = SUPERSEDED_BY_CHANGE,
+        reason: str = "superseded",
+    ) -> int:
+        """The meeting was moved or called off, or the petition resolved, escalated or
+        reopened: its notices of ``triggers`` still waiting (held by quiet hours, or for a
+        retry) would tell the old time, holder or deadline after the change. They are
+        settled as ``suppressed`` with ``reason``, kept in the log and counted."""
         withdrawn = await delivery_log.withdraw_waiting(
-            conn, meeting_id, tuple(t.value for t in SUPERSEDED_BY_CHANGE), "superseded"
+            conn, ref, tuple(t.value for t in triggers), reason
         )
         for channel, trigger in withdrawn:
-            self._metrics.suppressed.labels(channel, trigger, "superseded").inc()
+            self._metrics.suppressed.labels(channel, trigger, reason).inc()
         if withdrawn:
-            log.info("notices.superseded", meeting_id=meeting_id, count=len(withdrawn))
+            log.info("notices.withdrawn", ref=ref, reason=reason, count=len(withdrawn))
         return len(withdrawn)
 
     async def record_for(

@@ -1,7 +1,9 @@
 """Resending dead-lettered deliveries (`chibo notifications resend`) by the rules a notice
 meets when it is recorded and when it is sent: a non-urgent one waits for the end of
 quiet hours, and a meeting notice that the meeting has made wrong or history (moved,
-called off, begun) is not sent at all. It stays dead-lettered and is reported."""
+called off, begun), or a deadline warning whose petition has been resolved or escalated
+since or whose deadline has passed, is not sent at all. It stays dead-lettered and is
+reported."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ async def resend_dead(
     async with conn.transaction():
         dead = await delivery_log.lock_dead(conn, ids)
         # The dispatcher's own send-time check (it makes it again when it claims them).
-        outdated = await delivery_log.outdated_meeting_notices(
+        outdated = await delivery_log.outdated_notices(
             conn, {r["delivery_id"]: r["trigger"] for r in dead}, now
         )
         not_before = {

@@ -246,7 +246,7 @@ class TimerScheduler:
                     ),
                 },
                 t.ref_id,
-                about_start=row["scheduled_start"],
+                about_at=row["scheduled_start"],
             )
             if is_stale(row["scheduled_start"], now):
                 await self._outbox.suppress_stale(conn, notice)
@@ -275,6 +275,7 @@ class TimerScheduler:
                     ),
                 },
                 t.ref_id,
+                about_at=row["deadline_at"],  # checked again when it is sent
             )
             await self._outbox.record(conn, notice, now)
         elif t.kind == MEETING_MISSING:
