@@ -71,8 +71,8 @@ async def record(
         """
         insert into notifications.deliveries
             (trigger_event_id, trigger, recipient, channel, subject, body_text, body_html,
-             priority, next_attempt_at, trigger_ref, status, about_at)
-        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11, $12
+             priority, next_attempt_at, trigger_ref, status, about_at, about_start)
+        select $1, $2, r.recipient, r.channel, $5, $6, $7, $8, $9, $10, $11, $12, $12
         from unnest($3::text[], $4::text[]) as r(recipient, channel)
         on conflict (trigger_event_id, recipient, channel) do nothing
         returning recipient, channel
@@ -123,7 +123,7 @@ async def outdated_notices(
     # Each row is joined with what it is about: a meeting notice with the meeting, a
     # deadline warning with the petition (both named by trigger_ref).
     rows = await db.fetch(
-        "select d.delivery_id, d.trigger, d.about_at,"
+        "select d.delivery_id, d.trigger, coalesce(d.about_at, d.about_start) as about_at,"
         " coalesce(m.status, p.status) as status,"
         " coalesce(m.scheduled_start, p.deadline_at) as current_at"
         " from notifications.deliveries d"
