@@ -161,7 +161,8 @@ def lag_per_partition(
 
 
 class ConsumerLagMonitor:
-    """Publishes each partition's lag (end offset minus the group's committed offset).
+    """Publishes each partition's lag (end offset minus the group's committed offset), and
+    how many records the service's dead-letter topic holds.
 
     It reads the committed offsets through the admin API rather than from the running
     consumer, so the figure is what a restart would resume from: the honest lag.
@@ -174,16 +175,25 @@ class ConsumerLagMonitor:
         topics: Iterable[str],
         registry: CollectorRegistry,
         interval_s: float = 5.0,
+        dlq_topic: str | None = None,
     ) -> None:
         self._settings = settings
         self._group_id = group_id
         self._topics = list(topics)
+        self._dlq_topic = dlq_topic
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self.lag = Gauge(
             "kafka_consumer_lag_messages",
             "Messages in the partition not yet committed by the consumer group.",
             ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.dlq_retained = Gauge(
+            "chibo_dlq_retained_records",
+            "Records the dead-letter topic holds (end minus earliest offset, over its"
+            " partitions): the DLQ's size within its retention, redriven ones included.",
+            ["topic"],
             registry=registry,
         )
 
@@ -210,10 +220,23 @@ class ConsumerLagMonitor:
             result = lag_per_partition(await consumer.end_offsets(tps), committed)
             for (topic, partition), lag in result.items():
                 self.lag.labels(self._group_id, topic, str(partition)).set(lag)
+            if self._dlq_topic is not None:
+                await self._measure_dlq(admin, consumer, self._dlq_topic)
             return result
         finally:
             await consumer.stop()
             await admin.close()
+
+    async def _measure_dlq(
+        self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, topic: str
+    ) -> None:
+        numbers = (await topic_partitions(admin, [topic]))[topic]
+        if not numbers:
+            return  # not created yet: nothing dead-lettered
+        tps = [TopicPartition(topic, p) for p in numbers]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        self.dlq_retained.labels(topic).set(sum(ends[tp] - starts[tp] for tp in tps))
 
     async def _run(self) -> None:
         while True:

@@ -74,7 +74,9 @@ def build_app(settings: MeetingsSettings, clock: Clock | None = None) -> FastAPI
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
     state: dict[str, object] = {}
-    lag = ConsumerLagMonitor(kafka, INTAKE_GROUP, [kafka.commands_topic], registry)
+    lag = ConsumerLagMonitor(
+        kafka, INTAKE_GROUP, [kafka.commands_topic], registry, dlq_topic=kafka.dlq_topic
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

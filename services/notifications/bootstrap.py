@@ -172,7 +172,9 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
     metrics = NotificationsMetrics(registry)
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
-    lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
+    lag = ConsumerLagMonitor(
+        kafka, CONSUMER_GROUP, [kafka.events_topic], registry, dlq_topic=kafka.events_dlq_topic
+    )
     tokens = _contacts_tokens(settings)
 
     def contacts_token() -> str:

@@ -59,7 +59,9 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
     registry = CollectorRegistry()
     kafka = settings.kafka
     broker = make_broker(kafka, registry, settings.service_name)
-    lag = ConsumerLagMonitor(kafka, CONSUMER_GROUP, [kafka.events_topic], registry)
+    lag = ConsumerLagMonitor(
+        kafka, CONSUMER_GROUP, [kafka.events_topic], registry, dlq_topic=kafka.events_dlq_topic
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ops.stack import Stack
 from shared.clock import LOCAL_TZ
@@ -224,3 +225,18 @@ class UnitLadder:
                 "RegisterUnit",
                 {"unit_id": unit, "parent_id": parent, "level": level, "name": name},
             )
+
+
+async def metric_value(stack: Stack, service: str, sample: str, **labels: str) -> float | None:
+    """The value of one sample on a service's /metrics (``sample`` as exposed, e.g.
+    ``chibo_commands_total``), whose labels include ``labels``; the sum when several
+    match, None when none does."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{stack.service_url(service)}/metrics")).text
+    values = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and labels.items() <= s.labels.items()
+    ]
+    return sum(values) if values else None

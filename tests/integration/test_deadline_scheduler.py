@@ -18,7 +18,7 @@ from ops.stack import Stack, free_port
 from services.meetings.bootstrap import MeetingsSettings
 from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.service_layer.deadline_scheduler import units_off_the_ladder
-from tests.integration.helpers import UnitLadder, eventually, fetch
+from tests.integration.helpers import UnitLadder, eventually, fetch, metric_value
 
 DAY = 86_400.0
 
@@ -258,16 +258,11 @@ async def test_a_unit_above_the_ward_with_a_level_no_rung_has_is_counted(
     """A tree registered with its own level names (here "quan" for the district) leaves
     those units out of escalation: the scheduler's gauge counts them, and the start-up
     check names them by level."""
-    url = running_stack.service_url("meetings")
 
     async def gauge() -> float:
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"{url}/metrics")).text
-        return next(
-            float(line.split()[1])
-            for line in text.splitlines()
-            if line.startswith("chibo_org_units_off_the_ladder ")
-        )
+        value = await metric_value(running_stack, "meetings", "chibo_org_units_off_the_ladder")
+        assert value is not None
+        return value
 
     before = await gauge()
     ward = Ward(running_stack)

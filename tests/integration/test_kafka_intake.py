@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
+    metric_value,
     read_topic,
     registered_ward,
     schedule_body,
@@ -105,6 +106,14 @@ async def test_poison_goes_to_the_dlq_and_the_records_after_it_are_processed(
     assert invalid_letter["dlq_reason"] == "invalid_payload"
     assert "scheduled_start" in invalid_letter["dlq_detail"]
     assert invalid_letter["dlq_message_id"] == json.loads(invalid)["message_id"]
+
+    async def dlq_size_shown() -> bool:
+        held = await metric_value(
+            running_stack, "meetings", "chibo_dlq_retained_records", topic=DLQ
+        )
+        return held is not None and held >= len(records)
+
+    await eventually(dlq_size_shown, timeout_s=30, what="the DLQ's size on /metrics")
 
 
 async def test_the_same_message_sent_twice_appends_once(running_stack: Stack) -> None:

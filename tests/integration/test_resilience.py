@@ -14,6 +14,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     mails_to,
+    metric_value,
     registered_ward,
     schedule_body,
     ward_auth,
@@ -21,15 +22,6 @@ from tests.integration.helpers import (
 
 EVENTS_TOPIC = "chibo.events.v1"
 EVENTS_DLQ_TOPIC = "chibo.events.dlq.v1"
-
-
-async def _metric(stack: Stack, service: str, name: str) -> float | None:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{stack.service_url(service)}/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack: Stack) -> None:
@@ -49,7 +41,7 @@ async def test_broker_restart_mid_test_event_arrives_exactly_once(running_stack:
             stream_id = response.json()["stream_id"]
 
             async def relay_sees_backlog() -> float | None:
-                lag = await _metric(stack, "meetings", "chibo_relay_lag_events")
+                lag = await metric_value(stack, "meetings", "chibo_relay_lag_events")
                 return lag if lag and lag >= 1 else None
 
             await eventually(relay_sees_backlog, what="relay lag metric showing the stuck event")

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from ops.stack import Stack
 from shared.clock import LOCAL_TZ
-from tests.integration.helpers import eventually, fetch, read_topic, unique_ward
+from tests.integration.helpers import eventually, fetch, metric_value, read_topic, unique_ward
 from tests.integration.test_ops_cli import chibo
 
 EVENTS_TOPIC = "chibo.events.v1"
@@ -256,3 +256,14 @@ async def test_an_event_near_the_size_limit_is_dead_lettered_cut_and_the_partiti
         assert letter["dlq_original_bytes"] == str(size)
         assert 0 < len(letter["value"]) < size and huge.startswith(letter["value"])
         assert await applied(stack, consumer, stream) == 0  # parked before its version 1
+
+    # Each consumer's service shows how many records the events DLQ holds.
+    for consumer in CONSUMERS:
+
+        async def dlq_size_shown(consumer: str = consumer) -> bool:
+            held = await metric_value(
+                stack, consumer, "chibo_dlq_retained_records", topic=EVENTS_DLQ_TOPIC
+            )
+            return held is not None and held >= len(records)
+
+        await eventually(dlq_size_shown, timeout_s=30, what=f"{consumer}: the DLQ's size")
