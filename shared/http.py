@@ -4,6 +4,7 @@ every rejection: ``{"code", "message_vi", "message_en", "details"}`` with a 4xx 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import AuthError, Principal, TokenService, unauthenticated
@@ -106,7 +107,26 @@ def add_operational_routes(
 ) -> None:
     """Liveness says the process answers; readiness says every dependency it cannot serve
     without answers too. Informational checks are reported but do not take the service
-    out of rotation (the meetings API still takes commands while Kafka is away)."""
+    out of rotation (the meetings API still takes commands while Kafka is away).
+
+    The checks also run at each scrape, into ``chibo_ready{check, required}``: an
+    orchestrator acts on /ready, but only a metric lets an alert see a replica that
+    answers /metrics while its database is gone."""
+    ready_gauge = Gauge(
+        "chibo_ready",
+        "1 when the readiness check answers, 0 when it fails. required=true checks take"
+        " the service out of rotation (/ready answers 503); the others are informational.",
+        ["check", "required"],
+        registry=registry,
+    )
+
+    async def run_checks() -> tuple[dict[str, str], dict[str, str]]:
+        results = {name: await _run_check(check) for name, check in checks.items()}
+        extra = {name: await _run_check(check) for name, check in (informational or {}).items()}
+        for outcomes, required in ((results, "true"), (extra, "false")):
+            for name, outcome in outcomes.items():
+                ready_gauge.labels(name, required).set(1 if outcome == "ok" else 0)
+        return results, extra
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -114,8 +134,7 @@ def add_operational_routes(
 
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
-        results = {name: await _run_check(check) for name, check in checks.items()}
-        extra = {name: await _run_check(check) for name, check in (informational or {}).items()}
+        results, extra = await run_checks()
         healthy = all(v == "ok" for v in results.values())
         return JSONResponse(
             {
@@ -128,6 +147,7 @@ def add_operational_routes(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        await run_checks()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -158,8 +178,13 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     )
 
 
+# A check that hangs (a database that accepts connections and never answers) fails:
+# /metrics must still answer within a scrape's timeout.
+CHECK_TIMEOUT_S = 3.0
+
+
 async def _run_check(check: ReadinessCheck) -> str:
     try:
-        return "ok" if await check() else "failing"
+        return "ok" if await asyncio.wait_for(check(), CHECK_TIMEOUT_S) else "failing"
     except Exception:
         return "failing"

@@ -45,6 +45,8 @@ KEY_SERIES = (
     "chibo_petition_oldest_overdue_seconds",
     "chibo_deadline_scheduler_runs_total",
     "chibo_org_units_off_the_ladder",
+    "chibo_ready",
+    "chibo_dlq_retained_records",
     "chibo_notifications_unaddressed_total",
     "faststream_received_messages_total",
     "faststream_received_processed_messages_total",
