@@ -312,6 +312,43 @@ async def test_a_key_sent_twice_in_a_redone_batch_is_answered_as_a_replay(
     assert sorted(r["stream_version"] for r in versions) == [1, 2]
 
 
+async def test_a_key_stored_by_a_rival_during_the_redo_is_answered_as_a_replay(
+    bus_and_pool: tuple[CommandBus, asyncpg.Pool],
+) -> None:
+    """The same message reached two writers (a re-send through another replica). The
+    batch is redone because of another stream's race; between the redo's key read and
+    its write, the rival commits the message with the same key. The redo's write then
+    meets the rival's stream version: the command is decided once more, reads the key
+    the rival stored, and is answered as a replay, not refused as a conflict."""
+    bus, pool = bus_and_pool
+    ward = unique_ward()
+    await register_cell(bus, ward)
+    rival = rival_bus(pool)
+    await bus.handle_batch([(schedule(ward, 1), ctx()), (schedule(ward, 2), ctx())])
+    key = f"kafka:meeting-app:{uuid.uuid4()}"
+    interleave(
+        bus,
+        # Load 1 is the batch's; load 2 is the redo's of meeting 1, after its key read.
+        before={},
+        after={
+            1: lambda: rival.handle(reschedule(ward, 2, 7), ctx()),
+            2: lambda: rival.handle(reschedule(ward, 1, 9), ctx(key)),
+        },
+    )
+    first, other = await bus.handle_batch(
+        [(reschedule(ward, 1, 9), ctx(key)), (reschedule(ward, 2, 10), ctx())]
+    )
+    assert redone(bus) == 1
+    assert isinstance(first, AppendResult), first
+    assert first.replayed and first.stream_version == 2
+    assert isinstance(other, AppendResult) and other.stream_version == 3
+    versions = await pool.fetch(
+        "select stream_version from meetings.events where stream_id = $1",
+        f"meeting-{ward}.m1",
+    )
+    assert sorted(r["stream_version"] for r in versions) == [1, 2]
+
+
 async def test_a_key_sent_again_with_another_command_is_refused(
     bus_and_pool: tuple[CommandBus, asyncpg.Pool],
 ) -> None:

@@ -134,6 +134,10 @@ class Rejection:
 
 Outcome = AppendResult | Rejection
 log = get_logger(__name__)
+# A redone command is decided at most twice: the second attempt answers a rival that
+# stored the same idempotency key meanwhile; a conflict after that is a real one.
+REDO_ATTEMPTS = 2
+
 _COUNTED_EVENTS = frozenset({PetitionEscalated, PetitionMarkedOverdue, MeetingOpened})
 _ContactCommand = SetContactDetails | EraseContactDetails
 _CONTACT = (SetContactDetails, EraseContactDetails)
@@ -403,19 +407,34 @@ class CommandBus:
                 outcomes[i] = None
             async with self._store.connection() as conn:
                 for i in todo:
-                    try:
-                        async with conn.transaction():
-                            one = await self._read_keys_and_run([i], items, outcomes, conn)
-                    except ConcurrencyConflict as exc:
-                        conflict = await self._store.conflict_details(conn, exc)
-                        outcomes[i] = Rejection.of(conflict)
-                    else:
-                        written += one
+                    written += await self._redo_one(i, items, outcomes, conn)
         for stream_id, history in written.streams:
             self._store.remember(stream_id, history)
         self._count_decisions(written)
         self._log_and_count(items, outcomes)
         return [o for o in outcomes if o is not None]
+
+    async def _redo_one(
+        self,
+        i: int,
+        items: list[tuple[Command, CommandContext]],
+        outcomes: list[Outcome | None],
+        conn: asyncpg.Connection,
+    ) -> Written:
+        """One command of a redone batch, in a transaction of its own. A rival can still
+        commit between its key read and its write (the same message through another
+        replica): decided once more, it reads the key the rival stored and is answered
+        as a replay. A second conflict is a real one, and refuses it."""
+        for attempt in range(REDO_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    return await self._read_keys_and_run([i], items, outcomes, conn)
+            except ConcurrencyConflict as exc:
+                outcomes[i] = None
+                if attempt == REDO_ATTEMPTS - 1:
+                    conflict = await self._store.conflict_details(conn, exc)
+                    outcomes[i] = Rejection.of(conflict)
+        return Written([], [])
 
     async def _read_keys_and_run(
         self,
