@@ -77,10 +77,25 @@ def test_time_left_reads_as_people_say_it(left: timedelta, said: str) -> None:
     assert duration_vi(left.total_seconds()) == said
 
 
+def test_a_deadline_warning_says_when_its_time_left_was_counted() -> None:
+    as_of = FACTS["deadline_at"] - timedelta(hours=4)
+    context = {"petition": FACTS, "remaining": timedelta(hours=4), "as_of": as_of}
+    message = TemplateRenderer().render("petition_deadline", {**context, "names": WARD_NAMES})
+    # The deadline is 19:30 on 25/12/2026 in Hà Nội, the warning four hours before.
+    said = "(tính đến 15:30 ngày 25/12/2026, còn khoảng 4 giờ)"
+    assert said in message.text and said in message.html
+
+
 def test_a_deadline_warning_with_minutes_left_says_minutes() -> None:
-    context = {"petition": FACTS, "remaining": timedelta(minutes=25), "names": WARD_NAMES}
+    context = {
+        "petition": FACTS,
+        "remaining": timedelta(minutes=25),
+        "as_of": FACTS["deadline_at"] - timedelta(minutes=25),
+        "names": WARD_NAMES,
+    }
     message = TemplateRenderer().render("petition_deadline", context)
-    assert "(còn khoảng 25 phút)" in message.text and "(còn khoảng 25 phút)" in message.html
+    said = "(tính đến 19:05 ngày 25/12/2026, còn khoảng 25 phút)"
+    assert said in message.text and said in message.html
     assert "0 giờ" not in message.text
     assert "Kính gửi Thường trực Đảng ủy phường Nam Ngạn," in message.text
     assert "Kiến nghị kn-1 của Chi bộ phố Lê Lai 1 đang do cấp phường, xã" in message.text

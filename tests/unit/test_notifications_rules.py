@@ -178,7 +178,7 @@ CONTEXTS: dict[Trigger, tuple[dict[str, object], str, str]] = {
         "Thời hạn giải quyết ở cấp chi bộ: 19:30 ngày 10/12/2026",
     ),
     Trigger.PETITION_DEADLINE: (
-        {"petition": FACTS, "remaining": timedelta(hours=4)},
+        {"petition": FACTS, "remaining": timedelta(hours=4), "as_of": START + timedelta(days=21)},
         "Sắp hết hạn giải quyết kiến nghị kn-1",
         "còn khoảng 4 giờ",
     ),

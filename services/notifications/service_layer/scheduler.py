@@ -267,7 +267,9 @@ class TimerScheduler:
                 tuple(recipients),
                 {
                     "petition": _petition_facts(row),
+                    # Said "as of" now: a retry or a resend goes out later than it was written.
                     "remaining": row["deadline_at"] - now,
+                    "as_of": now,
                     "names": await directory.place_names(
                         conn,
                         (row["cell_id"], _cell_holder(row["level"], row["holder_id"])),
