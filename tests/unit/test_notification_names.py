@@ -11,7 +11,7 @@ import pytest
 from services.notifications.adapters.templating import TemplateRenderer
 from services.notifications.domain.names import PlaceNames, UnitName, cell_title, duration_vi
 from services.notifications.domain.notices import Trigger
-from tests.unit.test_notifications_rules import CONTEXTS, FACTS, MEETING
+from tests.unit.test_notifications_rules import CONTEXTS, FACTS, MEETING, START
 
 CELL = "nam-ngan.to-01"
 WARD = "nam-ngan"
@@ -77,8 +77,11 @@ def test_time_left_reads_as_people_say_it(left: timedelta, said: str) -> None:
     assert duration_vi(left.total_seconds()) == said
 
 
+DEADLINE = START + timedelta(days=22)  # FACTS' deadline
+
+
 def test_a_deadline_warning_says_when_its_time_left_was_counted() -> None:
-    as_of = FACTS["deadline_at"] - timedelta(hours=4)
+    as_of = DEADLINE - timedelta(hours=4)
     context = {"petition": FACTS, "remaining": timedelta(hours=4), "as_of": as_of}
     message = TemplateRenderer().render("petition_deadline", {**context, "names": WARD_NAMES})
     # The deadline is 19:30 on 25/12/2026 in Hà Nội, the warning four hours before.
@@ -90,7 +93,7 @@ def test_a_deadline_warning_with_minutes_left_says_minutes() -> None:
     context = {
         "petition": FACTS,
         "remaining": timedelta(minutes=25),
-        "as_of": FACTS["deadline_at"] - timedelta(minutes=25),
+        "as_of": DEADLINE - timedelta(minutes=25),
         "names": WARD_NAMES,
     }
     message = TemplateRenderer().render("petition_deadline", context)
