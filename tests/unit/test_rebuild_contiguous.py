@@ -68,3 +68,20 @@ def test_a_stream_whose_first_event_is_unreadable_is_recorded_before_it() -> Non
     assert (applied, skipped) == (0, 3)
     # The unknown type is claimed (its stream goes on), though not applied.
     assert versions_written(statements) == {"meeting-nam-ngan.to-01.2026-12": 0, "s-new": 1}
+
+
+def test_redriven_copies_in_the_batch_of_their_originals_are_applied_in_their_place() -> None:
+    """Live, v3 was parked behind the unreadable v2 and both came back, readable, in a
+    later batch. A rebuild batch can hold the originals and the copies: it takes the
+    stream in the topic's order, as live, so the parked v3 stays parked and its copy is
+    applied. (``claim_batch`` takes a batch's events of a stream in version order: it
+    would apply the original v3, in the place where live had parked it.)"""
+    rebuild._start()
+    rebuild._prepare([value()])
+
+    applied, skipped, statements, _ = rebuild._prepare(
+        [rescheduled(2, schema_version=9), rescheduled(3), rescheduled(2), rescheduled(3)]
+    )
+
+    assert (applied, skipped) == (2, 2)
+    assert versions_written(statements) == {"meeting-nam-ngan.to-01.2026-12": 3}
