@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from generator.model import Cell, District, Member
+from generator.model import Cell, District, Member, Ward
 from generator.month import LOCAL_TZ, Meeting, Month, RollChange, RollEntry, at
 from shared.contract.commands import (
     AcknowledgePetition,
     AdmitMember,
     AdoptResolution,
     AppointOfficial,
+    AppointUnitOfficial,
     CancelMeeting,
     CloseMeeting,
     Command,
@@ -63,6 +64,7 @@ EVENT_OF = {
     "AdmitMember": "MemberAdmitted",
     "ExemptMember": "MemberExempted",
     "AppointOfficial": "OfficialAppointed",
+    "AppointUnitOfficial": "UnitOfficialAppointed",
     "TransferMember": "MemberTransferredOut",
     "ScheduleMeeting": "MeetingScheduled",
     "RescheduleMeeting": "MeetingRescheduled",
@@ -132,6 +134,14 @@ def build_commands(district: District, month: Month) -> list[PlannedCommand]:
     with_contact: set[str] = set()
     for ward in district.wards:
         ward_cells = {c.cell_id: c for c in ward.cells}
+        # The ward committee's standing members hear of what reaches the ward (escalated
+        # petitions, low attendance, its report): each is also in charge of cells, so
+        # each gets an e-mail address below.
+        for role, (person_id, name) in ward_officials(ward):
+            appoint_unit = AppointUnitOfficial(
+                unit_id=ward.unit_id, role=role, person_id=person_id, full_name=name
+            )
+            items.append((org_time, rest, appoint_unit, ward.unit_id))
         for cell in ward.cells:
             items.append((org_time, rest, _register_cell(cell), cell.cell_id))
             original = [m for m in cell.members if m.transferred_from is None]
@@ -211,6 +221,13 @@ def expected_events(commands: list[PlannedCommand]) -> dict[str, int]:
     """The events the service appends when every command is accepted: one each."""
     counts = Counter(EVENT_OF[c.command.command_type] for c in commands)
     return dict(sorted(counts.items()))
+
+
+def ward_officials(ward: Ward) -> list[tuple[OfficialRole, tuple[str, str]]]:
+    """The ward's secretary and deputy (bí thư, phó bí thư đảng ủy): the first two of its
+    committee, (person id, name)."""
+    roles = (OfficialRole.SECRETARY, OfficialRole.DEPUTY_SECRETARY)
+    return list(zip(roles, ward.committee[:2], strict=False))
 
 
 def _register_cell(cell: Cell) -> RegisterCell:

@@ -217,7 +217,7 @@ def run_demo(
             time.sleep(0.2)  # polling interval of a progress display, not a wait for an event
     console.print(
         f"[green]✓[/green] petition notices: {notices.get('sent', 0):,} e-mailed to cell "
-        f"officials, {notices.get('held', 0):,} held until quiet hours end (06:00); "
+        f"and ward officials, {notices.get('held', 0):,} held until quiet hours end (06:00); "
         "the month's meeting notices are history (stale), see docs/notifications.md"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +97,32 @@ def report_differences(expected: dict[str, Any], rollup: dict[str, Any]) -> list
 
 # Notices the demo's month makes. Its meetings are in the past when it is published, so
 # their notices and reminders are suppressed as stale (docs/notifications.md); the
-# petitions' notices go to the officials of their cell: raised, resolved, reopened. The
-# generator appoints no ward officials, so escalations and ward notices have no one to
-# reach here.
-PETITION_TRIGGERS = ("petition_raised", "petition_resolved", "petition_reopened")
+# petitions' notices go to the officials of their cell (raised, resolved, reopened) and,
+# once sent up, to the ward's secretary and deputy (escalated).
+PETITION_TRIGGERS = (
+    "petition_raised",
+    "petition_resolved",
+    "petition_reopened",
+    "petition_escalated",
+)
 
 
 def expected_notices(generated: Generated) -> int:
-    from shared.contract.commands import RaisePetition, ReopenPetition, ResolvePetition
+    from generator.commands import ward_officials
+    from shared.contract.commands import (
+        EscalatePetition,
+        RaisePetition,
+        ReopenPetition,
+        ResolvePetition,
+    )
 
     officials: dict[str, set[str]] = {}
     for cell in generated.district.cells:
         people = {m.member_id for m in cell.members if m.role in ("secretary", "deputy")}
         officials[cell.cell_id] = people | {cell.in_charge[0]}
+    ward_heads = {w.unit_id: len(ward_officials(w)) for w in generated.district.wards}
     cell_of: dict[str, str] = {}
+    escalated: Counter[str] = Counter()
     total = 0
     for planned in generated.commands:
         command = planned.command
@@ -118,6 +131,11 @@ def expected_notices(generated: Generated) -> int:
             total += len(officials[command.cell_id])
         elif isinstance(command, ResolvePetition | ReopenPetition):
             total += len(officials[cell_of[command.petition_id]])
+        elif isinstance(command, EscalatePetition):
+            # To the ward the first time; above it the generator appoints no one.
+            escalated[command.petition_id] += 1
+            if escalated[command.petition_id] == 1:
+                total += ward_heads[command.ward_id]
     return total
 
 
