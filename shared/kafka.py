@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
@@ -145,6 +146,27 @@ async def topic_partitions(
     for description in await admin.describe_topics(list(dict.fromkeys(topics))):
         if description["error_code"] == 0:
             found[description["topic"]] = sorted(p["partition"] for p in description["partitions"])
+    return found
+
+
+RETENTION_KEYS = ("retention.ms", "retention.bytes")
+
+
+async def topic_retention(settings: KafkaSettings, topic: str) -> dict[str, int]:
+    """The topic's ``retention.ms`` and ``retention.bytes`` as the broker applies them
+    (-1: unlimited); empty when the topic does not exist."""
+    admin = AIOKafkaAdminClient(**aiokafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        wanted = ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(RETENTION_KEYS))
+        responses = await admin.describe_configs([wanted])
+    finally:
+        await admin.close()
+    found: dict[str, int] = {}
+    for response in responses:
+        for error_code, _, _, _, entries in (r[:5] for r in response.resources):
+            if error_code == 0:
+                found |= {e[0]: int(e[1]) for e in entries if e[0] in RETENTION_KEYS}
     return found
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
 from services.reports.domain.monthly_report import QualityRubric, ReportPolicy
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project, project_batch
-from services.reports.service_layer.rebuild import rebuild_if_outdated
+from services.reports.service_layer.rebuild import history_can_expire, rebuild_if_outdated
 from services.reports.service_layer.reports import ReportReader
 from shared.clock import Clock
 from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
@@ -62,12 +62,19 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
     lag = ConsumerLagMonitor(
         kafka, CONSUMER_GROUP, [kafka.events_topic], registry, dlq_topic=kafka.events_dlq_topic
     )
+    history_expires = Gauge(
+        "chibo_events_history_can_expire",
+        "1 when the events topic's retention is finite (checked at start): once its first"
+        " events expire, the projections can no longer be rebuilt from it.",
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await migrate(pool, "reports", MIGRATIONS)
         await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+        history_expires.set(1 if await history_can_expire(kafka) else 0)
         await rebuild_if_outdated(pool, kafka)
         app.state.pool = pool
         app.state.reader = ReportReader(pool, clock, settings.policy(), settings.ward_levels())

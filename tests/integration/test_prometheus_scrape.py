@@ -47,6 +47,7 @@ KEY_SERIES = (
     "chibo_org_units_off_the_ladder",
     "chibo_ready",
     "chibo_dlq_retained_records",
+    "chibo_events_history_can_expire",
     "chibo_notifications_unaddressed_total",
     "faststream_received_messages_total",
     "faststream_received_processed_messages_total",

@@ -5,13 +5,19 @@ under the lock and do not rebuild again."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ops.stack import Stack
 from services.reports.bootstrap import MIGRATIONS
-from services.reports.service_layer.rebuild import PROJECTION_VERSION, rebuild_if_outdated
-from shared.kafka import ensure_topics
+from services.reports.service_layer.rebuild import (
+    PROJECTION_VERSION,
+    history_can_expire,
+    rebuild_if_outdated,
+)
+from shared.kafka import ensure_topics, topic_retention
 from shared.postgres import migrate
 from shared.settings import KafkaSettings
 from tests.integration.helpers import close_pool
@@ -40,3 +46,27 @@ async def test_replicas_starting_together_rebuild_once(stack: Stack) -> None:
     finally:
         for pool in pools:
             await close_pool(pool)
+
+
+async def test_an_events_topic_whose_history_can_expire_is_reported(stack: Stack) -> None:
+    """A topic created as docs/scaling.md once said (30 days) lets the first events
+    expire, after which no rebuild can replay it: the start-up check says so."""
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    await ensure_topics(kafka, [kafka.events_topic])  # as the services create it: unlimited
+    assert await history_can_expire(kafka) is False
+
+    expiring = f"chibo.events.expiring-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(expiring, 1, 1, topic_configs={"retention.ms": "2592000000"})]
+        )
+    finally:
+        await admin.close()
+    expiring_kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, events_topic=expiring)
+    assert await topic_retention(expiring_kafka, expiring) == {
+        "retention.ms": 2_592_000_000,
+        "retention.bytes": -1,
+    }
+    assert await history_can_expire(expiring_kafka) is True

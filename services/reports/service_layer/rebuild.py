@@ -30,7 +30,7 @@ from services.reports.adapters import projection_store
 from services.reports.domain.projection import Write
 from services.reports.service_layer.projector import event_writes
 from shared.consumer import read_record
-from shared.kafka import aiokafka_client_kwargs, topic_partitions
+from shared.kafka import aiokafka_client_kwargs, topic_partitions, topic_retention
 from shared.logs import get_logger
 from shared.postgres import json_rows, rows_of
 from shared.settings import KafkaSettings
@@ -288,6 +288,23 @@ async def rebuild_from_topic(
         return await rebuild(conn, consumer, partitions, batch_size, progress, only_if_outdated)
     finally:
         await consumer.stop()
+
+
+async def history_can_expire(kafka: KafkaSettings) -> bool:
+    """True, and said loudly, when the events topic's retention is finite: once its first
+    events expire, no rebuild (``chibo reports rebuild``, or this service's own at start
+    after an upgrade of ``PROJECTION_VERSION``) can replay it (``HistoryTruncated``)."""
+    retention = await topic_retention(kafka, kafka.events_topic)
+    finite = {k: v for k, v in retention.items() if v != -1}
+    if finite:
+        log.error(
+            "kafka.events_history_can_expire",
+            topic=kafka.events_topic,
+            **{k.replace(".", "_"): v for k, v in finite.items()},
+            fix="kafka-configs.sh --alter --entity-type topics --entity-name"
+            f" {kafka.events_topic} --add-config retention.ms=-1,retention.bytes=-1",
+        )
+    return bool(finite)
 
 
 async def rebuild_if_outdated(
