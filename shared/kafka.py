@@ -122,9 +122,10 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
                             t,
                             settings.partitions,
                             settings.replication_factor,
-                            # The events topic is the history projections rebuild from.
+                            # The events topic is the history projections rebuild from;
+                            # its DLQ holds what parked streams wait for (docs/scaling.md).
                             topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}
-                            if t == settings.events_topic
+                            if t in (settings.events_topic, settings.events_dlq_topic)
                             else {},
                         )
                         for t in missing
@@ -152,9 +153,15 @@ async def topic_partitions(
 RETENTION_KEYS = ("retention.ms", "retention.bytes")
 
 
+class TopicConfigUnreadable(RuntimeError):
+    """The broker answered a topic's configuration with an error (no DescribeConfigs
+    permission, or no such topic)."""
+
+
 async def topic_retention(settings: KafkaSettings, topic: str) -> dict[str, int]:
     """The topic's ``retention.ms`` and ``retention.bytes`` as the broker applies them
-    (-1: unlimited); empty when the topic does not exist."""
+    (-1: unlimited). Raises ``TopicConfigUnreadable`` with the broker's error: aiokafka
+    returns an authorisation failure as an error code, not an exception."""
     admin = AIOKafkaAdminClient(**aiokafka_client_kwargs(settings))
     await admin.start()
     try:
@@ -164,9 +171,10 @@ async def topic_retention(settings: KafkaSettings, topic: str) -> dict[str, int]
         await admin.close()
     found: dict[str, int] = {}
     for response in responses:
-        for error_code, _, _, _, entries in (r[:5] for r in response.resources):
-            if error_code == 0:
-                found |= {e[0]: int(e[1]) for e in entries if e[0] in RETENTION_KEYS}
+        for error_code, error_message, _, _, entries in (r[:5] for r in response.resources):
+            if error_code != 0:
+                raise TopicConfigUnreadable(f"{topic}: error {error_code} {error_message or ''}")
+            found |= {e[0]: int(e[1]) for e in entries if e[0] in RETENTION_KEYS}
     return found
 
 

@@ -11,9 +11,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from ops.stack import Stack
-from tests.integration.helpers import eventually, fetch, unique_ward, ward_auth
+from tests.integration.helpers import eventually, fetch, read_topic, unique_ward, ward_auth
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -55,7 +57,8 @@ async def test_the_documented_kcat_example_schedules_a_meeting(
     produce = await asyncio.to_thread(
         subprocess.run,
         [kcat(), "-P", "-b", running_stack.kafka_bootstrap, "-t", "chibo.commands.v1",
-         "-k", ward, "-H", "content-type=application/json", "-l", str(lines)],
+         "-k", ward, "-X", "partitioner=murmur2_random",
+         "-H", "content-type=application/json", "-l", str(lines)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert produce.returncode == 0, produce.stderr
@@ -70,6 +73,21 @@ async def test_the_documented_kcat_example_schedules_a_meeting(
         return rows or None
 
     rows = await eventually(appended, what="the kcat-published command's event")
+
+    # The documented partitioner puts the ward where aiokafka's murmur2 (our tools, the
+    # Java client) puts it: every publisher's records of one ward share a partition.
+    key = ward.encode()
+    records = await read_topic(
+        running_stack.kafka_bootstrap, "chibo.commands.v1", lambda rs: any(r.key == key for r in rs)
+    )
+    [record] = [r for r in records if r.key == key]
+    producer = AIOKafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for("chibo.commands.v1"))
+    finally:
+        await producer.stop()
+    assert record.partition == DefaultPartitioner()(key, partitions, partitions)
     payload = json.loads(rows[0]["payload"])
     assert payload["meeting_id"] == message["payload"]["meeting_id"]
     assert payload["location"] == message["payload"]["location"]

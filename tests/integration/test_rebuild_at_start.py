@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ops.stack import Stack
@@ -17,7 +18,7 @@ from services.reports.service_layer.rebuild import (
     history_can_expire,
     rebuild_if_outdated,
 )
-from shared.kafka import ensure_topics, topic_retention
+from shared.kafka import TopicConfigUnreadable, ensure_topics, topic_retention
 from shared.postgres import migrate
 from shared.settings import KafkaSettings
 from tests.integration.helpers import close_pool
@@ -52,8 +53,13 @@ async def test_an_events_topic_whose_history_can_expire_is_reported(stack: Stack
     """A topic created as docs/scaling.md once said (30 days) lets the first events
     expire, after which no rebuild can replay it: the start-up check says so."""
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
-    await ensure_topics(kafka, [kafka.events_topic])  # as the services create it: unlimited
-    assert await history_can_expire(kafka) is False
+    await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
+    assert await history_can_expire(kafka) is False  # as the services create it: unlimited
+    # The events' dead letters too: parked streams wait for them.
+    assert await topic_retention(kafka, kafka.events_dlq_topic) == {
+        "retention.ms": -1,
+        "retention.bytes": -1,
+    }
 
     expiring = f"chibo.events.expiring-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
@@ -70,3 +76,10 @@ async def test_an_events_topic_whose_history_can_expire_is_reported(stack: Stack
         "retention.bytes": -1,
     }
     assert await history_can_expire(expiring_kafka) is True
+    # A topic whose configuration the broker will not give (here: none such) is not
+    # taken for one kept for ever.
+    missing = f"chibo.events.missing-{uuid.uuid4().hex[:8]}"
+    missing_kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap, events_topic=missing)
+    with pytest.raises(TopicConfigUnreadable):
+        await topic_retention(missing_kafka, missing)
+    assert await history_can_expire(missing_kafka) is True

@@ -30,7 +30,12 @@ from services.reports.adapters import projection_store
 from services.reports.domain.projection import Write
 from services.reports.service_layer.projector import event_writes
 from shared.consumer import read_record
-from shared.kafka import aiokafka_client_kwargs, topic_partitions, topic_retention
+from shared.kafka import (
+    TopicConfigUnreadable,
+    aiokafka_client_kwargs,
+    topic_partitions,
+    topic_retention,
+)
 from shared.logs import get_logger
 from shared.postgres import json_rows, rows_of
 from shared.settings import KafkaSettings
@@ -291,18 +296,30 @@ async def rebuild_from_topic(
 
 
 async def history_can_expire(kafka: KafkaSettings) -> bool:
-    """True, and said loudly, when the events topic's retention is finite: once its first
-    events expire, no rebuild (``chibo reports rebuild``, or this service's own at start
-    after an upgrade of ``PROJECTION_VERSION``) can replay it (``HistoryTruncated``)."""
-    retention = await topic_retention(kafka, kafka.events_topic)
+    """True, and said loudly, when the events topic's retention is finite, or cannot be
+    read (the service's Kafka user lacks DescribeConfigs): once its first events expire,
+    no rebuild (``chibo reports rebuild``, or this service's own at start after an upgrade
+    of ``PROJECTION_VERSION``) can replay it (``HistoryTruncated``)."""
+    fix = (
+        "kafka-configs.sh --alter --entity-type topics --entity-name"
+        f" {kafka.events_topic} --add-config retention.ms=-1,retention.bytes=-1"
+    )
+    try:
+        retention = await topic_retention(kafka, kafka.events_topic)
+    except TopicConfigUnreadable as exc:
+        log.error(
+            "kafka.events_retention_unreadable",
+            error=str(exc),
+            fix=f"grant DescribeConfigs on {kafka.events_topic}, or check by hand; {fix}",
+        )
+        return True
     finite = {k: v for k, v in retention.items() if v != -1}
     if finite:
         log.error(
             "kafka.events_history_can_expire",
             topic=kafka.events_topic,
             **{k.replace(".", "_"): v for k, v in finite.items()},
-            fix="kafka-configs.sh --alter --entity-type topics --entity-name"
-            f" {kafka.events_topic} --add-config retention.ms=-1,retention.bytes=-1",
+            fix=fix,
         )
     return bool(finite)
 
