@@ -48,6 +48,7 @@ KEY_SERIES = (
     "chibo_ready",
     "chibo_dlq_retained_records",
     "chibo_events_history_can_expire",
+    "chibo_relay_checkpoint_ahead",
     "chibo_notifications_unaddressed_total",
     "faststream_received_messages_total",
     "faststream_received_processed_messages_total",

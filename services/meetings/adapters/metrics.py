@@ -54,6 +54,12 @@ class MeetingsMetrics:
             "Age of the oldest committed event not yet published, in seconds.",
             registry=registry,
         )
+        self.relay_checkpoint_ahead = Gauge(
+            "chibo_relay_checkpoint_ahead",
+            "1 when the relay's checkpoint names a transaction id this database has not"
+            " reached (restored from a logical dump): nothing past it would ever be published.",
+            registry=registry,
+        )
         self.relay_errors = Counter(
             "chibo_relay_errors_total",
             "Relay rounds that failed and will be retried.",

@@ -35,6 +35,11 @@ from shared.tasks import cancel
 
 log = get_logger(__name__)
 
+
+class CheckpointAhead(RuntimeError):
+    """The checkpoint is past every transaction id this database has handed out."""
+
+
 RELAY_LOCK_KEY = 0x6368_6962_6F72_6C79  # "chiborly": one relay per database
 LOCK_CHECK_INTERVAL_S = 1.0
 
@@ -169,6 +174,7 @@ class EventRelay:
             self._leading = True
             log.info("relay.leading", relay=self._name)
             self._position = await self._load_checkpoint()
+            await self._check_checkpoint()
             producer = await self._ensure_producer()
             lock_checked = time.monotonic()
             while True:
@@ -218,6 +224,24 @@ class EventRelay:
         )
         self._metrics.relay_published.inc(len(rows))
         return len(rows)
+
+    async def _check_checkpoint(self) -> None:
+        """A database restored from a logical dump (pg_dump, logical replication) counts
+        transaction ids from low again, while the checkpoint it carries names the old
+        ones: every new event would sort below it and never be published, and the lag
+        would read 0. Refuse to lead on such a checkpoint (docs/operations.md,
+        *RelayCheckpointAhead*: re-publish with ``chibo events republish``)."""
+        next_txid = await self._pool.fetchval(
+            "select pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+        )
+        ahead = self._position[0] >= next_txid
+        self._metrics.relay_checkpoint_ahead.set(1 if ahead else 0)
+        if ahead:
+            raise CheckpointAhead(
+                f"relay checkpoint at transaction {self._position[0]}, but this database's"
+                f" next transaction id is {next_txid}: restored from a logical dump?"
+                " Run `chibo events republish` (docs/operations.md, RelayCheckpointAhead)"
+            )
 
     async def _load_checkpoint(self) -> tuple[int, int]:
         row = await self._pool.fetchrow(
