@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.target import Target
+from ops.target import target_or_exit
 from services.notifications.domain.notices import QuietHours
 from services.notifications.service_layer import resend as resend_service
 from shared.clock import LOCAL_TZ, Clock, OffsetClock, SystemClock
@@ -96,7 +96,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
 ) -> None:
     """Dead-lettered deliveries, newest first, with the reason and the last error."""
-    rows = _run(_dead(Target.from_env().database_url, limit))
+    rows = _run(_dead(target_or_exit().database_url, limit))
     if as_json:
         typer.echo(json.dumps({"dead": rows}, ensure_ascii=False, default=str, indent=2))
         return
@@ -148,7 +148,7 @@ def resend(
         Console(stderr=True).print("[red]✗ give delivery ids, or --all[/red]")
         raise typer.Exit(2)
     quiet = _quiet_hours(quiet_hours)
-    done = _run(_resend(Target.from_env().database_url, None if everything else ids, quiet))
+    done = _run(_resend(target_or_exit().database_url, None if everything else ids, quiet))
     missing = sorted(set(ids or ()) - set(done.not_before) - set(done.outdated))
     out = Console(highlight=False)
     now = sorted(i for i, at in done.not_before.items() if at <= _clock().now())
