@@ -34,6 +34,7 @@ from ops.target import NotFound, Target, Unreachable, redact_url, target_or_exit
 from services.reports.service_layer.rebuild import HistoryTruncated
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
+from shared.postgres import UnsupportedPostgres
 
 app = typer.Typer(help="Chibo: party cell meetings, petitions, reports and notifications.")
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink and the services.")
@@ -393,6 +394,8 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(f"{exc}\n  {hint}" if hint else str(exc), 3)
     except NotFound as exc:
         _fail(str(exc), 3)
+    except UnsupportedPostgres as exc:
+        _fail(str(exc), 1)
 
 
 def _echo_json(data: Any) -> None:

@@ -30,6 +30,7 @@ from rich.markup import escape
 
 from ops.stack import Stack, StackSettings, StartupError
 from shared.kafka import aiokafka_client_kwargs
+from shared.postgres import check_server_version
 from shared.settings import KafkaSettings
 
 T = TypeVar("T")
@@ -165,13 +166,15 @@ async def kafka_clients(
 
 @asynccontextmanager
 async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection, or `Unreachable` within a few seconds."""
+    """A connection, or `Unreachable` within a few seconds; `UnsupportedPostgres` on a
+    server older than the services need (none of them runs there)."""
     try:
         conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = str(exc) or type(exc).__name__
         raise Unreachable("PostgreSQL", redact_url(database_url), reason) from exc
     try:
+        await check_server_version(conn)
         yield conn
     finally:
         await conn.close()
