@@ -258,7 +258,7 @@ def _print_kept(info: dict[str, object], pids: dict[str, int | None]) -> None:
     if "kafka_bootstrap" in info:
         console.print(
             f"  reuse it: BENCH_KAFKA_BOOTSTRAP={info['kafka_bootstrap']}"
-            + (f" DATABASE_URL={info['database_url']}" if "database_url" in info else "")
+            + (f" BENCH_DATABASE_URL={info['database_url']}" if "database_url" in info else "")
             + " python -m bench ..."
         )
     for part, pid in pids.items():

@@ -566,14 +566,16 @@ class ServiceControl:
 
 class BenchStack:
     """The services the selected benchmarks need: given through the environment
-    (BENCH_KAFKA_BOOTSTRAP, DATABASE_URL) or started on free ports under a temporary root
+    (BENCH_KAFKA_BOOTSTRAP, BENCH_DATABASE_URL) or started on free ports under a temporary root
     with ops/stack.py, and torn down at the end."""
 
     def __init__(self, keep: bool = False, env: dict[str, str] | None = None) -> None:
         env = dict(os.environ if env is None else env)
         self.keep = keep
         self.external_kafka = env.get("BENCH_KAFKA_BOOTSTRAP") or None
-        self.external_database = env.get("DATABASE_URL") or None
+        # Not DATABASE_URL: a shell that still points the CLI at a deployment must not
+        # make the benchmarks write into it.
+        self.external_database = env.get("BENCH_DATABASE_URL") or None
         self._stack: Any = None
         self._started: list[str] = []
         self._used: set[str] = set()

@@ -66,7 +66,7 @@ MIGRATIONS = (
     Path(__file__).resolve().parent.parent / "services" / "meetings" / "adapters" / "migrations"
 )
 # These benchmarks append real events to meetings.events (they cannot be taken back: the
-# store is append-only), so on a database given through DATABASE_URL they run only when
+# store is append-only), so on a database given through BENCH_DATABASE_URL they run only when
 # this variable says that database is a throw-away one.
 ALLOW_EXTERNAL = "BENCH_ALLOW_EVENT_WRITES"
 SOURCES = ("meeting-app", "checkin-kiosk", "membership-db", "chibo-demo")  # allow-listed locally
@@ -257,10 +257,10 @@ async def write_backlog(
 
 
 def refuse_shared_database(ctx: BenchContext) -> None:
-    if os.environ.get("DATABASE_URL") and os.environ.get(ALLOW_EXTERNAL) != "1":
+    if os.environ.get("BENCH_DATABASE_URL") and os.environ.get(ALLOW_EXTERNAL) != "1":
         raise RuntimeError(
             f"{ctx.current} appends real events to meetings.events of the database in "
-            f"DATABASE_URL; set {ALLOW_EXTERNAL}=1 if it is a throw-away one"
+            f"BENCH_DATABASE_URL; set {ALLOW_EXTERNAL}=1 if it is a throw-away one"
         )
 
 

@@ -30,10 +30,11 @@ from ops import lag as lag_data
 from ops import rebuild as rebuild_data
 from ops import streams as stream_data
 from ops.stack import SERVICES, Stack, StackSettings, StartupError
-from ops.target import NotFound, Target, Unreachable
+from ops.target import NotFound, Target, Unreachable, redact_url, target_or_exit
 from services.reports.service_layer.rebuild import HistoryTruncated
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
+from shared.postgres import UnsupportedPostgres
 
 app = typer.Typer(help="Chibo: party cell meetings, petitions, reports and notifications.")
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, SMTP sink and the services.")
@@ -129,7 +130,7 @@ def generate_month(
     if month:
         argv += ["--month", month]
     if publish:
-        target = Target.from_env()
+        target = target_or_exit()
         argv += [
             "--publish",
             "--bootstrap",
@@ -288,7 +289,7 @@ def run_demo(
             for name in SERVICES
         ),
         f"  kafka         {stack.kafka_bootstrap}   log: {stack.log_path('kafka')}",
-        f"  postgres      {stack.database_url}",
+        f"  postgres      {redact_url(stack.database_url)}",
     ]
     console.print(
         "\n[bold]Where to look[/bold] (the stack keeps running; stop it with `make down`):"
@@ -393,6 +394,8 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(f"{exc}\n  {hint}" if hint else str(exc), 3)
     except NotFound as exc:
         _fail(str(exc), 3)
+    except UnsupportedPostgres as exc:
+        _fail(str(exc), 1)
 
 
 def _echo_json(data: Any) -> None:
@@ -430,7 +433,7 @@ def stream_show(
     """A stream's events in order: version, global position, type and schema version, when
     it happened and was recorded (Asia/Ho_Chi_Minh), who and through which system, the
     correlation id, and the payload. Exit 3 if the stream does not exist."""
-    target = Target.from_env()
+    target = target_or_exit()
     events = _run(lambda: stream_data.stream_events(target.database_url, stream_id))
     if as_json:
         _echo_json({"stream_id": stream_id, "events": [e.as_json() for e in events]})
@@ -466,7 +469,7 @@ def stream_list(
     as_json: JsonOption = False,
 ) -> None:
     """The ward's streams with their current versions. Exit 3 if the ward has none."""
-    target = Target.from_env()
+    target = target_or_exit()
     streams = _run(lambda: stream_data.ward_streams(target.database_url, ward, limit))
     if as_json:
         _echo_json({"ward_id": ward, "streams": [s.as_json() for s in streams]})
@@ -559,7 +562,7 @@ def dlq_list(
     """What was dead-lettered and why: reads the DLQ topic from the beginning to its end
     (as it was when the command started; no consumer group), then shows the latest
     records and a count by reason."""
-    target = Target.from_env()
+    target = target_or_exit()
     listing = _read_dlq(target, topic, quiet=as_json)
     matching = dlq_data.select(listing.records, reasons=reason or ())
     shown = matching[-limit:] if limit else matching
@@ -625,7 +628,7 @@ def dlq_redrive(
     dlq_source; if that is gone, nothing is sent.
 
     Select with --reason, --source or --all (at least one)."""
-    target = Target.from_env()
+    target = target_or_exit()
     positions = []
     for text in source or ():
         try:
@@ -686,7 +689,7 @@ def lag(as_json: JsonOption = False) -> None:
     (end offset minus committed offset), the relay's events committed but not yet
     published (and the age of the oldest), and how many records each DLQ holds.
     Exit 3 if Kafka or PostgreSQL is unreachable."""
-    target = Target.from_env()
+    target = target_or_exit()
     report = _run(lambda: lag_data.measure(target))
     if as_json:
         _echo_json(report.as_json())
@@ -748,7 +751,7 @@ def reports_rebuild(
     transaction: readers see the old projection until it commits, and the live consumer
     waits, then goes on. Exit 3 if Kafka or PostgreSQL is unreachable, 4 if the topic no
     longer holds its whole history."""
-    target = Target.from_env()
+    target = target_or_exit()
     started = time.monotonic()
     with _reading_progress(_err()) as bar:
         task = bar.add_task("Rebuilding the report projections", total=None)

@@ -17,10 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.target import Target
+from ops.target import target_or_exit
 from services.notifications.domain.notices import QuietHours
 from services.notifications.service_layer import resend as resend_service
 from shared.clock import LOCAL_TZ, Clock, OffsetClock, SystemClock
+from shared.postgres import UnsupportedPostgres, check_server_version
 
 notifications_app = typer.Typer(help="Notifications: dead-lettered deliveries and resending.")
 # Why a meeting notice or a deadline warning is not resent (the dispatcher's send-time
@@ -40,11 +41,15 @@ def _run(coro: Any) -> Any:
     except (OSError, asyncpg.PostgresConnectionError) as exc:
         Console(stderr=True).print(f"[red]✗ PostgreSQL is unreachable: {exc}[/red]")
         raise typer.Exit(3) from exc
+    except UnsupportedPostgres as exc:
+        Console(stderr=True).print(f"[red]✗ {exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 async def _dead(database_url: str, limit: int) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(database_url, timeout=5)
     try:
+        await check_server_version(conn)
         rows = await conn.fetch(
             "select delivery_id, trigger, channel, recipient, reason, attempts, last_error,"
             " created_at, subject from notifications.deliveries where status = 'dead'"
@@ -61,6 +66,7 @@ async def _resend(
 ) -> resend_service.Resent:
     conn = await asyncpg.connect(database_url, timeout=5)
     try:
+        await check_server_version(conn)
         return await resend_service.resend_dead(conn, ids, _clock().now(), quiet)
     finally:
         await conn.close()
@@ -96,7 +102,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
 ) -> None:
     """Dead-lettered deliveries, newest first, with the reason and the last error."""
-    rows = _run(_dead(Target.from_env().database_url, limit))
+    rows = _run(_dead(target_or_exit().database_url, limit))
     if as_json:
         typer.echo(json.dumps({"dead": rows}, ensure_ascii=False, default=str, indent=2))
         return
@@ -148,7 +154,7 @@ def resend(
         Console(stderr=True).print("[red]✗ give delivery ids, or --all[/red]")
         raise typer.Exit(2)
     quiet = _quiet_hours(quiet_hours)
-    done = _run(_resend(Target.from_env().database_url, None if everything else ids, quiet))
+    done = _run(_resend(target_or_exit().database_url, None if everything else ids, quiet))
     missing = sorted(set(ids or ()) - set(done.not_before) - set(done.outdated))
     out = Console(highlight=False)
     now = sorted(i for i, at in done.not_before.items() if at <= _clock().now())

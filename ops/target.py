@@ -1,6 +1,7 @@
 """Where the operator CLI connects, and how it fails: a deployment when
-KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set, the local stack otherwise. Connections
-give up within seconds with `Unreachable`, naming the part and its address.
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set, the local stack otherwise (whose own
+database setting is CHIBO_DATABASE_URL, never DATABASE_URL). Connections give up within
+seconds with `Unreachable`, naming the part and its address.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import typer
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
@@ -23,9 +25,12 @@ from aiokafka.errors import (
     NodeNotReadyError,
     RequestTimedOutError,
 )
+from rich.console import Console
+from rich.markup import escape
 
-from ops.stack import Stack, StackSettings
+from ops.stack import Stack, StackSettings, StartupError
 from shared.kafka import aiokafka_client_kwargs
+from shared.postgres import check_server_version
 from shared.settings import KafkaSettings
 
 T = TypeVar("T")
@@ -69,6 +74,16 @@ class Target:
     @property
     def database_address(self) -> str:
         return redact_url(self.database_url)
+
+
+def target_or_exit() -> Target:
+    """`Target.from_env` for a command: a local stack setting the stack refuses (a remote
+    CHIBO_DATABASE_URL without CHIBO_ALLOW_REMOTE_DATABASE=1) is exit 2, with the reason."""
+    try:
+        return Target.from_env()
+    except StartupError as exc:
+        Console(stderr=True, highlight=False).print(f"[red]✗ {escape(str(exc))}[/red]")
+        raise typer.Exit(code=2) from exc
 
 
 def redact_url(url: str) -> str:
@@ -151,13 +166,15 @@ async def kafka_clients(
 
 @asynccontextmanager
 async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection, or `Unreachable` within a few seconds."""
+    """A connection, or `Unreachable` within a few seconds; `UnsupportedPostgres` on a
+    server older than the services need (none of them runs there)."""
     try:
         conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = str(exc) or type(exc).__name__
         raise Unreachable("PostgreSQL", redact_url(database_url), reason) from exc
     try:
+        await check_server_version(conn)
         yield conn
     finally:
         await conn.close()

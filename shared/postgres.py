@@ -17,16 +17,68 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 
+# The consumers' claim (shared/consumer.py, ``returning ... old.version, new.version``)
+# is PostgreSQL 18 syntax. The migrations run on older servers, so without this check a
+# service on one starts, reports ready, and then fails every batch for ever.
+REQUIRED_SERVER_VERSION_NUM = 180000
+REQUIRED_SERVER_VERSION = "18"
+
+
+class UnsupportedPostgres(RuntimeError):
+    """The server is older than PostgreSQL 18: a service refuses to start on it."""
+
+    def __init__(self, version_num: int, version: str) -> None:
+        super().__init__(
+            f"PostgreSQL {version} (server_version_num {version_num}) is not supported:"
+            f" chibo needs PostgreSQL {REQUIRED_SERVER_VERSION} or newer"
+            " (RETURNING old/new in the consumers' claim)"
+        )
+        self.version_num = version_num
+        self.version = version
+
+
+def require_supported_server(version_num: int, version: str | None = None) -> None:
+    """`UnsupportedPostgres` unless ``version_num`` (``server_version_num``) is 18 or newer."""
+    if version_num < REQUIRED_SERVER_VERSION_NUM:
+        major, minor = divmod(version_num, 10000)
+        raise UnsupportedPostgres(version_num, version or f"{major}.{minor}")
+
+
+async def check_server_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The server's ``server_version_num``, or `UnsupportedPostgres` when it is too old."""
+    row = await conn.fetchrow(
+        "select current_setting('server_version_num')::int as num,"
+        " current_setting('server_version') as version"
+    )
+    assert row is not None
+    require_supported_server(row["num"], row["version"])
+    return int(row["num"])
+
+
 async def create_pool(
     dsn: str, min_size: int = 1, max_size: int = 10, *, reset_session: bool = True
 ) -> asyncpg.Pool:
     """``reset_session=False`` is for a service whose pooled connections never leave session
     state behind (no SET, LISTEN, held cursor or advisory lock outlives its use): a released
     connection then skips asyncpg's reset query (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN
-    *, RESET ALL), a round trip per release. A transaction left open is still rolled back."""
+    *, RESET ALL), a round trip per release. A transaction left open is still rolled back.
+
+    Raises `UnsupportedPostgres` on a server older than PostgreSQL 18, so that a service
+    refuses to start there rather than report ready and fail every batch."""
     reset = None if reset_session else _keep_session
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=reset)
     assert pool is not None
+    try:
+        await check_server_version(pool)
+    except UnsupportedPostgres as exc:
+        log.error(
+            "postgres.unsupported_version",
+            version=exc.version,
+            version_num=exc.version_num,
+            required=REQUIRED_SERVER_VERSION,
+        )
+        await pool.close()
+        raise
     return pool
 
 

@@ -4,12 +4,28 @@ first use. Unit tests never start it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ops.stack import SERVICES, Stack, StackSettings, free_port
+
+# A deployment's addresses (the CLI reads them to act on that deployment) and the local
+# stack's own database settings: a shell that still has one exported must not point the
+# tests, their CLI calls or the processes they start at it.
+FOREIGN_TARGETS = (
+    "DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "CHIBO_DATABASE_URL",
+    "CHIBO_ALLOW_REMOTE_DATABASE",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in FOREIGN_TARGETS:
+        os.environ.pop(name, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,6 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         meetings_port=free_port(),
         reports_port=free_port(),
         notifications_port=free_port(),
+        database_url=None,  # always a throw-away embedded PostgreSQL of its own
     )
     s = Stack(settings)
     try:
