@@ -105,6 +105,10 @@ def aiokafka_client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
+# The events topic is the history projections rebuild from: kept for ever.
+EVENTS_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
     """Create the topics that do not exist yet, with the configured partitions."""
     if not settings.create_topics:
@@ -122,8 +126,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
                             t,
                             settings.partitions,
                             settings.replication_factor,
-                            # The events topic is the history projections rebuild from.
-                            topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}
+                            topic_configs=dict(EVENTS_TOPIC_CONFIG)
                             if t == settings.events_topic
                             else {},
                         )
