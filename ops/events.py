@@ -35,14 +35,16 @@ from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from ops.target import KAFKA_TIMEOUT_S, Target, connect, kafka_clients, with_kafka
+from ops.target import KAFKA_TIMEOUT_S, Target, connect, kafka_clients, kafka_kwargs, with_kafka
 from services.meetings.adapters.relay import (
     DEFAULT_RELAY_NAME,
     RELAY_APPLICATION_NAME,
     RELAY_LOCK_KEY,
 )
-from shared.kafka import ensure_topics, topic_partitions, topic_retention
+from shared.kafka import topic_partitions, topic_retention, topic_spec
 from shared.settings import KafkaSettings
 
 CLI_APPLICATION_NAME = "chibo-events-republish"
@@ -102,7 +104,7 @@ class RepublishPlan:
     new_topic: TopicState | None  # --to-topic
     new_topic_partitions: int  # the partition count it gets when created
     relay_leading: bool  # the lock was held when the plan was made
-    relays_connected: int  # meetings replicas' relay connections (leading or standing by)
+    relays_connected: int  # meetings replicas' relay connections standing by (not leading)
     create_topics: bool  # KAFKA_CREATE_TOPICS: meetings creates a missing topic at start
 
     @property
@@ -270,7 +272,9 @@ async def plan_republish(
         leading = not await _take_relay_lock(conn, lock_wait_s)
         if not leading:
             await _release_relay_lock(conn)
-        connected = await _relays_connected(conn)
+        # The leader's own connection is one of them (a replica of an older release has
+        # an unnamed one).
+        connected = max(await _relays_connected(conn) - int(leading), 0)
     return RepublishPlan(
         relay=relay,
         events=events,
@@ -295,15 +299,29 @@ class RepublishResult:
 async def create_events_topic(settings: KafkaSettings, name: str, partitions: int) -> bool:
     """Create ``name`` as the services create their events topic (unlimited retention),
     with ``partitions``; False when it existed already."""
-    existed = (await topic_state(settings, name)).exists
-    as_events_topic = settings.model_copy(
-        update={"events_topic": name, "partitions": partitions, "create_topics": True}
-    )
-    await with_kafka(settings, ensure_topics(as_events_topic, [name]), TOPIC_CREATE_TIMEOUT_S)
+
+    async def create() -> bool:
+        admin = AIOKafkaAdminClient(**kafka_kwargs(settings))
+        await admin.start()
+        try:
+            spec = topic_spec(settings.model_copy(update={"events_topic": name}), name, partitions)
+            response = await admin.create_topics([spec])
+        finally:
+            await admin.close()
+        # The answer carries each topic's error code: aiokafka raises none of them.
+        for _, code, *message in response.topic_errors:
+            if code == TopicAlreadyExistsError.errno:
+                return False
+            if code != 0:
+                reason = (message[0] if message else None) or for_code(code).__name__
+                raise Refused(f"Kafka did not create {name}: {reason}")
+        return True
+
+    made = await with_kafka(settings, create(), TOPIC_CREATE_TIMEOUT_S)
     created = await topic_state(settings, name)
     if not created.exists or created.finite_retention:
         raise Refused(f"{name} could not be created with unlimited retention: {created}")
-    return not existed
+    return made
 
 
 async def republish(

@@ -109,6 +109,17 @@ def aiokafka_client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
 EVENTS_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
+def topic_spec(settings: KafkaSettings, name: str, partitions: int | None = None) -> NewTopic:
+    """A topic as the services create it: the configured partitions (or ``partitions``)
+    and replication factor; the events topic (``settings.events_topic``) kept for ever."""
+    return NewTopic(
+        name,
+        partitions or settings.partitions,
+        settings.replication_factor,
+        topic_configs=dict(EVENTS_TOPIC_CONFIG) if name == settings.events_topic else {},
+    )
+
+
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
     """Create the topics that do not exist yet, with the configured partitions."""
     if not settings.create_topics:
@@ -120,19 +131,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         missing = [t for t in topics if t not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            settings.partitions,
-                            settings.replication_factor,
-                            topic_configs=dict(EVENTS_TOPIC_CONFIG)
-                            if t == settings.events_topic
-                            else {},
-                        )
-                        for t in missing
-                    ]
-                )
+                await admin.create_topics([topic_spec(settings, t) for t in missing])
             log.info("kafka.topics_created", topics=missing)
     finally:
         await admin.close()

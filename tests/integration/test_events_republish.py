@@ -241,6 +241,7 @@ async def test_it_refuses_while_a_relay_runs(running_stack: Stack) -> None:
     dry = chibo(stack, "events", "republish", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "it would be refused" in dry.stdout
+    assert "standing by" not in dry.stdout  # the leader's own connection is not a standby
 
     # A replica standing by (its relay connected, not leading) would take the lock over
     # and publish into the topic it was started with: refused with --to-topic.
@@ -332,6 +333,12 @@ async def test_republish_into_a_new_topic_that_a_rebuild_replays(running_stack: 
     assert new.partitions is not None and old.partitions is not None
     assert len(new.partitions) == len(old.partitions)
     assert new.retention == {"retention.ms": -1, "retention.bytes": -1}
+    # Again, before anything was published: the empty topic is taken as it is.
+    again = chibo(stack, "events", "republish", "--to-topic", new_topic, "--yes", "--json")
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)  # nothing but the JSON on stdout
+    assert summary["settings"] == {"KAFKA_EVENTS_TOPIC": new_topic}
+    assert (summary["events"], summary["topic_created"]) == (events, False)
 
     moved = {"KAFKA_EVENTS_TOPIC": new_topic}
     try:
