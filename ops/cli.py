@@ -26,6 +26,7 @@ from rich.table import Table
 
 from ops import demo, notifications_cli
 from ops import dlq as dlq_data
+from ops import events as events_data
 from ops import lag as lag_data
 from ops import rebuild as rebuild_data
 from ops import streams as stream_data
@@ -779,6 +780,141 @@ def reports_rebuild(
         f" ({summary['events_per_second'] or 0:,}/s): {result.applied:,} applied,"
         f" {result.skipped:,} unreadable or unknown skipped"
     )
+
+
+events_app = typer.Typer(help="The events topic, published from the event store.")
+app.add_typer(events_app, name="events")
+
+
+def _republish_lines(plan: events_data.RepublishPlan) -> list[str]:
+    topic = plan.topic
+    if topic.partitions is None:
+        on_kafka = f"{topic.name}: does not exist"
+    else:
+        starts = (
+            f"partitions {topic.first_offsets} start past offset 0"
+            if topic.truncated
+            else "every partition starts at offset 0"
+        )
+        on_kafka = (
+            f"{topic.name}: {len(topic.partitions)} partitions, {topic.records:,} records; {starts}"
+        )
+    at = (
+        f"at global position {plan.checkpoint_position}"
+        if plan.checkpoint_position is not None
+        else "not started"
+    )
+    lines = [
+        f"event store: {plan.events:,} events; relay {plan.relay} {at} "
+        f"({plan.unpublished:,} not published yet)",
+        on_kafka,
+    ]
+    if plan.new_topic is not None:
+        what = "exists, empty" if plan.new_topic.exists else "to be created"
+        lines.append(
+            f"new topic {plan.new_topic.name}: {what}, {plan.new_topic_partitions} partitions, "
+            "retention.ms=-1, retention.bytes=-1"
+        )
+    return lines
+
+
+@events_app.command("republish")
+def events_republish(
+    to_topic: Annotated[
+        str | None,
+        typer.Option(
+            "--to-topic",
+            metavar="NAME",
+            help="Re-publish into this new topic (created with the old one's partitions and "
+            "unlimited retention) instead of the current one; then run every service with "
+            "KAFKA_EVENTS_TOPIC=NAME.",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the relay publish the whole event store (meetings.events) again, from its
+    first event: for an events topic whose history is gone (the Kafka cluster was
+    recreated empty) or incomplete (retention removed its first events).
+
+    Stop every meetings replica first: holding the relay's lock, the command resets the
+    relay's checkpoint to the start, and the next relay to lead publishes every event
+    again in its order (each stream in version order). It refuses (exit 1, nothing
+    changed) while a relay holds the lock. With --to-topic it first creates that topic;
+    the services (and this CLI) must then be given KAFKA_EVENTS_TOPIC=NAME. Consumers
+    drop what they already applied (by stream version), and a consumer group reads a
+    topic it never read from its earliest offset. See docs/operations.md, "Re-publishing
+    the events from the event store"."""
+    target = Target.from_env()
+    if to_topic is not None and to_topic == target.kafka.events_topic:
+        _fail(f"--to-topic {to_topic} is the current events topic: name a new one", 2)
+    if as_json and not (yes or dry_run):
+        _fail("--json needs --yes (or --dry-run): there is no prompt to answer", 2)
+    plan = _run(lambda: events_data.plan_republish(target, to_topic))
+    refusal = plan.refusal()
+    if as_json and (dry_run or refusal):
+        _echo_json({"dry_run": dry_run, "refused": refusal, **plan.as_json()})
+        if refusal and not dry_run:
+            raise typer.Exit(code=1)
+        return
+    out = _out()
+    if not as_json:
+        for line in _republish_lines(plan):
+            out.print(escape(line))
+        for warning in plan.warnings():
+            out.print(f"[yellow]! {escape(warning)}[/yellow]")
+    if refusal and not dry_run:
+        _fail(refusal, 1)
+    if dry_run:
+        if refusal:
+            out.print(f"[yellow]! it would be refused: {escape(refusal)}[/yellow]")
+        out.print(
+            f"dry run: nothing changed; the relay would publish {plan.events:,} events "
+            f"to {escape(plan.destination)} again"
+        )
+        return
+    if not yes:
+        typer.confirm(
+            f"Reset relay {plan.relay} to the start, so that its next leader publishes "
+            f"{plan.events:,} events to {plan.destination} again?",
+            abort=True,
+        )
+    try:
+        result = _run(lambda: events_data.republish(target, plan))
+    except events_data.Refused as exc:
+        _fail(str(exc), 1)
+    if as_json:
+        _echo_json(
+            {
+                "dry_run": False,
+                "refused": None,
+                **plan.as_json(),
+                "events": result.events,
+                "topic_created": result.topic_created,
+            }
+        )
+        return
+    if result.topic_created:
+        out.print(
+            f"[green]✓[/green] created {escape(result.topic)}: {plan.new_topic_partitions} "
+            "partitions, retention.ms=-1, retention.bytes=-1"
+        )
+    out.print(
+        f"[green]✓[/green] relay {plan.relay} reset to the start: the next relay to lead "
+        f"publishes all {result.events:,} events to {escape(result.topic)} again"
+    )
+    if plan.settings:
+        out.print(
+            "Now set, for meetings, reports and notifications (every replica; the k8s "
+            "ConfigMap chibo-config) and for this CLI:"
+        )
+        for name, value in plan.settings.items():
+            out.print(f"  {name}={escape(value)}", soft_wrap=True)
+        out.print("then start them; consumers read the new topic from its first record.")
+    else:
+        out.print("Now start meetings; consumers drop the events they already applied.")
+    out.print("Follow it with: chibo lag (relay, then consumer groups, down to 0)")
 
 
 if __name__ == "__main__":

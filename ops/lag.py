@@ -24,7 +24,7 @@ from ops.target import (
     probe_kafka,
     with_kafka,
 )
-from services.meetings.adapters.relay import _LAG
+from services.meetings.adapters.relay import _LAG, DEFAULT_RELAY_NAME
 from shared.kafka import lag_per_partition, topic_partitions
 from shared.settings import KafkaSettings
 
@@ -32,7 +32,6 @@ from shared.settings import KafkaSettings
 INTAKE_GROUP = "chibo-meetings-intake"
 REPORTS_GROUP = "chibo-reports"
 NOTIFICATIONS_GROUP = "chibo-notifications"
-DEFAULT_RELAY = "kafka-events"  # EventRelay's default name
 _LAG_CAP = 100_000  # _LAG counts at most this many pending events
 
 
@@ -123,7 +122,12 @@ async def relay_lag(database_url: str) -> list[RelayLag]:
         )
         if not checkpoints:  # the relay has not published anything yet
             checkpoints = [
-                {"relay_name": DEFAULT_RELAY, "txid": 0, "global_position": 0, "updated_at": None}
+                {
+                    "relay_name": DEFAULT_RELAY_NAME,
+                    "txid": 0,
+                    "global_position": 0,
+                    "updated_at": None,
+                }
             ]
         result = []
         for cp in checkpoints:

@@ -165,11 +165,18 @@ async def kafka_clients(
 
 
 @asynccontextmanager
-async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection, or `Unreachable` within a few seconds; `UnsupportedPostgres` on a
-    server older than the services need (none of them runs there)."""
+async def connect(
+    database_url: str, application_name: str = "chibo-cli"
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection, or `Unreachable` within a few seconds. ``application_name`` names it
+    in pg_stat_activity; `UnsupportedPostgres` on a server older than the services need
+    (none of them runs there)."""
     try:
-        conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
+        conn = await asyncpg.connect(
+            database_url,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": application_name},
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = str(exc) or type(exc).__name__
         raise Unreachable("PostgreSQL", redact_url(database_url), reason) from exc

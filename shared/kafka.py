@@ -105,6 +105,23 @@ def aiokafka_client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
+# The events topic is the history projections rebuild from, and its DLQ holds what parked
+# streams wait for (docs/scaling.md): both kept for ever.
+EVENTS_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def topic_spec(settings: KafkaSettings, name: str, partitions: int | None = None) -> NewTopic:
+    """A topic as the services create it: the configured partitions (or ``partitions``)
+    and replication factor; the events topic and its DLQ kept for ever."""
+    kept = name in (settings.events_topic, settings.events_dlq_topic)
+    return NewTopic(
+        name,
+        partitions or settings.partitions,
+        settings.replication_factor,
+        topic_configs=dict(EVENTS_TOPIC_CONFIG) if kept else {},
+    )
+
+
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
     """Create the topics that do not exist yet, with the configured partitions."""
     if not settings.create_topics:
@@ -116,21 +133,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         missing = [t for t in topics if t not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            settings.partitions,
-                            settings.replication_factor,
-                            # The events topic is the history projections rebuild from;
-                            # its DLQ holds what parked streams wait for (docs/scaling.md).
-                            topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}
-                            if t in (settings.events_topic, settings.events_dlq_topic)
-                            else {},
-                        )
-                        for t in missing
-                    ]
-                )
+                await admin.create_topics([topic_spec(settings, t) for t in missing])
             log.info("kafka.topics_created", topics=missing)
     finally:
         await admin.close()

@@ -12,7 +12,9 @@ of the version it loaded: within a stream this order is version order.
 
 Exactly one replica relays at a time: it holds a session advisory lock. The checkpoint
 moves only after Kafka acknowledged the whole batch, so a crash re-publishes at most one
-batch; consumers drop those duplicates by event id / stream version.
+batch; consumers drop those duplicates by event id / stream version. The checkpoint is
+read only when a replica starts leading: `chibo events republish` (ops/events.py) resets
+it to the start, holding the lock, to have the whole store published again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class CheckpointAhead(RuntimeError):
 
 
 RELAY_LOCK_KEY = 0x6368_6962_6F72_6C79  # "chiborly": one relay per database
+DEFAULT_RELAY_NAME = "kafka-events"  # its row in meetings.relay_checkpoint
+# The lock connection's application_name: pg_stat_activity shows every replica's relay,
+# leading or standing by (`chibo events republish` refuses while one is connected).
+RELAY_APPLICATION_NAME = "chibo-meetings-relay"
 LOCK_CHECK_INTERVAL_S = 1.0
 
 _SELECT_BATCH = """
@@ -111,7 +117,7 @@ class EventRelay:
         kafka: KafkaSettings,
         metrics: MeetingsMetrics,
         *,
-        name: str = "kafka-events",
+        name: str = DEFAULT_RELAY_NAME,
         batch_size: int = 1000,
         idle_interval_s: float = 0.02,
     ) -> None:
@@ -164,7 +170,9 @@ class EventRelay:
 
     async def _lead(self) -> None:
         """Hold the relay lock on a dedicated connection and publish while holding it."""
-        lock_conn = await asyncpg.connect(self._database_url)
+        lock_conn = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": RELAY_APPLICATION_NAME}
+        )
         try:
             while not await lock_conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 self._metrics.relay_leader.set(0)

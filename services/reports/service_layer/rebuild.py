@@ -88,7 +88,8 @@ async def rebuild(
         if truncated:
             raise HistoryTruncated(
                 f"partitions {truncated} no longer start at offset 0; set retention.ms=-1"
-                " on the events topic and re-publish the history"
+                " on the events topic and re-publish the history from the event store into"
+                " a new topic: chibo events republish --to-topic NAME"
             )
         ends = await consumer.end_offsets(partitions)
         total = sum(ends.values())
