@@ -47,6 +47,21 @@ class StartupError(RuntimeError):
         self.log = log
 
 
+# Settings that point a service at another system or authenticate it there; the local
+# stack sets what it needs itself (service_env).
+DEPLOYMENT_ONLY = frozenset(
+    {
+        "WEBHOOK_URL",
+        "WEBHOOK_SECRET",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "SMTP_STARTTLS",
+        "MAIL_FROM",
+        "KAFKA_SECURITY_PROTOCOL",
+    }
+)
+
+
 class StackSettings(BaseSettings):
     """Ports and paths of the local stack; every one can be set from the environment, and
     only through ``CHIBO_*`` variables: a deployment's own (DATABASE_URL, which the CLI
@@ -233,9 +248,16 @@ class Stack:
         )
 
     def service_env(self, name: str) -> dict[str, str]:
-        """The environment a service process gets: the same variables a deployment sets."""
+        """The environment a service process gets: the same variables a deployment sets.
+        A shell set up to reach a deployment (for the CLI) must not lend the local
+        services its webhook, mail account or Kafka credentials: those are left out."""
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in DEPLOYMENT_ONLY and not k.startswith(("KAFKA_SASL_", "KAFKA_SSL_"))
+        }
         env = {
-            **os.environ,
+            **inherited,
             "SERVICE_NAME": name,
             "HTTP_HOST": self.settings.host,
             "HTTP_PORT": str(self.settings.service_port(name)),

@@ -107,3 +107,31 @@ def test_no_host_means_pghost(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_is_local_host(host: str, local: bool) -> None:
     assert is_local_host(host) is local
+
+
+def test_a_deployments_webhook_mail_and_kafka_credentials_stay_out_of_the_local_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "WEBHOOK_URL": "https://ward-app.example.org/hook",
+        "WEBHOOK_SECRET": "s",
+        "SMTP_USERNAME": "chibo",
+        "SMTP_PASSWORD": "p",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_PASSWORD": "k",
+        "KAFKA_SSL_CAFILE": "/etc/ca.pem",
+        "DB_POOL_MAX": "7",  # tuning is passed on
+    }.items():
+        monkeypatch.setenv(name, value)
+    env = Stack(StackSettings()).service_env("notifications")
+    assert not {
+        "WEBHOOK_URL",
+        "WEBHOOK_SECRET",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CAFILE",
+    } & env.keys()
+    assert env["DB_POOL_MAX"] == "7"
+    assert env["SMTP_HOST"] == "127.0.0.1"
