@@ -124,14 +124,17 @@ def test_a_deployments_webhook_mail_and_kafka_credentials_stay_out_of_the_local_
     }.items():
         monkeypatch.setenv(name, value)
     env = Stack(StackSettings()).service_env("notifications")
-    assert not {
-        "WEBHOOK_URL",
-        "WEBHOOK_SECRET",
-        "SMTP_USERNAME",
-        "SMTP_PASSWORD",
-        "KAFKA_SECURITY_PROTOCOL",
-        "KAFKA_SASL_PASSWORD",
-        "KAFKA_SSL_CAFILE",
-    } & env.keys()
+    assert (
+        not {
+            "WEBHOOK_URL",
+            "WEBHOOK_SECRET",
+            "SMTP_USERNAME",
+            "SMTP_PASSWORD",
+            "KAFKA_SECURITY_PROTOCOL",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_SSL_CAFILE",
+        }
+        & env.keys()
+    )
     assert env["DB_POOL_MAX"] == "7"
     assert env["SMTP_HOST"] == "127.0.0.1"
