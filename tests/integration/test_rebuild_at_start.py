@@ -9,12 +9,16 @@ its tables' version is not its own, and these tests change it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from typer.testing import CliRunner
 
+from ops.cli import app
 from ops.stack import Stack
 from services.reports.bootstrap import MIGRATIONS
 from services.reports.service_layer.rebuild import (
@@ -132,3 +136,55 @@ async def test_an_events_topic_whose_history_can_expire_is_reported(stack: Stack
         "retention.bytes": -1,
     }
     assert await history_can_expire(expiring_kafka) is True
+
+
+async def test_the_rebuild_before_a_rollout_migrates_runs_once_and_does_not_go_back(
+    stack: Stack,
+) -> None:
+    """`chibo reports rebuild --migrate --if-outdated`, as deploy/k8s/jobs/reports-rebuild
+    runs it with the new release's image before the rollout: it brings the schema and the
+    tables to this version, a second run does nothing, and the replicas then start
+    without a rebuild. It refuses tables of a newer version unless told it is a rollback."""
+    await ensure_topics(
+        KafkaSettings(bootstrap_servers=stack.kafka_bootstrap),
+        ["chibo.events.v1", "chibo.events.dlq.v1"],
+    )
+    async with own_database(stack) as database_url:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap, "DATABASE_URL": database_url}
+
+        def rebuild(*options: str) -> Any:
+            return CliRunner().invoke(app, ["reports", "rebuild", "--json", *options], env=env)
+
+        first = rebuild("--migrate", "--if-outdated")
+        assert first.exit_code == 0, first.output
+        assert json.loads(first.stdout)["already_current"] is False
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            built = await _version(pool)
+            assert built[0] == PROJECTION_VERSION
+
+            again = rebuild("--migrate", "--if-outdated")
+            assert again.exit_code == 0, again.output
+            assert json.loads(again.stdout)["already_current"] is True
+            assert await _version(pool) == built
+            # A replica of this release starts at once: nothing to rebuild.
+            assert (
+                await rebuild_if_outdated(
+                    pool, KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+                )
+                is None
+            )
+
+            await pool.execute(
+                "update reports.projection_version set version = $1", PROJECTION_VERSION + 1
+            )
+            refused = rebuild()
+            assert refused.exit_code == 5, refused.output
+            assert "--allow-downgrade" in refused.output
+            assert (await _version(pool))[0] == PROJECTION_VERSION + 1
+
+            rolled_back = rebuild("--allow-downgrade")
+            assert rolled_back.exit_code == 0, rolled_back.output
+            assert (await _version(pool))[0] == PROJECTION_VERSION
+        finally:
+            await close_pool(pool)
