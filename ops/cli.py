@@ -7,6 +7,7 @@ import enum
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
+import structlog
 import typer
 from pydantic import SecretStr
 from rich.console import Console, Group
@@ -32,7 +34,7 @@ from ops import rebuild as rebuild_data
 from ops import streams as stream_data
 from ops.stack import SERVICES, Stack, StackSettings, StartupError
 from ops.target import NotFound, Target, Unreachable, redact_url, target_or_exit
-from services.reports.service_layer.rebuild import HistoryTruncated
+from services.reports.service_layer.rebuild import BuiltByNewerCode, HistoryTruncated
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
 from shared.postgres import UnsupportedPostgres
@@ -746,13 +748,39 @@ app.add_typer(reports_app, name="reports")
 @reports_app.command("rebuild")
 def reports_rebuild(
     batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Events per batch.")] = 5_000,
+    if_outdated: Annotated[
+        bool,
+        typer.Option(
+            "--if-outdated",
+            help="Only when the tables were built by an older projection version (or never):"
+            " a rebuild run before a rolling update, safe to run again.",
+        ),
+    ] = False,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downgrade",
+            help="Rebuild even though a newer projection version built the tables: the"
+            " rollback of a release, run with the older release's CLI.",
+        ),
+    ] = False,
+    run_migrations: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Apply the reports schema's migrations first, as a replica does at start.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Drop the report projections and rebuild them from the whole events topic, in one
     transaction: readers see the old projection until it commits, and the live consumer
-    waits, then goes on. Exit 3 if Kafka or PostgreSQL is unreachable, 4 if the topic no
-    longer holds its whole history."""
+    waits, then goes on (replicas of an older projection version stop consuming). Exit 3
+    if Kafka or PostgreSQL is unreachable, 4 if the topic no longer holds its whole
+    history, 5 if a newer projection version built the tables (see --allow-downgrade)."""
     target = target_or_exit()
+    # Stdout is the result (--json); the services' log lines (migrations) go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     started = time.monotonic()
     with _reading_progress(_err()) as bar:
         task = bar.add_task("Rebuilding the report projections", total=None)
@@ -761,9 +789,28 @@ def reports_rebuild(
             bar.update(task, completed=done, total=total)
 
         try:
-            result = _run(lambda: rebuild_data.rebuild_reports(target, batch_size, advance))
+            migrations, result = _run(
+                lambda: rebuild_data.rebuild_reports(
+                    target,
+                    batch_size,
+                    advance,
+                    if_outdated=if_outdated,
+                    allow_downgrade=allow_downgrade,
+                    run_migrations=run_migrations,
+                )
+            )
         except HistoryTruncated as exc:
             _fail(str(exc), 4)
+        except BuiltByNewerCode as exc:
+            _fail(str(exc), 5)
+    if migrations and not as_json:
+        _out().print(f"[green]✓[/green] migrations applied: {', '.join(migrations)}")
+    if result.already_current:
+        if as_json:
+            _echo_json({"migrations_applied": migrations, "already_current": True})
+        else:
+            _out().print("[green]✓[/green] the projections are already current: not rebuilt")
+        return
     seconds = time.monotonic() - started
     summary = {
         "records": result.records,
@@ -771,6 +818,8 @@ def reports_rebuild(
         "skipped": result.skipped,
         "seconds": round(seconds, 2),
         "events_per_second": round(result.records / seconds) if seconds else None,
+        "migrations_applied": migrations,
+        "already_current": False,
     }
     if as_json:
         _echo_json(summary)

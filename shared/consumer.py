@@ -19,7 +19,7 @@ cause fixed. See ``claim_batch``.
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -120,18 +120,23 @@ def read_record(value: bytes) -> ReadRecord:
         return ReadRecord(general, None, "unsupported_schema_version", str(exc))
 
 
-async def rewind_and_pause(
-    message: KafkaMessage, records: list[ConsumerRecord], failures_in_a_row: int
-) -> None:
+def rewind(message: KafkaMessage, records: list[ConsumerRecord]) -> None:
     """Seek every partition of an unacknowledged batch back to its first record, so the
-    batch is read again, after a pause that grows with consecutive failures (a lasting
-    outage must not become a hot loop)."""
+    batch is read again."""
     first: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
         first[tp] = min(first.get(tp, record.offset), record.offset)
     for tp, offset in first.items():
         message.consumer.seek(partition=tp, offset=offset)  # type: ignore[attr-defined]
+
+
+async def rewind_and_pause(
+    message: KafkaMessage, records: list[ConsumerRecord], failures_in_a_row: int
+) -> None:
+    """``rewind``, then a pause that grows with consecutive failures (a lasting outage
+    must not become a hot loop)."""
+    rewind(message, records)
     await asyncio.sleep(min(0.1 * 2**failures_in_a_row, 10.0))
 
 
@@ -162,6 +167,28 @@ class Claimed:
     # A stream's new events came in another order than their versions' (never from the
     # relay or a redrive, which keep the stream's order): apply them in version order.
     out_of_order: bool = False
+    # False: the claim's ``condition`` did not hold; nothing else is decided, and the
+    # transaction must be rolled back.
+    allowed: bool = True
+
+
+@dataclass(frozen=True)
+class BatchGuard:
+    """A condition every batch must meet before its effects are made, for a consumer whose
+    effects are only right while it holds (the reports: the projection code's version is
+    the one the tables were built by). A boolean SQL expression, evaluated once in the
+    statement that claims the batch, so it costs no round trip, and after that statement
+    has waited for the table lock a rebuild holds, so it sees what the rebuild committed.
+    A batch that fails it is rolled back, not acknowledged, counted
+    (``chibo_consumer_refused_batches_total``), and the consumer stops (``EventConsumer``)."""
+
+    name: str  # the metric's label, e.g. "projection_version"
+    condition: str  # SQL, true when the batch may be applied
+    explanation: str  # for the log line of the refusal: why, and what to do
+
+
+class BatchRefused(Exception):
+    """A batch failed its consumer's ``BatchGuard``: its transaction is rolled back."""
 
 
 async def claim_batch(
@@ -169,6 +196,7 @@ async def claim_batch(
     schema: str,
     envelopes: Sequence[Envelope],
     readable: Sequence[bool] | None = None,
+    condition: str | None = None,
 ) -> Claimed:
     """Record a batch's events as applied, and say for each whether it is new, a
     duplicate, or parked behind a gap in its stream. ``readable[i]`` False: the event
@@ -192,6 +220,9 @@ async def claim_batch(
     that run (a version missing or unreadable after it) and later readable versions of
     the batch continue from the row (say, a redelivered range whose dead-lettered event
     was since applied).
+
+    ``condition`` (a ``BatchGuard``'s SQL) is evaluated in the same statement; when it
+    does not hold, the result says so (``allowed`` False) and decides nothing else.
     """
     if readable is None:
         readable = [True] * len(envelopes)
@@ -214,10 +245,13 @@ async def claim_batch(
         while hi + 1 in ok_versions:
             hi += 1
         runs.append((stream, lo, hi))
-    rows = await conn.fetch(_claim_sql(schema), json_rows(runs))
+    rows = await conn.fetch(_claim_sql(schema, condition), json_rows(runs))
+    if condition is not None and rows and not rows[0][3]:
+        return Claimed([], {}, allowed=False)
     before: dict[str, int] = {}
     after: dict[str, int] = {}
-    for stream, old, new in rows:
+    for row in rows:
+        stream, old, new = row[0], row[1], row[2]
         before[stream] = lowest[stream] - 1 if old is None else old
         after[stream] = new
     # The row stood past the run (its lowest version a duplicate): the readable versions
@@ -277,11 +311,14 @@ def in_stream_order(
     return ordered
 
 
-def _claim_sql(schema: str) -> str:
+def _claim_sql(schema: str, condition: str | None = None) -> str:
     """The row moves to ``hi`` (``excluded.version``) when it stands in ``lo - 1 .. hi - 1``;
     otherwise it stays where it is (a no-op update, so that it is locked and returned
     all the same). The row's ``lo`` comes from an object of the batch's streams, built
-    once per statement (an InitPlan)."""
+    once per statement (an InitPlan), as is ``condition``'s value (uncorrelated): the
+    statement's snapshot is taken after its table locks are granted, so it sees what a
+    rebuild that held ``applied_streams`` committed."""
+    allowed = f", ({condition}) as allowed" if condition is not None else ""
     lo = (
         "((select jsonb_object_agg(r->>0, r->1) from jsonb_array_elements($1::jsonb) j(r))"
         " ->> a.stream_id)::int"
@@ -294,7 +331,7 @@ def _claim_sql(schema: str) -> str:
         on conflict (stream_id) do update
         set version = case when {moves} then excluded.version else a.version end,
             applied_at = case when {moves} then now() else a.applied_at end
-        returning a.stream_id, old.version, new.version
+        returning a.stream_id, old.version, new.version{allowed}
         """
 
 
@@ -328,9 +365,14 @@ class EventConsumer:
         registry: CollectorRegistry,
         after_commit: Callable[[], None] = lambda: None,
         apply_batch: ApplyBatch | None = None,
+        guard: BatchGuard | None = None,
     ) -> None:
         """``apply`` makes one event's effect; a consumer that can write a whole batch at
-        once (the reports' projections) passes ``apply_batch`` instead."""
+        once (the reports' projections) passes ``apply_batch`` instead. ``guard``: a
+        condition each batch is checked against (``BatchGuard``); set ``stop_consuming``
+        to what stops this consumer's subscriber, so that a refusal hands its partitions
+        over to the replicas that meet it (without it, refused batches are retried with
+        the failures' backoff)."""
         self._service = service
         self._schema = schema
         self._pool = pool
@@ -338,7 +380,12 @@ class EventConsumer:
         self._apply = apply
         self._apply_batch = apply_batch
         self._after_commit = after_commit
+        self._guard = guard
         self._failures_in_a_row = 0
+        # The guard's name once a batch failed it, until a batch passes it again.
+        self.refused: str | None = None
+        self.stop_consuming: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._stopping: asyncio.Task[None] | None = None
         self.outcomes = Counter(
             "chibo_consumed_events_total",
             "Events read from the events topic, by outcome: applied, duplicate, ignored, "
@@ -383,6 +430,17 @@ class EventConsumer:
         )
         self._event_time = self.applied_event_time.labels(service)
         self._offsets: dict[tuple[str, int], Any] = {}  # (topic, partition) -> its child
+        self.refused_batches = Counter(
+            "chibo_consumer_refused_batches_total",
+            "Batches rolled back unapplied because they failed the consumer's guard (for"
+            " reports, projection_version: the tables were rebuilt by another version of"
+            " the projection code); the consumer then stops. By guard.",
+            ["consumer", "guard"],
+            registry=registry,
+        )
+        self._refused_batches = (
+            self.refused_batches.labels(service, guard.name) if guard is not None else None
+        )
 
     async def __call__(self, message: KafkaMessage) -> None:
         """One batch of records: what cannot be read is dead-lettered, the rest is applied
@@ -390,6 +448,9 @@ class EventConsumer:
         records = batch_records(message)
         try:
             await self._process(records)
+        except BatchRefused:
+            await self._refuse(message, records)
+            return
         except Exception:
             # A valid event that failed to apply (database down, say) is retried, never
             # skipped: the batch is rewound and read again.
@@ -399,7 +460,33 @@ class EventConsumer:
             await rewind_and_pause(message, records, self._failures_in_a_row)
             return
         self._failures_in_a_row = 0
+        self.refused = None
         await message.ack()
+
+    async def _refuse(self, message: KafkaMessage, records: list[ConsumerRecord]) -> None:
+        """The batch failed the guard and was rolled back: it is not acknowledged, so the
+        group's committed offsets stay before it, and whoever consumes the partitions
+        next reads it again. Said once, counted every time."""
+        assert self._guard is not None and self._refused_batches is not None
+        self._refused_batches.inc()
+        if self.refused is None:
+            log.error(
+                "consumer.batch_refused",
+                consumer=self._service,
+                guard=self._guard.name,
+                records=len(records),
+                detail=self._guard.explanation,
+                stopping=self.stop_consuming is not None,
+            )
+        self.refused = self._guard.name
+        if self.stop_consuming is None:
+            self._failures_in_a_row += 1
+            await rewind_and_pause(message, records, self._failures_in_a_row)
+            return
+        rewind(message, records)
+        if self._stopping is None:
+            # Not awaited here: stopping the subscriber cancels the task this runs in.
+            self._stopping = asyncio.create_task(self.stop_consuming())
 
     async def _process(self, records: list[ConsumerRecord]) -> None:
         # The records with a stream, read (event None: unknown type or unreadable), and
@@ -418,8 +505,14 @@ class EventConsumer:
             envelopes = [item.envelope for _, item in read if item.envelope is not None]
             async with self._pool.acquire() as conn, conn.transaction():
                 claimed = await claim_batch(
-                    conn, self._schema, envelopes, [item.reason is None for _, item in read]
+                    conn,
+                    self._schema,
+                    envelopes,
+                    [item.reason is None for _, item in read],
+                    self._guard.condition if self._guard is not None else None,
                 )
+                if not claimed.allowed:
+                    raise BatchRefused  # rolls the claim back
                 fresh: list[tuple[ConsumedEnvelope, DomainEvent]] = []
                 for (index, item), envelope, outcome in zip(
                     read, envelopes, claimed.outcomes, strict=True

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "sasl-scram"
+REBUILD_JOB = K8S / "jobs" / "reports-rebuild"
 SECRET_TEMPLATE = K8S / "secret.template.yaml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 SCALING_DOC = ROOT / "docs" / "scaling.md"
@@ -306,7 +307,11 @@ def _canonical(value: Any) -> Any:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-@pytest.mark.parametrize("directory", [K8S, BASE, OVERLAY], ids=["top", "base", "sasl-scram"])
+@pytest.mark.parametrize(
+    "directory",
+    [K8S, BASE, OVERLAY, REBUILD_JOB],
+    ids=["top", "base", "sasl-scram", "reports-rebuild"],
+)
 def test_our_rendering_matches_kubectl_kustomize(directory: Path) -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(directory)],
@@ -709,6 +714,63 @@ def test_base_and_overlay_differ_only_in_kafka_security() -> None:
     base_cm, overlay_cm = config_map(base), config_map(overlay)
     changed = {k for k in base_cm.keys() | overlay_cm.keys() if base_cm.get(k) != overlay_cm.get(k)}
     assert changed <= {k for k in known_env() if k.startswith("KAFKA_")}
+
+
+# --- the reports rebuild Job, run before a rollout -------------------------------------------
+
+
+def test_the_reports_rebuild_job_is_valid_and_not_applied_with_the_services() -> None:
+    objects = render(REBUILD_JOB)
+    (job,) = objects
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == NAMESPACE
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+    # Run by hand per release (a Job is immutable), never by `kubectl apply -k deploy/k8s`.
+    assert not of_kind(render(K8S) + render(OVERLAY), "Job")
+    base = of_kind(render(BASE), "Deployment")["reports"]
+    (base_app,) = base["spec"]["template"]["spec"]["containers"]
+    (app,) = job["spec"]["template"]["spec"]["containers"]
+    assert app["image"] == base_app["image"]  # the same image pin as the services
+
+
+def test_the_reports_rebuild_job_runs_the_cli_as_the_services_run(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The CLI it names exists with those options, it reads the services' ConfigMap and
+    Secret (so the same database and topics), non-root with the image's uid, and finds
+    the Kafka CA where the SASL overlay's settings say."""
+    from typer.testing import CliRunner
+
+    from ops.cli import app as cli
+
+    (job,) = render(REBUILD_JOB)
+    pod = job["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never"
+    program, *args = app["command"]
+    assert program == "chibo"
+    assert 'chibo = "ops.cli:app"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert args[:2] == ["reports", "rebuild"] and {"--migrate", "--if-outdated"} <= set(args)
+    usage = CliRunner().invoke(cli, [*args, "--help"], env={"COLUMNS": "200"})
+    assert usage.exit_code == 0, usage.output
+    for option in args[2:]:
+        assert option in usage.output, option
+    refs = [next(iter(r.items())) for r in app["envFrom"]]
+    assert refs == [("configMapRef", {"name": CONFIG_MAP}), ("secretRef", {"name": SECRET})]
+
+    uid = image_uid()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == uid
+    assert app["securityContext"]["readOnlyRootFilesystem"] is True
+    assert app["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in app["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+    cafile = Path(config_map(render(OVERLAY))["KAFKA_SSL_CAFILE"])
+    ca = volumes[mounts[str(cafile.parent)]]["secret"]
+    assert ca["secretName"] == "chibo-kafka-ca" and ca["optional"] is True  # base has none
+    assert cafile.name in [item["path"] for item in ca["items"]]
 
 
 # --- docs -----------------------------------------------------------------------------------

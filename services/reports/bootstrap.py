@@ -13,11 +13,19 @@ from pydantic import Field
 from services.reports.domain.monthly_report import QualityRubric, ReportPolicy
 from services.reports.entrypoints.http import report_router
 from services.reports.service_layer.projector import project, project_batch
-from services.reports.service_layer.rebuild import history_can_expire, rebuild_if_outdated
+from services.reports.service_layer.rebuild import (
+    PROJECTION_VERSION,
+    BuiltByNewerCode,
+    built_version,
+    history_can_expire,
+    projection_guard,
+    rebuild_if_outdated,
+)
 from services.reports.service_layer.reports import ReportReader
 from shared.clock import Clock
 from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
 from shared.http import (
+    ReadinessCheck,
     add_operational_routes,
     broker_check,
     install_error_handlers,
@@ -52,7 +60,12 @@ class ReportsSettings(ServiceSettings):
         return frozenset(s.strip() for s in self.report_ward_levels.split(",") if s.strip())
 
 
-def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
+def build_app(
+    settings: ReportsSettings, clock: Clock | None = None, projection_version: int | None = None
+) -> FastAPI:
+    """``projection_version``: the projection code's (``PROJECTION_VERSION``; tests start
+    a replica of an older release with an older one)."""
+    version = PROJECTION_VERSION if projection_version is None else projection_version
     tokens = settings.tokens()  # fails fast without AUTH_JWT_SECRET
     if clock is None:
         clock = settings.clock()
@@ -75,7 +88,15 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
         await migrate(pool, "reports", MIGRATIONS)
         await ensure_topics(kafka, [kafka.events_topic, kafka.events_dlq_topic])
         history_expires.set(1 if await history_can_expire(kafka) else 0)
-        await rebuild_if_outdated(pool, kafka)
+        try:
+            await rebuild_if_outdated(pool, kafka, version=version)
+            newer = None
+        except BuiltByNewerCode as exc:
+            # A replica of the previous release (a rolling update under way, or a
+            # rollback): it serves HTTP but neither rebuilds nor consumes, and reports
+            # not ready (projection_version), so it is out of rotation until replaced.
+            log.error("projections.built_by_newer_code", built=exc.built, ours=exc.ours)
+            newer = exc
         app.state.pool = pool
         app.state.reader = ReportReader(pool, clock, settings.policy(), settings.ward_levels())
         consumer = EventConsumer(
@@ -87,16 +108,24 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
             project,
             registry,
             apply_batch=project_batch,
+            guard=projection_guard(version),
         )
-        broker.subscriber(
-            kafka.events_topic,
-            group_id=CONSUMER_GROUP,
-            auto_offset_reset="earliest",
-            batch=True,
-            max_records=settings.consumer_batch_size,
-            ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
-            decoder=undecoded,  # it reads the raw records itself
-        )(consumer)
+        app.state.consumer = consumer
+        if newer is None:
+            subscriber = broker.subscriber(
+                kafka.events_topic,
+                group_id=CONSUMER_GROUP,
+                auto_offset_reset="earliest",
+                batch=True,
+                max_records=settings.consumer_batch_size,
+                ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
+                decoder=undecoded,  # it reads the raw records itself
+            )
+            subscriber(consumer)
+            # A batch refused by the guard (a newer release's rebuild committed) stops
+            # the subscriber: it leaves the group, and the newer replicas take its
+            # partitions from the last committed offsets.
+            consumer.stop_consuming = subscriber.stop
         freeze_startup_objects()  # before the first batch
         await broker.start()
         await lag.start()
@@ -115,9 +144,29 @@ def build_app(settings: ReportsSettings, clock: Clock | None = None) -> FastAPI:
     app.include_router(report_router())
 
     add_operational_routes(
-        app, registry, {"postgres": postgres_check(app), "kafka": broker_check(broker)}
+        app,
+        registry,
+        {
+            "postgres": postgres_check(app),
+            "kafka": broker_check(broker),
+            "projection_version": projection_check(app, version),
+        },
     )
     return app
+
+
+def projection_check(app: FastAPI, version: int) -> ReadinessCheck:
+    """The tables are the version this code writes, and the consumer has not stopped
+    over them: a replica of an older release fails it once a newer one has rebuilt."""
+
+    async def check() -> bool:
+        consumer: EventConsumer | None = getattr(app.state, "consumer", None)
+        pool = getattr(app.state, "pool", None)
+        if consumer is None or pool is None or consumer.refused is not None:
+            return False
+        return await built_version(pool) == version
+
+    return check
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import email.policy
 import mailbox
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -107,6 +107,20 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         return await conn.fetch(query, *args)
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def own_database(stack: Stack) -> AsyncIterator[str]:
+    """A new database on the stack's server, for a test that must not touch the one the
+    stack's services use; dropped afterwards. Yields its URL."""
+    database = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(stack.database_url)
+    await admin.execute(f'create database "{database}"')
+    try:
+        yield stack.database_url.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        await admin.execute(f'drop database "{database}" with (force)')
+        await admin.close()
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float = 10) -> None:

@@ -4,9 +4,12 @@ One transaction: the live consumer waits (its first statement locks ``applied_st
 which the rebuild holds exclusively), readers keep seeing the old projection until the
 commit, and then the new one at once. The topic's end offsets are read after the lock,
 so every event the live consumer had applied is in the rebuild; what comes after is
-applied live, and the version check drops what both saw. The live consumer's
-projection code (``writes_for``, then ``projection_store``'s statements) makes the rows,
-so the result equals the live projection.
+applied live, and the version check drops what both saw. That first statement also
+checks that the tables are still the version its code writes (``projection_guard``):
+a replica of the previous release, still running in a rolling update, stops there once
+a new replica's rebuild has committed, instead of mixing its rules into the new tables.
+The live consumer's projection code (``writes_for``, then ``projection_store``'s
+statements) makes the rows, so the result equals the live projection.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -29,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.reports.adapters import projection_store
 from services.reports.domain.projection import Write
 from services.reports.service_layer.projector import event_writes
-from shared.consumer import read_record
+from shared.consumer import BatchGuard, read_record
 from shared.kafka import (
     TopicConfigUnreadable,
     aiokafka_client_kwargs,
@@ -49,6 +53,54 @@ PROJECTION_VERSION = 2
 
 class HistoryTruncated(RuntimeError):
     """The topic no longer holds its first events (retention), so it cannot be replayed."""
+
+
+class BuiltByNewerCode(RuntimeError):
+    """The tables were built by a newer version of the projection code than this one:
+    this process is of an older release (a replica not yet replaced in a rolling update,
+    or a rollback). It must neither rebuild them back nor apply events to them."""
+
+    def __init__(self, built: int, ours: int) -> None:
+        super().__init__(
+            f"the report projections were built by projection version {built}, newer than"
+            f" this code's {ours}; to go back to {ours} on purpose (a rollback), run this"
+            " release's `chibo reports rebuild --allow-downgrade`"
+        )
+        self.built = built
+        self.ours = ours
+
+
+class Built(StrEnum):
+    """The tables against a version of the projection code."""
+
+    CURRENT = "current"  # built by it
+    OUTDATED = "outdated"  # by an older version, or never: rebuild
+    NEWER = "newer"  # by a newer version: leave them alone
+
+
+def compare(built: int | None, ours: int) -> Built:
+    if built == ours:
+        return Built.CURRENT
+    if built is None or built < ours:
+        return Built.OUTDATED
+    return Built.NEWER
+
+
+def projection_guard(version: int = PROJECTION_VERSION) -> BatchGuard:
+    """The live consumer's check, in each batch's claim, that the tables are still the
+    version its code writes."""
+    return BatchGuard(
+        name="projection_version",
+        condition=(
+            f"select coalesce(max(version) = {int(version)}, false)"
+            f" from {SCHEMA}.projection_version"
+        ),
+        explanation=(
+            f"the report projections are no longer projection version {version}, the one"
+            " this code writes (a newer release rebuilt them): this replica stops"
+            " consuming and reports not ready until it is replaced"
+        ),
+    )
 
 
 @dataclass
@@ -74,14 +126,24 @@ async def rebuild(
     batch_size: int = 5_000,
     progress: Progress = lambda done, total: None,
     only_if_outdated: bool = False,
+    version: int = PROJECTION_VERSION,
+    allow_downgrade: bool = False,
 ) -> RebuildResult:
-    """``consumer`` is started, group-less, and assigned ``partitions``."""
+    """``consumer`` is started, group-less, and assigned ``partitions``. ``version`` is
+    the projection code's (tests pass an older one). Raises ``BuiltByNewerCode`` when
+    the tables are of a newer version, unless ``allow_downgrade``."""
     result = RebuildResult()
     async with conn.transaction():
         await conn.execute(f"lock table {SCHEMA}.applied_streams in exclusive mode")
         # Replicas starting together after an upgrade queue on the lock: the first
-        # rebuilds, the others find its version and stop here.
-        if only_if_outdated and await _built_version(conn) == PROJECTION_VERSION:
+        # rebuilds, the others find its version and stop here. A replica of the
+        # previous release that queued behind a new one's rebuild finds a newer version.
+        built = await built_version(conn)
+        state = compare(built, version)
+        if state is Built.NEWER and not allow_downgrade:
+            assert built is not None
+            raise BuiltByNewerCode(built, version)
+        if only_if_outdated and state is Built.CURRENT:
             return RebuildResult(already_current=True)
         starts = await consumer.beginning_offsets(partitions)
         truncated = {tp.partition: o for tp, o in starts.items() if o > 0}
@@ -124,7 +186,7 @@ async def rebuild(
                 await asyncio.gather(reader, return_exceptions=True)
         await conn.execute(f"delete from {SCHEMA}.projection_version")
         await conn.execute(
-            f"insert into {SCHEMA}.projection_version (version) values ($1)", PROJECTION_VERSION
+            f"insert into {SCHEMA}.projection_version (version) values ($1)", version
         )
     return result
 
@@ -276,6 +338,8 @@ async def rebuild_from_topic(
     batch_size: int = 5_000,
     progress: Progress = lambda done, total: None,
     only_if_outdated: bool = False,
+    version: int = PROJECTION_VERSION,
+    allow_downgrade: bool = False,
 ) -> RebuildResult:
     """Rebuild from every partition of ``topic`` (aiokafka ``client_kwargs``)."""
     admin = AIOKafkaAdminClient(**client_kwargs)
@@ -291,7 +355,16 @@ async def rebuild_from_topic(
     try:
         partitions = [TopicPartition(topic, p) for p in found]
         consumer.assign(partitions)
-        return await rebuild(conn, consumer, partitions, batch_size, progress, only_if_outdated)
+        return await rebuild(
+            conn,
+            consumer,
+            partitions,
+            batch_size,
+            progress,
+            only_if_outdated,
+            version,
+            allow_downgrade,
+        )
     finally:
         await consumer.stop()
 
@@ -326,32 +399,44 @@ async def history_can_expire(kafka: KafkaSettings) -> bool:
 
 
 async def rebuild_if_outdated(
-    pool: asyncpg.Pool, kafka: KafkaSettings, batch_size: int = 5_000
+    pool: asyncpg.Pool,
+    kafka: KafkaSettings,
+    batch_size: int = 5_000,
+    version: int = PROJECTION_VERSION,
 ) -> RebuildResult | None:
-    """Rebuild when the tables were built by another version of the projection code
-    (or never: a new install, or an upgrade that added projections)."""
+    """Rebuild when the tables were built by an older version of the projection code
+    (or never: a new install, or an upgrade that added projections). None when they are
+    current. Raises ``BuiltByNewerCode`` when a newer version built them: this process
+    is of an older release, and rebuilding them back would undo the upgrade (and the
+    newer replicas would then rebuild again, and so on)."""
     async with pool.acquire() as conn:
-        built = await _built_version(conn)
-        if built == PROJECTION_VERSION:
+        built = await built_version(conn)
+        state = compare(built, version)
+        if state is Built.CURRENT:
             return None
+        if state is Built.NEWER:
+            assert built is not None
+            raise BuiltByNewerCode(built, version)
         result = await rebuild_from_topic(
             conn,
             aiokafka_client_kwargs(kafka),
             kafka.events_topic,
             batch_size,
             only_if_outdated=True,
+            version=version,
         )
     if result.already_current:
         return None
     log.info(
         "projections.rebuilt",
         from_version=built,
-        to_version=PROJECTION_VERSION,
+        to_version=version,
         records=result.records,
         applied=result.applied,
     )
     return result
 
 
-async def _built_version(conn: asyncpg.Connection) -> int | None:
-    return await conn.fetchval(f"select max(version) from {SCHEMA}.projection_version")  # type: ignore[no-any-return]
+async def built_version(db: asyncpg.Pool | asyncpg.Connection) -> int | None:
+    """The version of the projection code that built the tables; None if never built."""
+    return await db.fetchval(f"select max(version) from {SCHEMA}.projection_version")  # type: ignore[no-any-return]
