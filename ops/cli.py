@@ -745,6 +745,16 @@ reports_app = typer.Typer(help="The reports service's projections.")
 app.add_typer(reports_app, name="reports")
 
 
+class _CurrentStderr:
+    """A file that writes to the sys.stderr of the moment."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @reports_app.command("rebuild")
 def reports_rebuild(
     batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Events per batch.")] = 5_000,
@@ -779,8 +789,9 @@ def reports_rebuild(
     if Kafka or PostgreSQL is unreachable, 4 if the topic no longer holds its whole
     history, 5 if a newer projection version built the tables (see --allow-downgrade)."""
     target = target_or_exit()
-    # Stdout is the result (--json); the services' log lines (migrations) go to stderr.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    # Stdout is the result (--json); the services' log lines (migrations) go to stderr,
+    # whichever stream sys.stderr is when they are written (a test runner swaps it).
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()))  # type: ignore[arg-type]
     started = time.monotonic()
     with _reading_progress(_err()) as bar:
         task = bar.add_task("Rebuilding the report projections", total=None)
