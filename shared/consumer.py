@@ -29,6 +29,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
@@ -150,6 +151,26 @@ def make_broker(settings: KafkaSettings, registry: CollectorRegistry, service: s
         acks="all",
         logger=logging.getLogger("chibo.faststream"),  # through our JSON log format
     )
+
+
+def subscribe_events(
+    broker: KafkaBroker, topic: str, group_id: str, batch_size: int, consumer: "EventConsumer"
+) -> Any:
+    """Subscribe ``consumer`` to the events topic as both event services do: batches of up
+    to ``batch_size`` raw records, acknowledged by the consumer itself (it acks a batch or
+    rewinds it); a group that never read the topic starts from its first record (the
+    whole history, e.g. a topic re-published with ``chibo events republish``)."""
+    subscriber = broker.subscriber(
+        topic,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        batch=True,
+        max_records=batch_size,
+        ack_policy=AckPolicy.MANUAL,
+        decoder=undecoded,  # it reads the raw records itself
+    )
+    subscriber(consumer)
+    return subscriber
 
 
 class Claim(StrEnum):

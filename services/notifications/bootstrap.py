@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI
-from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr
 
@@ -38,7 +37,7 @@ from services.notifications.service_layer.outbox import NotifyConfig, Outbox
 from services.notifications.service_layer.scheduler import TimerScheduler
 from shared.auth import Role, TokenService
 from shared.clock import Clock
-from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
+from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, subscribe_events
 from shared.http import (
     add_operational_routes,
     broker_check,
@@ -200,15 +199,9 @@ def build_app(settings: NotificationsSettings, clock: Clock | None = None) -> Fa
             registry,
             after_commit=work_available.set,  # the dispatcher sees committed rows at once
         )
-        broker.subscriber(
-            kafka.events_topic,
-            group_id=CONSUMER_GROUP,
-            auto_offset_reset="earliest",
-            batch=True,
-            max_records=settings.consumer_batch_size,
-            ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
-            decoder=undecoded,  # it reads the raw records itself
-        )(consumer)
+        subscribe_events(
+            broker, kafka.events_topic, CONSUMER_GROUP, settings.consumer_batch_size, consumer
+        )
         channels: dict[str, Channel] = {"log": LogChannel()}
         if "email" in config.enabled_channels:
             channels["email"] = EmailChannel(

@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field
 
@@ -23,7 +22,7 @@ from services.reports.service_layer.rebuild import (
 )
 from services.reports.service_layer.reports import ReportReader
 from shared.clock import Clock
-from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, undecoded
+from shared.consumer import EventConsumer, freeze_startup_objects, make_broker, subscribe_events
 from shared.http import (
     ReadinessCheck,
     add_operational_routes,
@@ -112,16 +111,9 @@ def build_app(
         )
         app.state.consumer = consumer
         if newer is None:
-            subscriber = broker.subscriber(
-                kafka.events_topic,
-                group_id=CONSUMER_GROUP,
-                auto_offset_reset="earliest",
-                batch=True,
-                max_records=settings.consumer_batch_size,
-                ack_policy=AckPolicy.MANUAL,  # the consumer acks a batch, or rewinds it
-                decoder=undecoded,  # it reads the raw records itself
+            subscriber = subscribe_events(
+                broker, kafka.events_topic, CONSUMER_GROUP, settings.consumer_batch_size, consumer
             )
-            subscriber(consumer)
             # A batch refused by the guard (a newer release's rebuild committed) stops
             # the subscriber: it leaves the group, and the newer replicas take its
             # partitions from the last committed offsets.
