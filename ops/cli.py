@@ -37,6 +37,7 @@ from ops.target import NotFound, Target, Unreachable, redact_url, target_or_exit
 from services.reports.service_layer.rebuild import BuiltByNewerCode, HistoryTruncated
 from shared.auth import Role, TokenService
 from shared.clock import LOCAL_TZ
+from shared.kafka import TopicConfigUnreadable
 from shared.postgres import UnsupportedPostgres
 
 app = typer.Typer(help="Chibo: party cell meetings, petitions, reports and notifications.")
@@ -372,7 +373,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run an async data call; Unreachable and NotFound become exit 3, with the message.
+    """Run an async data call; Unreachable and NotFound become exit 3, an unsupported
+    PostgreSQL or a topic configuration Kafka will not show exit 1, with the message.
 
     Inside a running event loop (an async caller) the call gets a loop of its own on a
     worker thread."""
@@ -399,6 +401,8 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(str(exc), 3)
     except UnsupportedPostgres as exc:
         _fail(str(exc), 1)
+    except TopicConfigUnreadable as exc:
+        _fail(f"{exc}: the CLI's Kafka user needs DescribeConfigs on the topic", 1)
 
 
 def _echo_json(data: Any) -> None:

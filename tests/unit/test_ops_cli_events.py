@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+import typer
+
+from ops.cli import _run
 from ops.events import RepublishPlan, TopicState
+from shared.kafka import TopicConfigUnreadable
 
 WHOLE = TopicState("chibo.events.v1", [0, 1, 2], records=30, retention={"retention.ms": -1})
 TRUNCATED = dataclasses.replace(WHOLE, first_offsets={1: 7})
@@ -70,3 +75,15 @@ def test_a_truncated_topic_points_to_a_new_one() -> None:
         "KAFKA_CREATE_TOPICS is off" in w
         for w in plan(topic=missing, create_topics=False).warnings()
     )
+
+
+def test_a_topic_configuration_kafka_will_not_show_is_a_clear_failure() -> None:
+    """topic_state reads the retention: without DescribeConfigs the broker answers with
+    an error code, which the CLI reports (exit 1) instead of a traceback."""
+
+    async def unreadable() -> None:
+        raise TopicConfigUnreadable("chibo.events.v1: error 29 Topic authorization failed")
+
+    with pytest.raises(typer.Exit) as failed:
+        _run(unreadable)
+    assert failed.value.exit_code == 1
