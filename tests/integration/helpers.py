@@ -245,8 +245,13 @@ async def metric_value(stack: Stack, service: str, sample: str, **labels: str) -
     """The value of one sample on a service's /metrics (``sample`` as exposed, e.g.
     ``chibo_commands_total``), whose labels include ``labels``; the sum when several
     match, None when none does."""
+    return await metric_at(stack.service_url(service), sample, **labels)
+
+
+async def metric_at(base_url: str, sample: str, **labels: str) -> float | None:
+    """``metric_value`` for the process at ``base_url`` (a second replica, say)."""
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{stack.service_url(service)}/metrics")).text
+        text = (await client.get(f"{base_url}/metrics")).text
     values = [
         s.value
         for family in text_string_to_metric_families(text)

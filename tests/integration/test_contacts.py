@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import asyncpg
@@ -26,6 +25,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     inbound,
+    metric_value,
     read_topic,
     registered_ward,
     unique_ward,
@@ -90,10 +90,7 @@ async def _post(stack: Stack, ward: str, command: str, body: dict[str, Any]) -> 
 
 
 async def _redone_batches(stack: Stack) -> float:
-    async with httpx.AsyncClient(base_url=stack.service_url("meetings")) as client:
-        text = (await client.get("/metrics")).text
-    found = re.search(r"^chibo_command_batches_redone_total ([0-9.e+]+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return await metric_value(stack, "meetings", "chibo_command_batches_redone_total") or 0.0
 
 
 async def _move(stack: Stack, person: str, old_ward: str, new_ward: str) -> None:

@@ -11,14 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from ops.stack import Stack, free_port
 from services.meetings.bootstrap import MeetingsSettings
 from services.meetings.domain.petition import PetitionPolicy
 from services.meetings.service_layer.deadline_scheduler import units_off_the_ladder
-from tests.integration.helpers import UnitLadder, eventually, fetch, metric_value
+from tests.integration.helpers import UnitLadder, eventually, fetch, metric_at, metric_value
 
 DAY = 86_400.0
 
@@ -110,13 +109,9 @@ async def escalations(stack: Stack, petition_id: str, at_least: int) -> list[dic
 
 
 async def scheduler_runs(url: str) -> float:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{url}/metrics")).text
-    return next(
-        float(line.split()[1])
-        for line in text.splitlines()
-        if line.startswith("chibo_deadline_scheduler_runs_total ")
-    )
+    runs = await metric_at(url, "chibo_deadline_scheduler_runs_total")
+    assert runs is not None
+    return runs
 
 
 async def test_a_petition_escalates_twice_on_a_moved_clock(running_stack: Stack, clock) -> None:  # type: ignore[no-untyped-def]
@@ -131,13 +126,10 @@ async def test_a_petition_escalates_twice_on_a_moved_clock(running_stack: Stack,
     assert [e["reason"] for e in both] == ["deadline", "deadline"]
 
     async def counted_at_district() -> bool:
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"{running_stack.service_url('meetings')}/metrics")).text
-        return any(
-            line.startswith('chibo_petitions_open{level="district"}')
-            and float(line.split()[-1]) >= 1
-            for line in text.splitlines()
+        open_there = await metric_value(
+            running_stack, "meetings", "chibo_petitions_open", level="district"
         )
+        return open_there is not None and open_there >= 1
 
     await eventually(counted_at_district, timeout_s=30, what="open petitions by level")
     assert both[1]["missed_deadline_at"] == both[0]["deadline_at"]

@@ -11,7 +11,7 @@ import httpx
 
 from ops.stack import Stack
 from shared.clock import LOCAL_TZ
-from tests.integration.helpers import fetch, unique_ward, ward_auth
+from tests.integration.helpers import fetch, metric_value, unique_ward, ward_auth
 
 
 async def test_a_meeting_from_schedule_to_close_through_http(running_stack: Stack) -> None:
@@ -106,10 +106,10 @@ async def test_a_meeting_from_schedule_to_close_through_http(running_stack: Stac
         "ResolutionAdopted",
         "MeetingClosed",
     ]
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{running_stack.service_url('meetings')}/metrics")).text
-    held = [line for line in metrics.splitlines() if line.startswith("chibo_meetings_held_total{")]
-    assert any('kind="regular"' in line and float(line.split()[-1]) >= 1 for line in held)
+    held = await metric_value(
+        running_stack, "meetings", "chibo_meetings_held_total", kind="regular"
+    )
+    assert held is not None and held >= 1
     opened = json.loads(rows[6]["payload"])
     assert [(e["member_id"][-3:], e["status"]) for e in opened["roll_call"]] == [
         ("dv1", "present"),

@@ -25,7 +25,15 @@ from aiosmtpd.controller import Controller
 
 from ops.stack import PROJECT_ROOT, Stack, free_port
 from shared.clock import LOCAL_TZ
-from tests.integration.helpers import UnitLadder, eventually, fetch, mails_to, read_topic, text_of
+from tests.integration.helpers import (
+    UnitLadder,
+    eventually,
+    fetch,
+    mails_to,
+    metric_value,
+    read_topic,
+    text_of,
+)
 
 DAY = 86_400.0
 SECRET = "webhook-secret-for-tests-0123456789"
@@ -409,15 +417,14 @@ def _event_of(record: Any) -> tuple[str, str] | None:
 
 
 async def _duplicates(stack: Stack) -> float:
-    async with httpx.AsyncClient() as c:
-        text = (await c.get(f"{stack.service_url('notifications')}/metrics")).text
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("chibo_consumed_events_total")
-        and 'outcome="duplicate"' in line
-        and 'consumer="notifications"' in line
+    duplicates = await metric_value(
+        stack,
+        "notifications",
+        "chibo_consumed_events_total",
+        outcome="duplicate",
+        consumer="notifications",
     )
+    return duplicates or 0.0
 
 
 async def test_reminders_and_deadline_warnings_fire_on_a_moved_clock_and_are_cancelled(

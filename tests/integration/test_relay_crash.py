@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import asyncpg
-import httpx
 from prometheus_client import CollectorRegistry
 
 from ops.stack import Stack
 from services.meetings.adapters.event_store import EventMetadata, PostgresEventStore
 from services.meetings.adapters.metrics import MeetingsMetrics
 from shared.contract import DomainEvent
-from tests.integration.helpers import close_pool, eventually, read_topic, unique_ward
+from tests.integration.helpers import close_pool, eventually, metric_value, read_topic, unique_ward
 
 STREAMS, EVENTS_PER_STREAM = 120, 250
 TOTAL = STREAMS * EVENTS_PER_STREAM
@@ -30,12 +29,7 @@ class RelayProbe(DomainEvent):
 
 
 async def _published(stack: Stack) -> float:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{stack.service_url('meetings')}/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("chibo_relay_published_events_total "):
-            return float(line.split()[1])
-    return 0.0
+    return await metric_value(stack, "meetings", "chibo_relay_published_events_total") or 0.0
 
 
 async def test_kill_9_mid_batch_loses_nothing_and_keeps_order(running_stack: Stack) -> None:

@@ -26,7 +26,7 @@ from generator.publish import publish
 from ops.demo import FIGURE_KEYS, differences
 from ops.stack import Stack
 from services.reports.bootstrap import CONSUMER_GROUP
-from tests.integration.helpers import eventually, fetch
+from tests.integration.helpers import eventually, fetch, metric_value
 from tests.integration.test_report_html_browser import ARTIFACTS, CHROMIUM, PROBE, chromium
 
 SEED = 2031
@@ -163,17 +163,10 @@ async def test_redelivering_every_event_changes_nothing(month: Generated, stack:
     stack.start_service("reports")
 
     async def redelivered() -> bool:
-        async with httpx.AsyncClient(timeout=10) as client:
-            metrics = (await client.get(f"{stack.service_url('reports')}/metrics")).text
-        line = next(
-            (
-                ln
-                for ln in metrics.splitlines()
-                if ln.startswith("chibo_consumed_events_total") and 'outcome="duplicate"' in ln
-            ),
-            "",
+        duplicates = await metric_value(
+            stack, "reports", "chibo_consumed_events_total", outcome="duplicate"
         )
-        return bool(line) and float(line.split()[-1]) >= sum(
+        return duplicates is not None and duplicates >= sum(
             month.expected["events"]["by_type"].values()
         )
 
