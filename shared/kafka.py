@@ -243,33 +243,25 @@ class ConsumerLagMonitor:
         await admin.start()
         await consumer.start()
         try:
-            partitions = await topic_partitions(admin, self._topics)
-            tps = [
-                TopicPartition(topic, p)
-                for topic, numbers in partitions.items()
-                for p in numbers or ()
-            ]
+            # One look-up of the partitions and one of the end offsets, for the consumed
+            # topics and the DLQ together.
+            dlq = [self._dlq_topic] if self._dlq_topic is not None else []
+            partitions = await topic_partitions(admin, self._topics + dlq)
+            tps = {t: [TopicPartition(t, p) for p in partitions[t] or ()] for t in partitions}
+            consumed = [tp for t in self._topics for tp in tps[t]]
+            held = [tp for t in dlq for tp in tps[t]]  # empty until the DLQ is created
+            ends = await consumer.end_offsets(consumed + held)
             committed = await admin.list_consumer_group_offsets(self._group_id)
-            result = lag_per_partition(await consumer.end_offsets(tps), committed)
+            result = lag_per_partition({tp: ends[tp] for tp in consumed}, committed)
             for (topic, partition), lag in result.items():
                 self.lag.labels(self._group_id, topic, str(partition)).set(lag)
-            if self._dlq_topic is not None:
-                await self._measure_dlq(admin, consumer, self._dlq_topic)
+            if held:
+                starts = await consumer.beginning_offsets(held)
+                self.dlq_retained.labels(dlq[0]).set(sum(ends[tp] - starts[tp] for tp in held))
             return result
         finally:
             await consumer.stop()
             await admin.close()
-
-    async def _measure_dlq(
-        self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, topic: str
-    ) -> None:
-        numbers = (await topic_partitions(admin, [topic]))[topic]
-        if not numbers:
-            return  # not created yet: nothing dead-lettered
-        tps = [TopicPartition(topic, p) for p in numbers]
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        self.dlq_retained.labels(topic).set(sum(ends[tp] - starts[tp] for tp in tps))
 
     async def _run(self) -> None:
         while True:
