@@ -59,7 +59,10 @@ def record(offset: int, raw: bytes) -> ConsumerRecord:
     )
 
 
-def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
+def recording_consumer(
+    service: str,
+) -> tuple[EventConsumer, FakeBroker, CollectorRegistry, list[tuple[Any, Any]]]:
+    """A consumer on a fake pool and broker, with what it applied, published and counted."""
     applied: list[tuple[Any, Any]] = []
 
     async def apply(_conn: Any, envelope: Any, event: Any) -> None:
@@ -68,14 +71,19 @@ def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
     broker = FakeBroker()
     registry = CollectorRegistry()
     consumer = EventConsumer(
-        "reports",
-        "reports",
+        service,
+        service,
         FakePool(),  # type: ignore[arg-type]
         broker,  # type: ignore[arg-type]
         KafkaSettings(),
         apply,
         registry,
     )
+    return consumer, broker, registry, applied
+
+
+def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
+    consumer, broker, registry, applied = recording_consumer("reports")
     current = value()
     older = value(
         stream_id="meeting-b",
@@ -120,18 +128,7 @@ def test_each_record_gets_the_outcome_of_the_two_pass_read() -> None:
 def applied_lines(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     """What the consumer logs at info for one batch whose records are all applied."""
 
-    async def apply(_conn: Any, _envelope: Any, _event: Any) -> None:
-        return None
-
-    consumer = EventConsumer(
-        "reports",
-        "reports",
-        FakePool(),  # type: ignore[arg-type]
-        FakeBroker(),  # type: ignore[arg-type]
-        KafkaSettings(),
-        apply,
-        CollectorRegistry(),
-    )
+    consumer, *_ = recording_consumer("reports")
     with structlog.testing.capture_logs() as logs:
         asyncio.run(consumer._process(records))
     return [dict(line) for line in logs if line["log_level"] == "info"]
@@ -200,22 +197,7 @@ def test_a_newer_schema_version_is_dead_lettered_and_parks_its_stream() -> None:
     """An event written by a newer contract cannot be read here: it is dead-lettered
     (reason newer_schema_version) instead of failing the batch for ever, its stream's
     next event follows it to the DLQ (stream_gap), and the other streams are applied."""
-    applied: list[tuple[Any, Any]] = []
-
-    async def apply(_conn: Any, envelope: Any, event: Any) -> None:
-        applied.append((envelope, event))
-
-    broker = FakeBroker()
-    registry = CollectorRegistry()
-    consumer = EventConsumer(
-        "notifications",
-        "notifications",
-        FakePool(),  # type: ignore[arg-type]
-        broker,  # type: ignore[arg-type]
-        KafkaSettings(),
-        apply,
-        registry,
-    )
+    consumer, broker, registry, applied = recording_consumer("notifications")
     newer = value(schema_version=3)
     after = value(stream_version=2, event_id="22222222-2222-4222-8222-222222222222")
     other = value(stream_id="meeting-other", event_id="33333333-3333-4333-8333-333333333333")
