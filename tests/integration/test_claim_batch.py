@@ -83,6 +83,30 @@ async def test_new_and_duplicate_events_of_a_batch(schema: tuple[asyncpg.Pool, s
     assert await versions(pool, name) == {"a": 3, "b": 1, "c": 2}
 
 
+async def claim_waiting(
+    pool: asyncpg.Pool, second: asyncpg.Connection, name: str, *ids: str
+) -> asyncio.Task[list[Claim]]:
+    """``second`` claims ``ids`` in a transaction of its own; returns once that claim waits
+    for a lock another transaction holds (its outcomes are the task's result)."""
+
+    async def claim_second() -> list[Claim]:
+        async with second.transaction():
+            claimed = await claim_batch(second, name, batch(*ids))
+            return claimed.outcomes
+
+    waiting = asyncio.create_task(claim_second())
+    pid = second.get_server_pid()
+
+    async def blocked() -> bool:
+        event = await pool.fetchval(
+            "select wait_event_type from pg_stat_activity where pid = $1", pid
+        )
+        return event == "Lock"
+
+    await eventually(blocked, what="the second claim waiting for the first")
+    return waiting
+
+
 @pytest.mark.parametrize("first_commits", [True, False])
 async def test_a_concurrent_claim_waits_and_sees_what_the_other_applied(
     schema: tuple[asyncpg.Pool, str], first_commits: bool
@@ -97,21 +121,7 @@ async def test_a_concurrent_claim_waits_and_sees_what_the_other_applied(
         claimed = await claim_batch(first, name, batch("d1", "d2", "e2"))
         assert claimed.outcomes == [N, N, N]
 
-        async def claim_second() -> list[Claim]:
-            async with second.transaction():
-                claimed = await claim_batch(second, name, batch("d1", "d2", "d3", "e2", "f1"))
-                return claimed.outcomes
-
-        waiting = asyncio.create_task(claim_second())
-        pid = second.get_server_pid()
-
-        async def blocked() -> bool:
-            event = await pool.fetchval(
-                "select wait_event_type from pg_stat_activity where pid = $1", pid
-            )
-            return event == "Lock"
-
-        await eventually(blocked, what="the second claim waiting for the first")
+        waiting = await claim_waiting(pool, second, name, "d1", "d2", "d3", "e2", "f1")
         if first_commits:
             await tx.commit()
             assert await waiting == [D, D, N, D, N]
@@ -220,21 +230,7 @@ async def test_a_concurrent_claim_of_a_parked_stream_compares_with_the_committed
         claimed = await claim_batch(first, name, batch("g1", "g2", "h1"), [True, False, True])
         assert claimed.outcomes == [N, P, N]
 
-        async def claim_second() -> list[Claim]:
-            async with second.transaction():
-                claimed = await claim_batch(second, name, batch("g2", "g3", "h3", "h2"))
-                return claimed.outcomes
-
-        waiting = asyncio.create_task(claim_second())
-        pid = second.get_server_pid()
-
-        async def blocked() -> bool:
-            event = await pool.fetchval(
-                "select wait_event_type from pg_stat_activity where pid = $1", pid
-            )
-            return event == "Lock"
-
-        await eventually(blocked, what="the second claim waiting for the first")
+        waiting = await claim_waiting(pool, second, name, "g2", "g3", "h3", "h2")
         await tx.commit()
         # g stood at 1 (g2 unreadable), h at 1: both continue from the committed rows.
         assert await waiting == [N, N, N, N]
