@@ -250,8 +250,13 @@ async def metric_value(stack: Stack, service: str, sample: str, **labels: str) -
 
 async def metric_at(base_url: str, sample: str, **labels: str) -> float | None:
     """``metric_value`` for the process at ``base_url`` (a second replica, say)."""
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{base_url}/metrics")).text
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        return await metric_from(client, sample, **labels)
+
+
+async def metric_from(client: httpx.AsyncClient, sample: str, **labels: str) -> float | None:
+    """``metric_value`` through a client of the service's own (an app run in process)."""
+    text = (await client.get("/metrics")).text
     values = [
         s.value
         for family in text_string_to_metric_families(text)

@@ -29,7 +29,7 @@ from services.reports.bootstrap import ReportsSettings, build_app
 from services.reports.service_layer.rebuild import PROJECTION_VERSION, rebuild_if_outdated
 from shared.consumer import EventConsumer
 from shared.settings import KafkaSettings
-from tests.integration.helpers import close_pool, eventually, own_database
+from tests.integration.helpers import close_pool, eventually, metric_from, own_database
 from tests.unit.test_event_reading import PAYLOAD, value
 
 OLD = PROJECTION_VERSION - 1
@@ -72,28 +72,26 @@ async def applied(pool: asyncpg.Pool, prefix: str) -> dict[str, int]:
     return {r["stream_id"]: r["version"] for r in rows}
 
 
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = (await client.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return float(sample.value)
-    return None
-
-
-async def test_an_old_replica_stops_once_the_new_release_has_rebuilt(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def topics_of_its_own(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> tuple[str, KafkaSettings]:
+    """An events topic, DLQ and consumer group of the test's own (the stack's reports
+    service must not read these events, nor these replicas the stack's)."""
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
         bootstrap_servers=stack.kafka_bootstrap,
         events_topic=f"chibo.events.rollout-{suffix}",
         events_dlq_topic=f"chibo.events.dlq.rollout-{suffix}",
-        partitions=3,
+        partitions=partitions,
     )
     monkeypatch.setattr(bootstrap, "CONSUMER_GROUP", f"chibo-reports-rollout-{suffix}")
+    return suffix, kafka
+
+
+async def test_an_old_replica_stops_once_the_new_release_has_rebuilt(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suffix, kafka = topics_of_its_own(stack, monkeypatch, partitions=3)
     prefix = f"rollout{suffix}"
     before = [scheduled(prefix, i) for i in range(12)]
     after = [scheduled(prefix, i) for i in range(12, 24)]
@@ -127,7 +125,7 @@ async def test_an_old_replica_stops_once_the_new_release_has_rebuilt(
         # Events after the rebuild: the old replica refuses them and stops.
         await publish(kafka, after)
         await eventually(
-            lambda: metric(
+            lambda: metric_from(
                 old,
                 "chibo_consumer_refused_batches_total",
                 consumer="reports",
@@ -159,7 +157,7 @@ async def test_an_old_replica_stops_once_the_new_release_has_rebuilt(
             "select count(*) from reports.meetings where meeting_id like $1", f"{prefix}.%"
         ) == (24)
         assert (await new.get("/ready")).json()["checks"]["projection_version"] == "ok"
-        assert await metric(new, "chibo_consumed_events_total", outcome="applied") == 12
+        assert await metric_from(new, "chibo_consumed_events_total", outcome="applied") == 12
         # The old one stays stopped and out of rotation.
         assert old_consumer.refused == "projection_version"
         assert (await old.get("/ready")).status_code == 503
@@ -181,14 +179,7 @@ async def test_a_replica_started_after_the_new_release_rebuilt_does_not_consume(
 ) -> None:
     """An old pod that restarts mid-rollout: it serves HTTP, reports not ready, and
     neither rebuilds nor consumes."""
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        bootstrap_servers=stack.kafka_bootstrap,
-        events_topic=f"chibo.events.rollout-{suffix}",
-        events_dlq_topic=f"chibo.events.dlq.rollout-{suffix}",
-        partitions=1,
-    )
-    monkeypatch.setattr(bootstrap, "CONSUMER_GROUP", f"chibo-reports-rollout-{suffix}")
+    suffix, kafka = topics_of_its_own(stack, monkeypatch, partitions=1)
     prefix = f"restart{suffix}"
     async with own_database(stack) as database_url, AsyncExitStack() as stop:
         settings = ReportsSettings(
@@ -211,5 +202,5 @@ async def test_a_replica_started_after_the_new_release_rebuilt_does_not_consume(
         assert ready.status_code == 503
         assert ready.json()["checks"]["projection_version"] == "failing"
         assert await version_row(pool) == version
-        assert await metric(old, "chibo_consumed_events_total", outcome="applied") == 0
-        assert await metric(new, "chibo_consumed_events_total", outcome="applied") == 5
+        assert await metric_from(old, "chibo_consumed_events_total", outcome="applied") == 0
+        assert await metric_from(new, "chibo_consumed_events_total", outcome="applied") == 5
